@@ -1,0 +1,41 @@
+"""The lazily indexed wrapper around one HDF5 dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+from xarray.backends import BackendArray
+from xarray.core import indexing
+
+
+class H5BackendArray(BackendArray):
+    """One HDF5 dataset, read only when indexed.
+
+    It holds the store (a picklable file manager + lock) and the dataset's path, never
+    an h5py object, so it pickles and reopens the file by path on dask workers.
+    """
+
+    __slots__ = ("_decode_strings", "dtype", "path", "shape", "store")
+
+    def __init__(self, store, path: str, shape: tuple[int, ...], dtype: np.dtype, strings: bool):
+        self.store = store
+        self.path = path
+        self.shape = shape
+        self.dtype = dtype
+        self._decode_strings = strings
+
+    def get_array(self, needs_lock: bool = True):
+        return self.store.acquire(needs_lock)[self.path]
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        # h5py takes basic slices plus one increasing integer list per selection;
+        # xarray decomposes anything else (steps < 0, unsorted or repeated indices).
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR, self._getitem
+        )
+
+    def _getitem(self, key: tuple) -> np.ndarray:
+        with self.store.lock:
+            dset = self.get_array(needs_lock=False)
+            if self._decode_strings:
+                return np.asarray(dset.asstr()[key], dtype=object)
+            return np.asarray(dset[key])

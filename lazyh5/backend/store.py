@@ -1,0 +1,318 @@
+"""The store: one HDF5 file (by path), its lock, and its datasets as xarray variables."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+import pandas as pd
+import xarray as xr
+from xarray import conventions
+from xarray.backends import CachingFileManager
+from xarray.backends.locks import HDF5_LOCK, combine_locks, ensure_lock, get_write_lock
+from xarray.coding.strings import create_vlen_dtype
+from xarray.core.indexes import PandasIndex
+
+from .._files import open_h5file
+from .._filters import compression_label
+from ..errors import ObjectNotFoundError, UnsupportedDtypeError
+from . import dims as dimnames
+from .array import H5BackendArray
+from .security import check_dataset, check_link
+
+# Attributes that encode HDF5/netCDF structure rather than user metadata.
+_HIDDEN_ATTRS = {
+    "CLASS",
+    "NAME",
+    "DIMENSION_LIST",
+    "REFERENCE_LIST",
+    "DIMENSION_LABELS",
+    "_Netcdf4Dimid",
+    "_Netcdf4Coordinates",
+    "_nc3_strict",
+    "_NCProperties",
+}
+
+
+class H5Store:
+    """An HDF5 file opened by path through xarray's ``CachingFileManager``.
+
+    The manager id is derived from the path and mode, so every lazyh5 object for the
+    same file and mode in a process shares one h5py handle: reads see writes made
+    through the ``.h5`` accessor at once, and HDF5 never sees the file opened twice
+    with conflicting modes.
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike,
+        mode: str = "r",
+        *,
+        lock: Any = None,
+        allow_external: bool = False,
+        file_kwargs: Mapping[str, Any] | None = None,
+    ):
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
+        self.filename = os.path.abspath(os.fspath(filename))
+        self.mode = mode
+        self.allow_external = allow_external
+        kwargs = dict(file_kwargs or {})
+        manager_id = ("lazyh5", self.filename, mode, tuple(sorted(kwargs.items())))
+        self._manager = CachingFileManager(
+            open_h5file, self.filename, mode=mode, kwargs=kwargs, manager_id=manager_id
+        )
+        if lock is None:
+            lock = HDF5_LOCK if mode == "r" else combine_locks(
+                [HDF5_LOCK, get_write_lock(self.filename)]
+            )
+        self.lock = ensure_lock(lock)
+        # Fail now, with a clear message, rather than inside the first dask task.
+        self.acquire()
+
+    def acquire(self, needs_lock: bool = True) -> h5py.File:
+        with self._manager.acquire_context(needs_lock) as f:
+            return f
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def group(self, path: str | None) -> h5py.Group:
+        root = self.acquire()
+        if path in (None, "", "/"):
+            return root
+        path = "/" + path.strip("/")
+        parent, _, name = path.rpartition("/")
+        node: h5py.Group = root
+        for part in [p for p in parent.split("/") if p] + [name]:
+            if part not in node:
+                raise ObjectNotFoundError(
+                    f"no group '{path}' in '{self.filename}'; groups at "
+                    f"'{node.name}': {sorted(k for k in node if isinstance(node.get(k), h5py.Group))}"
+                )
+            check_link(self.filename, node, part, self.allow_external)
+            node = node[part]
+        if not isinstance(node, h5py.Group):
+            raise ObjectNotFoundError(
+                f"'{path}' in '{self.filename}' is a dataset, not a group; "
+                "open its parent group and select the variable"
+            )
+        return node
+
+    def __getstate__(self):
+        return {
+            "filename": self.filename,
+            "mode": self.mode,
+            "allow_external": self.allow_external,
+            "manager": self._manager,
+            "lock": self.lock,
+        }
+
+    def __setstate__(self, state):
+        self.filename = state["filename"]
+        self.mode = state["mode"]
+        self.allow_external = state["allow_external"]
+        self._manager = state["manager"]
+        self.lock = state["lock"]
+
+
+def _read_attrs(obj: h5py.HLObject, filename: str) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    for key in obj.attrs:
+        if key in _HIDDEN_ATTRS:
+            continue
+        try:
+            value = obj.attrs[key]
+        except (OSError, TypeError, ValueError) as err:
+            warnings.warn(
+                f"skipping attribute '{key}' of '{obj.name}' in '{filename}': "
+                f"h5py cannot read it ({err})",
+                UserWarning,
+                stacklevel=4,
+            )
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "SO":
+            value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
+        attrs[key] = value
+    return attrs
+
+
+def _xarray_dtype(dset: h5py.Dataset, filename: str) -> tuple[np.dtype, bool]:
+    """The dtype xarray will see, and whether strings must be decoded."""
+    if h5py.check_string_dtype(dset.dtype) is not None:
+        return create_vlen_dtype(str), True
+    if h5py.check_vlen_dtype(dset.dtype) is not None or dset.dtype.kind == "O":
+        raise UnsupportedDtypeError(
+            f"dataset '{dset.name}' in '{filename}' has a variable-length or reference "
+            f"type ({dset.dtype}); lazyh5 reads numeric, bool, complex, string and "
+            "compound datasets"
+        )
+    return dset.dtype, False
+
+
+def _encoding(
+    filename: str, dset: h5py.Dataset, dim_names: Sequence[str]
+) -> dict[str, Any]:
+    enc: dict[str, Any] = {
+        "source": filename,
+        "lazyh5_path": dset.name,
+        "lazyh5_dims": tuple(dim_names),
+        "original_shape": dset.shape,
+        "dtype": dset.dtype,
+        "contiguous": dset.chunks is None,
+    }
+    if dset.chunks is not None:
+        enc["chunksizes"] = dset.chunks
+        enc["preferred_chunks"] = dict(zip(dim_names, dset.chunks, strict=True))
+        label = compression_label(dset)
+        if label:
+            enc["filters"] = label
+        if dset.compression in ("gzip", "lzf", "szip"):
+            enc["compression"] = dset.compression
+            enc["compression_opts"] = dset.compression_opts
+        enc["shuffle"] = dset.shuffle
+        enc["fletcher32"] = dset.fletcher32
+    return enc
+
+
+def _members(
+    store: H5Store, grp: h5py.Group, drop: set[str]
+) -> tuple[dict[str, h5py.Dataset], list[str]]:
+    datasets: dict[str, h5py.Dataset] = {}
+    subgroups: list[str] = []
+    for name in grp:
+        check_link(store.filename, grp, name, store.allow_external)
+        obj = grp.get(name)
+        if obj is None:  # dangling soft link
+            warnings.warn(
+                f"skipping '{grp.name.rstrip('/')}/{name}' in '{store.filename}': "
+                "it is a link to nothing",
+                UserWarning,
+                stacklevel=3,
+            )
+            continue
+        if isinstance(obj, h5py.Group):
+            subgroups.append(name)
+        elif isinstance(obj, h5py.Dataset) and name not in drop:
+            check_dataset(store.filename, obj, store.allow_external)
+            datasets[name] = obj
+    return datasets, subgroups
+
+
+def read_group(
+    store: H5Store,
+    group: str | None = None,
+    *,
+    dims: Mapping[str, Sequence[Hashable]] | None = None,
+    drop_variables: Iterable[str] | None = None,
+    inherited_dims: Mapping[str, int] | None = None,
+    decode_kwargs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Build the lazy (not yet dask-chunked) Dataset for one group of ``store``."""
+    filename = store.filename
+    grp = store.group(group)
+    datasets, subgroups = _members(store, grp, set(drop_variables or ()))
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    scales: dict[str, list[str | None]] = {}
+    coord_scales: dict[str, str] = {}  # dataset name -> variable name of a coordinate
+    for name, dset in datasets.items():
+        if dset.shape is None:  # HDF5 null dataspace: nothing to hold
+            continue
+        if dimnames.is_dimension_scale(dset):
+            dim, has_values = dimnames.scale_name(dset)
+            if not has_values:
+                continue  # a netCDF dimension without coordinate values
+            if dset.ndim == 1:
+                coord_scales[name] = dim
+                shapes[name] = dset.shape
+                scales[name] = [dim]
+                continue
+        shapes[name] = dset.shape
+        scales[name] = dimnames.scale_dims(dset)
+
+    dim_map = dimnames.assign_dims(filename, shapes, scales, dims)
+    dim_map = _avoid_ancestor_conflicts(dim_map, shapes, inherited_dims or {}, grp.name)
+
+    variables: dict[str, xr.Variable] = {}
+    for name in shapes:
+        dset = datasets[name]
+        try:
+            dtype, strings = _xarray_dtype(dset, filename)
+        except UnsupportedDtypeError as err:
+            warnings.warn(f"skipping: {err}", UserWarning, stacklevel=2)
+            continue
+        names = dim_map[name]
+        data = H5BackendArray(store, dset.name, dset.shape, dtype, strings)
+        var_name = coord_scales.get(name, name)
+        if var_name in variables:
+            var_name = name
+        attrs = _read_attrs(dset, filename)
+        variables[var_name] = xr.Variable(
+            names,
+            xr.core.indexing.LazilyIndexedArray(data),
+            attrs=attrs,
+            encoding=_encoding(filename, dset, names),
+        )
+
+    group_attrs = _read_attrs(grp, filename)
+    decode = {"mask_and_scale": True, "decode_times": True, "decode_coords": True}
+    decode.update(decode_kwargs or {})
+    if decode.pop("decode_cf", True):
+        vars_, attrs, coord_names = conventions.decode_cf_variables(
+            variables, group_attrs, **decode
+        )
+    else:
+        vars_, attrs, coord_names = variables, group_attrs, set()
+    ds = xr.Dataset(vars_, attrs=attrs)
+    ds = ds.set_coords([c for c in coord_names if c in ds.variables])
+    ds = ds.assign_coords(_position_coords(ds, inherited_dims or {}))
+    if not datasets and subgroups and grp.name == "/":
+        warnings.warn(
+            f"'{filename}' has no datasets at its root, only groups {sorted(subgroups)}: "
+            "open one with group=..., or all of them with "
+            "xr.open_datatree(path, engine='lazyh5')",
+            UserWarning,
+            stacklevel=3,
+        )
+    return ds
+
+
+def _avoid_ancestor_conflicts(
+    dim_map: dict[str, tuple[str, ...]],
+    shapes: Mapping[str, tuple[int, ...]],
+    inherited: Mapping[str, int],
+    group_name: str,
+) -> dict[str, tuple[str, ...]]:
+    """In a tree, a name an ancestor uses with another length gets the group's suffix."""
+    if not inherited:
+        return dim_map
+    suffix = group_name.rstrip("/").rsplit("/", 1)[-1]
+    fixed = {}
+    for var, names in dim_map.items():
+        fixed[var] = tuple(
+            f"{d}_{suffix}" if d in inherited and inherited[d] != n else d
+            for d, n in zip(names, shapes[var], strict=True)
+        )
+    return fixed
+
+
+def _position_coords(ds: xr.Dataset, inherited: Mapping[str, int]) -> xr.Coordinates:
+    """An O(1)-memory integer index (file positions) for each dimension without one.
+
+    These positions are what lets ``.sel(sample=7)`` and the ``.h5`` write accessor
+    map a selected view back to rows of the file.
+    """
+    coords = xr.Coordinates()
+    for dim, n in ds.sizes.items():
+        if dim in ds.coords or inherited.get(dim) == n:
+            continue
+        index = PandasIndex(pd.RangeIndex(n, name=dim), dim)
+        coords = coords.merge(xr.Coordinates.from_xindex(index)).coords
+    return coords

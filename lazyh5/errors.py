@@ -1,0 +1,70 @@
+"""Exceptions raised by lazyh5.
+
+Every lazyh5 error subclasses :class:`Lazyh5Error` *and* the builtin exception a
+caller would naturally catch (``FileNotFoundError``, ``KeyError``, ``ValueError``...),
+so ``except KeyError`` keeps working while ``except lazyh5.Lazyh5Error`` catches
+everything lazyh5 raises on purpose.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Lazyh5Error",
+    "FileMissingError",
+    "NotHDF5Error",
+    "CorruptFileError",
+    "ObjectNotFoundError",
+    "DimensionError",
+    "ReadOnlyError",
+    "ExternalReferenceError",
+    "UnsupportedDtypeError",
+    "UnmappableViewError",
+    "FileBusyError",
+]
+
+
+class Lazyh5Error(Exception):
+    """Base class of all errors raised by lazyh5."""
+
+
+class FileMissingError(Lazyh5Error, FileNotFoundError):
+    """The path does not exist or is not a regular file."""
+
+
+class NotHDF5Error(Lazyh5Error, ValueError):
+    """The file exists but is not an HDF5 file."""
+
+
+class CorruptFileError(Lazyh5Error, OSError):
+    """The file looks like HDF5 but cannot be read (truncated or damaged)."""
+
+
+class ObjectNotFoundError(Lazyh5Error, KeyError):
+    """A group, dataset or variable named by the caller does not exist."""
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DimensionError(Lazyh5Error, ValueError):
+    """Dimension names do not fit the data (wrong count, conflicting lengths)."""
+
+
+class ReadOnlyError(Lazyh5Error, PermissionError):
+    """A write was attempted on a file opened read-only (or not writable)."""
+
+
+class ExternalReferenceError(Lazyh5Error, PermissionError):
+    """The file refers to data in other files and that was not allowed."""
+
+
+class UnsupportedDtypeError(Lazyh5Error, TypeError):
+    """A dataset's HDF5 type cannot be represented (or used for this purpose)."""
+
+
+class UnmappableViewError(Lazyh5Error, ValueError):
+    """An array cannot be traced back to a region of an HDF5 dataset."""
+
+
+class FileBusyError(Lazyh5Error, OSError):
+    """The file is locked by another process (for example open for writing)."""
