@@ -21,6 +21,7 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _SIGNATURE_OFFSETS = (0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nc", ".nc4")
 
+
 def has_hdf5_signature(path: str | os.PathLike) -> bool:
     """Whether the file carries the HDF5 superblock signature at a valid offset."""
     try:

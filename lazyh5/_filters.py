@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import h5py
 
 # HDF5 filter ids registered for the codecs hdf5plugin ships (see the HDF Group's
@@ -34,10 +36,8 @@ def load_filter_plugins() -> None:
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    try:
+    with contextlib.suppress(ImportError):
         import hdf5plugin  # noqa: F401
-    except ImportError:
-        pass
 
 
 def filter_pipeline(dset: h5py.Dataset) -> list[tuple[int, str, tuple[int, ...]]]:

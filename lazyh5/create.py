@@ -103,7 +103,9 @@ def _normalise_specs(
                 f"got {spec[0]!r}"
             ) from err
         if any(n < 0 for n in shape):
-            raise ValueError(f"cannot create '{path}': negative length in shape {shape} of '{name}'")
+            raise ValueError(
+                f"cannot create '{path}': negative length in shape {shape} of '{name}'"
+            )
         try:
             dtype = h5py.string_dtype() if dtype is str else np.dtype(dtype)
         except TypeError as err:
@@ -218,7 +220,7 @@ def create(
         named = dimnames.assign_dims(path, shapes, {}, group_dims)
         dim_names.update({prefix + b: d for b, d in named.items()})
     plans = {}
-    for name, (shape, dtype, vattrs) in specs.items():
+    for name, (shape, dtype, _attrs) in specs.items():
         vchunks = _per_var(chunks, name, True)
         if vchunks is True:
             vchunks = row_chunks(shape, dtype)
@@ -245,7 +247,9 @@ def create(
     target = path
     if mode in ("w-", "x", "w"):
         folder = os.path.dirname(os.path.abspath(path)) or "."
-        fd, target = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        fd, target = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder
+        )
         os.close(fd)
     try:
         with open_h5file(target, "w" if target != path else "a") as f:
@@ -303,7 +307,7 @@ def _write(f: h5py.File, path: str, specs, plans, dim_names) -> None:
     # Coordinate-like variables (1-D, named after their own dimension) first.
     order = sorted(specs, key=lambda n: dim_names[n] != (n.rsplit("/", 1)[-1],))
     for name in order:
-        shape, dtype, vattrs = specs[name]
+        vattrs = specs[name][2]
         plan = plans[name]
         group_path, _, base = name.rpartition("/")
         grp = f.require_group(group_path) if group_path else f

@@ -32,7 +32,5 @@ def plan_chunks(
     dtype = np.dtype(dtype)
     if dtype.hasobject:
         dtype = np.dtype(f"S{_OBJECT_ITEMSIZE}")
-    chunks = normalize_chunks(
-        "auto", shape, limit=target, dtype=dtype, previous_chunks=hdf5_chunks
-    )
+    chunks = normalize_chunks("auto", shape, limit=target, dtype=dtype, previous_chunks=hdf5_chunks)
     return tuple(max(c[0], 1) if c else 1 for c in chunks)

@@ -83,9 +83,7 @@ def assign_dims(
             f"dims= names {unknown} but '{filename}' has no such dataset here; "
             f"available: {sorted(shapes)}"
         )
-    n_sample = sample_length(
-        {k: s for k, s in shapes.items() if not any(from_scales.get(k, ()))}
-    )
+    n_sample = sample_length({k: s for k, s in shapes.items() if not any(from_scales.get(k, ()))})
     result: dict[str, tuple[str, ...]] = {}
     for var, shape in shapes.items():
         if var in user_dims:
@@ -99,9 +97,7 @@ def assign_dims(
                     f"but the dataset has {len(shape)} axes (shape {shape})"
                 )
             if len(set(given)) != len(given):
-                raise DimensionError(
-                    f"dims= for '{var}' in '{filename}' repeats a name: {given}"
-                )
+                raise DimensionError(f"dims= for '{var}' in '{filename}' repeats a name: {given}")
             result[var] = tuple(str(d) for d in given)
             continue
         scaled = list(from_scales.get(var, [None] * len(shape)))

@@ -148,7 +148,10 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         with another length gets the group's name as a suffix.
         """
         store = H5Store(
-            _path(filename_or_obj), mode, lock=lock, allow_external=allow_external,
+            _path(filename_or_obj),
+            mode,
+            lock=lock,
+            allow_external=allow_external,
             file_kwargs=file_kwargs,
         )
         drop = [drop_variables] if isinstance(drop_variables, str) else drop_variables
@@ -167,7 +170,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
             )
             if preferred_chunks == "blocks":
                 _prefer_blocks(ds)
-            rel = "/" + path[len(root):].strip("/") if path != root else "/"
+            rel = "/" + path[len(root) :].strip("/") if path != root else "/"
             result[rel] = ds
             here = {**inherited, **{str(k): v for k, v in ds.sizes.items()}}
             grp = store.group(path)

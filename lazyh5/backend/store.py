@@ -67,8 +67,10 @@ class H5Store:
             open_h5file, self.filename, mode=mode, kwargs=kwargs, manager_id=manager_id
         )
         if lock is None:
-            lock = HDF5_LOCK if mode == "r" else combine_locks(
-                [HDF5_LOCK, get_write_lock(self.filename)]
+            lock = (
+                HDF5_LOCK
+                if mode == "r"
+                else combine_locks([HDF5_LOCK, get_write_lock(self.filename)])
             )
         self.lock = ensure_lock(lock)
         # Fail now, with a clear message, rather than inside the first dask task.
@@ -90,9 +92,9 @@ class H5Store:
         node: h5py.Group = root
         for part in [p for p in parent.split("/") if p] + [name]:
             if part not in node:
+                groups = sorted(k for k in node if isinstance(node.get(k), h5py.Group))
                 raise ObjectNotFoundError(
-                    f"no group '{path}' in '{self.filename}'; groups at "
-                    f"'{node.name}': {sorted(k for k in node if isinstance(node.get(k), h5py.Group))}"
+                    f"no group '{path}' in '{self.filename}'; groups at '{node.name}': {groups}"
                 )
             check_link(self.filename, node, part, self.allow_external)
             node = node[part]
@@ -156,9 +158,7 @@ def _xarray_dtype(dset: h5py.Dataset, filename: str) -> tuple[np.dtype, bool]:
     return dset.dtype, False
 
 
-def _encoding(
-    filename: str, dset: h5py.Dataset, dim_names: Sequence[str]
-) -> dict[str, Any]:
+def _encoding(filename: str, dset: h5py.Dataset, dim_names: Sequence[str]) -> dict[str, Any]:
     enc: dict[str, Any] = {
         "source": filename,
         "lazyh5_path": dset.name,
