@@ -217,6 +217,11 @@ def create(
     for group, shapes in by_group.items():
         prefix = f"{group}/" if group else ""
         group_dims = {b: user_dims[prefix + b] for b in shapes if prefix + b in user_dims}
+        # A 1-D variable named like a dimension used in its group is that coordinate.
+        used = {d for named in group_dims.values() for d in named}
+        for b, shape in shapes.items():
+            if b not in group_dims and b in used and len(shape) == 1:
+                group_dims[b] = (b,)
         named = dimnames.assign_dims(path, shapes, {}, group_dims)
         dim_names.update({prefix + b: d for b, d in named.items()})
     plans = {}

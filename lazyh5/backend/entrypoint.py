@@ -167,6 +167,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
                 drop_variables=drop,
                 inherited_dims=inherited,
                 decode_kwargs=decoders,
+                warn_if_empty=False,
             )
             if preferred_chunks == "blocks":
                 _prefer_blocks(ds)

@@ -213,6 +213,7 @@ def read_group(
     drop_variables: Iterable[str] | None = None,
     inherited_dims: Mapping[str, int] | None = None,
     decode_kwargs: Mapping[str, Any] | None = None,
+    warn_if_empty: bool = True,
 ) -> xr.Dataset:
     """Build the lazy (not yet dask-chunked) Dataset for one group of ``store``."""
     filename = store.filename
@@ -273,7 +274,7 @@ def read_group(
     ds = xr.Dataset(vars_, attrs=attrs)
     ds = ds.set_coords([c for c in coord_names if c in ds.variables])
     ds = ds.assign_coords(_position_coords(ds, inherited_dims or {}))
-    if not datasets and subgroups and grp.name == "/":
+    if warn_if_empty and not datasets and subgroups and grp.name == "/":
         warnings.warn(
             f"'{filename}' has no datasets at its root, only groups {sorted(subgroups)}: "
             "open one with group=..., or all of them with "

@@ -1,0 +1,24 @@
+"""Shared fixtures: small real HDF5 files written with plain h5py."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def seed_file(tmp_path):
+    """The seed's layout: image (1000, 32, 32, 3) float32 + label (1000,), no dimension scales."""
+    path = tmp_path / "seed.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "image",
+            data=rng.random((1000, 32, 32, 3), dtype=np.float32),
+            chunks=(100, 32, 32, 3),
+        )
+        f.create_dataset("label", data=np.arange(1000) % 10, chunks=(250,))
+        f["image"].attrs["units"] = "intensity"
+        f.attrs["title"] = "seed"
+    return path

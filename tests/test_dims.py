@@ -1,0 +1,69 @@
+"""Dimension naming: dims=, dimension scales, the default rule and its guarantees."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+import lazyh5
+from lazyh5.backend.dims import assign_dims, sample_length
+from lazyh5.errors import DimensionError, ObjectNotFoundError
+
+
+def test_dims_argument_names_axes(seed_file):
+    ds = lazyh5.open_dataset(seed_file, dims={"image": ("sample", "y", "x", "channel")})
+    assert ds["image"].dims == ("sample", "y", "x", "channel")
+    assert ds["label"].dims == ("sample",)
+    assert dict(ds.sizes) == {"sample": 1000, "y": 32, "x": 32, "channel": 3}
+
+
+@pytest.mark.parametrize(
+    ("dims", "error", "match"),
+    [
+        ({"image": ("sample", "y")}, DimensionError, "2 name.*4 axes"),
+        ({"image": ("a", "a", "b", "c")}, DimensionError, "repeats"),
+        ({"nope": ("a",)}, ObjectNotFoundError, "no such dataset"),
+        ({"label": ("y",), "image": ("s", "y", "x", "c")}, DimensionError, "length"),
+    ],
+)
+def test_bad_dims_are_clear(seed_file, dims, error, match):
+    with pytest.raises(error, match=match) as info:
+        lazyh5.open_dataset(seed_file, dims=dims)
+    assert "seed.h5" in str(info.value)
+
+
+def test_sample_is_the_leading_length_of_the_largest_dataset(tmp_path):
+    path = tmp_path / "mixed.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", (500, 8, 8), "f4")
+        f.create_dataset("label", (500,), "i8")
+        f.create_dataset("classes", data=np.array([b"cat", b"dog"]))
+        f.create_dataset("flags", (2,), "i1")
+        f.create_dataset("other", (7, 8), "f4")
+    ds = lazyh5.open_dataset(path)
+    assert ds["image"].dims[0] == ds["label"].dims[0] == "sample"
+    assert ds["classes"].dims == ("classes_dim_0",)
+    assert ds["other"].dims == ("other_dim_0", "other_dim_1")
+    # axes of different lengths never share a name
+    for name in ds.dims:
+        lengths = {ds[v].sizes[name] for v in ds.data_vars if name in ds[v].dims}
+        assert len(lengths) == 1
+
+
+def test_position_coordinates_are_lazy_and_select(seed_file):
+    ds = lazyh5.open_dataset(seed_file)
+    view = ds.isel(sample=slice(100, 200, 3))
+    np.testing.assert_array_equal(view["sample"].values, np.arange(100, 200, 3))
+    np.testing.assert_array_equal(ds["label"].sel(sample=[5, 7]).values, ds["label"].values[[5, 7]])
+
+
+def test_sample_length_rule():
+    assert sample_length({"a": (10, 5), "b": (10,), "c": (3, 100)}) == 3
+    assert sample_length({"a": (10, 5), "b": (12, 5)}) == 12
+    assert sample_length({"s": ()}) is None
+
+
+def test_assign_dims_default_names():
+    dims = assign_dims("f.h5", {"image": (4, 2, 2), "label": (4,)}, {}, None)
+    assert dims == {"image": ("sample", "image_dim_1", "image_dim_2"), "label": ("sample",)}

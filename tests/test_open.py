@@ -1,0 +1,239 @@
+"""open_dataset / xr.open_dataset(engine="lazyh5"): laziness, chunks, dtypes, attrs, groups."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+import time
+
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import lazyh5
+from lazyh5.backend.entrypoint import Lazyh5BackendEntrypoint
+
+
+def test_engine_is_registered(seed_file):
+    assert "lazyh5" in xr.backends.list_engines()
+    ds = xr.open_dataset(seed_file, engine="lazyh5", chunks={})
+    assert isinstance(ds["image"].data, da.Array)
+    np.testing.assert_array_equal(ds["label"].values, np.arange(1000) % 10)
+
+
+def test_guess_can_open(tmp_path, seed_file):
+    entry = Lazyh5BackendEntrypoint()
+    assert entry.guess_can_open(seed_file)
+    renamed = tmp_path / "noext"
+    renamed.write_bytes(seed_file.read_bytes())
+    assert entry.guess_can_open(renamed)  # by signature
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert not entry.guess_can_open(text)
+    assert entry.guess_can_open("missing.nc")  # by suffix
+
+
+def test_values_match_h5py(seed_file):
+    ds = lazyh5.open_dataset(seed_file)
+    with h5py.File(seed_file) as f:
+        np.testing.assert_array_equal(ds["image"].values, f["image"][...])
+        np.testing.assert_array_equal(ds["label"][10:20].values, f["label"][10:20])
+
+
+def test_seed_dims_share_sample(seed_file):
+    ds = lazyh5.open_dataset(seed_file)
+    assert ds["image"].dims == ("sample", "image_dim_1", "image_dim_2", "image_dim_3")
+    assert ds["label"].dims == ("sample",)
+    train = ds.isel(sample=slice(0, 800))
+    assert train["image"].shape[0] == train["label"].shape[0] == 800
+
+
+def test_dask_chunks_are_whole_hdf5_chunks(seed_file):
+    ds = lazyh5.open_dataset(seed_file)
+    for name in ("image", "label"):
+        hchunks = ds[name].encoding["chunksizes"]
+        for axis_chunks, h in zip(ds[name].chunks, hchunks, strict=True):
+            assert all(c % h == 0 for c in axis_chunks[:-1])
+    small = lazyh5.open_dataset(seed_file, chunks={})
+    assert small["image"].chunks[0] == (100,) * 10
+
+
+def test_default_chunks_target_dask_chunk_size(tmp_path):
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", (200_000, 32, 32, 3), "f4", chunks=(256, 32, 32, 3))
+    with dask.config.set({"array.chunk-size": "64MiB"}):
+        ds = lazyh5.open_dataset(path)
+    rows = ds["image"].chunks[0][0]
+    assert rows % 256 == 0
+    assert 32 << 20 <= rows * 32 * 32 * 3 * 4 <= 64 << 20
+
+
+def test_user_chunks_follow_xarray_conventions(seed_file):
+    # label's HDF5 chunks are 250 rows: xarray warns that 200 splits them.
+    with pytest.warns(UserWarning, match="separate the stored chunks"):
+        ds = lazyh5.open_dataset(seed_file, chunks={"sample": 200})
+    assert ds["image"].chunks[0] == (200,) * 5
+    auto = lazyh5.open_dataset(seed_file, chunks="auto")
+    assert isinstance(auto["image"].data, da.Array)
+
+
+def test_contiguous_dataset_gets_chunks(tmp_path):
+    path = tmp_path / "contig.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(50_000.0))
+    ds = lazyh5.open_dataset(path)
+    assert isinstance(ds["x"].data, da.Array)
+    assert ds["x"].encoding["contiguous"]
+    assert float(ds["x"].sum()) == float(np.arange(50_000.0).sum())
+
+
+def test_open_reads_no_data_on_huge_unwritten_dataset(tmp_path):
+    path = tmp_path / "huge.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", (1_000_000, 1_000_000), "f8", chunks=(1000, 1000), fillvalue=7.0)
+    script = textwrap.dedent(
+        f"""
+        import resource, time
+        import lazyh5
+        t = time.perf_counter()
+        ds = lazyh5.open_dataset({str(path)!r})
+        took = time.perf_counter() - t
+        assert ds["x"].size == 10**12
+        print(took, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        print(float(ds["x"][5, 5]))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    took, rss_kib = out.stdout.split()[:2]
+    assert float(took) < 1.0
+    assert int(rss_kib) < 600_000  # the interpreter with numpy/dask/xarray is ~200 MB
+    assert out.stdout.split()[2] == "7.0"
+    assert path.stat().st_size < 10 << 20  # and nothing was allocated by reading
+
+
+def test_attrs_scalars_strings_and_dtypes(tmp_path):
+    path = tmp_path / "types.h5"
+    ints = ["i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
+    with h5py.File(path, "w") as f:
+        for code in ints:
+            f.create_dataset(f"v_{code}", data=np.arange(4).astype(code))
+        f.create_dataset("flag", data=np.array([True, False, True, True]))
+        f.create_dataset("fixed", data=np.array([b"ab", b"cd", b"e", b"f"]))
+        f.create_dataset("vlen", data=["x", "yy", "zzz", "é"], dtype=h5py.string_dtype())
+        f.create_dataset("scalar", data=3.5)
+        f["v_f4"].attrs["units"] = "m"
+        f["v_f4"].attrs["scale"] = np.array([1, 2])
+        f.attrs["title"] = b"bytes title"
+    ds = lazyh5.open_dataset(path)
+    for code in ints:
+        assert ds[f"v_{code}"].dtype == np.dtype(code)
+        np.testing.assert_array_equal(ds[f"v_{code}"].values, np.arange(4).astype(code))
+    assert ds["flag"].dtype == bool
+    assert ds["fixed"].values.tolist() == ["ab", "cd", "e", "f"]
+    assert ds["vlen"].values.tolist() == ["x", "yy", "zzz", "é"]
+    assert ds["scalar"].ndim == 0 and float(ds["scalar"]) == 3.5
+    assert ds["v_f4"].attrs["units"] == "m"
+    np.testing.assert_array_equal(ds["v_f4"].attrs["scale"], [1, 2])
+    assert ds.attrs["title"] == "bytes title"
+
+
+def test_groups_and_datatree(tmp_path):
+    path = tmp_path / "tree.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("meta", data=np.arange(3))
+        f.create_dataset("train/image", data=np.ones((80, 4, 4)))
+        f.create_dataset("train/label", data=np.zeros(80))
+        f.create_dataset("test/image", data=np.ones((20, 4, 4)))
+        f.create_dataset("test/deep/x", data=np.arange(5))
+    train = lazyh5.open_dataset(path, group="train")
+    assert train.sizes["sample"] == 80
+    assert train["label"].dims == ("sample",)
+    deep = lazyh5.open_dataset(path, group="/test/deep")
+    np.testing.assert_array_equal(deep["x"].values, np.arange(5))
+    tree = xr.open_datatree(path, engine="lazyh5")
+    assert set(tree.children) == {"train", "test"}
+    assert tree["train"]["image"].shape == (80, 4, 4)
+    assert tree["test"]["deep"]["x"].shape == (5,)
+    tree2 = lazyh5.open_datatree(path)
+    assert isinstance(tree2["test"]["image"].data, da.Array)
+
+
+def test_datatree_child_dims_do_not_clash_with_parent(tmp_path):
+    path = tmp_path / "clash.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.ones((10, 2)))
+        f.create_dataset("sub/x", data=np.ones((7, 2)))
+    tree = lazyh5.open_datatree(path)
+    assert tree["x"].sizes["sample"] == 10
+    assert tree["sub"]["x"].shape == (7, 2)
+
+
+def test_root_with_only_groups_warns(tmp_path):
+    path = tmp_path / "groups.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("a/x", data=np.arange(3))
+    with pytest.warns(UserWarning, match="open_datatree"):
+        ds = lazyh5.open_dataset(path)
+    assert len(ds.data_vars) == 0
+
+
+def test_mode_r_plus_is_writable(seed_file):
+    ds = lazyh5.open_dataset(seed_file, mode="r+")
+    from lazyh5.backend.store import H5Store
+
+    f = H5Store(seed_file, "r+").acquire()
+    assert f.mode == "r+"
+    f["label"][0] = 42
+    assert int(ds["label"][0]) == 42  # the same handle: reads see the write
+    ds.close()
+
+
+def test_pickle_round_trip(seed_file):
+    ds = lazyh5.open_dataset(seed_file).isel(sample=slice(100, 300))
+    clone = pickle.loads(pickle.dumps(ds))
+    xr.testing.assert_identical(clone.compute(), ds.compute())
+
+
+def test_netcdf4_style_file_keeps_dims_and_coords(tmp_path):
+    path = tmp_path / "nc.h5"
+    ref = xr.Dataset(
+        {"temp": (("time", "station"), np.random.default_rng(1).random((6, 3)))},
+        coords={"time": np.arange(6) * 10, "station": ["a", "b", "c"]},
+        attrs={"source": "test"},
+    )
+    ref.to_netcdf(path, engine="h5netcdf")
+    ds = lazyh5.open_dataset(path)
+    assert ds["temp"].dims == ("time", "station")
+    np.testing.assert_array_equal(ds["time"].values, ref["time"].values)
+    assert ds["station"].values.tolist() == ["a", "b", "c"]
+    xr.testing.assert_allclose(ds.compute(), ref)
+
+
+def test_h5py_dimension_scales_are_honoured(tmp_path):
+    path = tmp_path / "scales.h5"
+    with h5py.File(path, "w") as f:
+        data = f.create_dataset("data", data=np.zeros((4, 3)))
+        t = f.create_dataset("t", data=np.array([0.0, 0.5, 1.0, 1.5]))
+        t.make_scale("time")
+        data.dims[0].attach_scale(t)
+    ds = lazyh5.open_dataset(path)
+    assert ds["data"].dims == ("time", "data_dim_1")
+    np.testing.assert_array_equal(ds["time"].values, [0.0, 0.5, 1.0, 1.5])
+
+
+def test_open_1000_datasets_is_fast(tmp_path):
+    path = tmp_path / "many.h5"
+    with h5py.File(path, "w") as f:
+        for i in range(1000):
+            f.create_dataset(f"v{i:04d}", (100, 8), "f4", chunks=(50, 8))
+    t = time.perf_counter()
+    ds = lazyh5.open_dataset(path)
+    took = time.perf_counter() - t
+    assert len(ds.data_vars) == 1000
+    assert took < 30  # measured ~2 s here; generous for a loaded CI machine
