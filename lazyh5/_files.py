@@ -58,7 +58,7 @@ def check_readable_hdf5(path: str | os.PathLike) -> str:
 def _translate_oserror(path: str, mode: str, err: OSError) -> Exception:
     msg = str(err)
     low = msg.lower()
-    if "lock" in low:
+    if "unable to lock" in low or "lock file" in low:
         return FileBusyError(
             f"cannot open '{path}' with mode={mode!r}: the file is locked by another process "
             f"(probably open for writing); close it there first ({msg})"

@@ -158,10 +158,12 @@ def _xarray_dtype(dset: h5py.Dataset, filename: str) -> tuple[np.dtype, bool]:
     return dset.dtype, False
 
 
-def _encoding(filename: str, dset: h5py.Dataset, dim_names: Sequence[str]) -> dict[str, Any]:
+def _encoding(
+    filename: str, path: str, dset: h5py.Dataset, dim_names: Sequence[str]
+) -> dict[str, Any]:
     enc: dict[str, Any] = {
         "source": filename,
-        "lazyh5_path": dset.name,
+        "lazyh5_path": path,
         "lazyh5_dims": tuple(dim_names),
         "original_shape": dset.shape,
         "dtype": dset.dtype,
@@ -218,6 +220,7 @@ def read_group(
     """Build the lazy (not yet dask-chunked) Dataset for one group of ``store``."""
     filename = store.filename
     grp = store.group(group)
+    prefix = "/" + (group or "").strip("/") if (group or "").strip("/") else ""
     datasets, subgroups = _members(store, grp, set(drop_variables or ()))
 
     shapes: dict[str, tuple[int, ...]] = {}
@@ -250,7 +253,10 @@ def read_group(
             warnings.warn(f"skipping: {err}", UserWarning, stacklevel=2)
             continue
         names = dim_map[name]
-        data = H5BackendArray(store, dset.name, dset.shape, dtype, strings)
+        # The path as reached from this file (dset.name would be the path inside the
+        # target file when the group came through an external link).
+        path = f"{prefix}/{name}"
+        data = H5BackendArray(store, path, dset.shape, dtype, strings)
         var_name = coord_scales.get(name, name)
         if var_name in variables:
             var_name = name
@@ -259,7 +265,7 @@ def read_group(
             names,
             xr.core.indexing.LazilyIndexedArray(data),
             attrs=attrs,
-            encoding=_encoding(filename, dset, names),
+            encoding=_encoding(filename, path, dset, names),
         )
 
     group_attrs = _read_attrs(grp, filename)
