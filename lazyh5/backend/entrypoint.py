@@ -189,7 +189,11 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         return result
 
     def open_datatree(self, filename_or_obj: Any, **kwargs: Any) -> xr.DataTree:  # type: ignore[override]
-        return xr.DataTree.from_dict(self.open_groups_as_dict(filename_or_obj, **kwargs))
+        groups = self.open_groups_as_dict(filename_or_obj, **kwargs)
+        tree = xr.DataTree.from_dict(groups)
+        for path, ds in groups.items():  # from_dict drops the datasets' closers
+            tree[path].set_close(ds._close)
+        return tree
 
 
 def _prefer_blocks(ds: xr.Dataset) -> None:

@@ -1,0 +1,1 @@
+"""The ``lazyh5`` command line: ``info`` (and ``demo``), one module per command."""

@@ -1,0 +1,37 @@
+"""Entry point of the ``lazyh5`` console script: parses arguments, dispatches commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import Lazyh5Error
+
+
+def _parser() -> argparse.ArgumentParser:
+    from . import demo, info
+
+    parser = argparse.ArgumentParser(
+        prog="lazyh5",
+        description="HDF5 files as lazy, labeled arrays: inspect files, run the demo.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    info.add_parser(sub)
+    demo.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (Lazyh5Error, OSError, ValueError, KeyError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"lazyh5 {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
