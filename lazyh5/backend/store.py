@@ -277,9 +277,12 @@ def read_group(
         )
     else:
         vars_, attrs, coord_names = variables, group_attrs, set()
-    ds = xr.Dataset(vars_, attrs=attrs)
-    ds = ds.set_coords([c for c in coord_names if c in ds.variables])
-    ds = ds.assign_coords(_position_coords(ds, inherited_dims or {}))
+    sizes: dict[Hashable, int] = {}
+    for var in vars_.values():
+        sizes.update(var.sizes)
+    positions = _position_coords(sizes, vars_, inherited_dims or {})
+    ds = xr.Dataset(vars_, coords=positions, attrs=attrs)
+    ds = ds.set_coords([c for c in coord_names if c in vars_])
     if warn_if_empty and not datasets and subgroups and grp.name == "/":
         warnings.warn(
             f"'{filename}' has no datasets at its root, only groups {sorted(subgroups)}: "
@@ -310,16 +313,22 @@ def _avoid_ancestor_conflicts(
     return fixed
 
 
-def _position_coords(ds: xr.Dataset, inherited: Mapping[str, int]) -> xr.Coordinates:
+def _position_coords(
+    sizes: Mapping[Hashable, int], existing: Iterable[Hashable], inherited: Mapping[str, int]
+) -> xr.Coordinates:
     """An O(1)-memory integer index (file positions) for each dimension without one.
 
     These positions are what lets ``.sel(sample=7)`` and the ``.h5`` write accessor
     map a selected view back to rows of the file.
     """
-    coords = xr.Coordinates()
-    for dim, n in ds.sizes.items():
-        if dim in ds.coords or inherited.get(dim) == n:
+    existing = set(existing)
+    variables: dict[Hashable, xr.Variable] = {}
+    indexes: dict[Hashable, PandasIndex] = {}
+    for dim, n in sizes.items():
+        if dim in existing or inherited.get(str(dim)) == n:
             continue
         index = PandasIndex(pd.RangeIndex(n, name=dim), dim)
-        coords = coords.merge(xr.Coordinates.from_xindex(index)).coords
-    return coords
+        indexes[dim] = index
+        variables.update(index.create_variables())
+    # Built in one go: merging coordinates one by one is quadratic in the number of dims.
+    return xr.Coordinates(variables, indexes)
