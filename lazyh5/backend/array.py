@@ -6,6 +6,8 @@ import numpy as np
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
+from . import decode
+
 
 class H5BackendArray(BackendArray):
     """One HDF5 dataset, read only when indexed.
@@ -26,6 +28,9 @@ class H5BackendArray(BackendArray):
     def get_array(self, needs_lock: bool = True):
         return self.store.acquire(needs_lock)[self.path]
 
+    def _dataset_unlocked(self):
+        return self.get_array(needs_lock=False)
+
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         # h5py takes basic slices plus one increasing integer list per selection;
         # xarray decomposes anything else (steps < 0, unsorted or repeated indices).
@@ -34,6 +39,11 @@ class H5BackendArray(BackendArray):
         )
 
     def _getitem(self, key: tuple) -> np.ndarray:
+        if not self._decode_strings:
+            # Chunked, decodable datasets: only the raw-chunk read holds the lock.
+            out = decode.read(self._dataset_unlocked, self.store.lock, self.shape, key)
+            if out is not None:
+                return out
         with self.store.lock:
             dset = self.get_array(needs_lock=False)
             if self._decode_strings:
