@@ -1,0 +1,158 @@
+"""Read throughput: h5py single process vs lazyh5 parallel decode vs a LocalCluster.
+
+On a gzip+shuffle-compressed image file (``--n`` images of 32×32×3 float32, HDF5
+chunks of 256 rows; built once and reused), each case sums the whole array blockwise
+(so every chunk is read and decoded once) after one warm-up pass that fills the OS page
+cache. The best of ``--repeat`` timings is reported, with the ratio to ``h5py-blocks``
+from the same run:
+
+- ``h5py-blocks``: one process, one thread, h5py reading whole runs of chunks (the same
+  rows per read as lazyh5's dask chunks) — what a careful h5py user writes;
+- ``lazyh5-threads``: ``lazyh5.open_dataset`` + dask's local threaded scheduler; chunks
+  are decoded outside the HDF5 lock (lazyh5.backend.decode);
+- ``lazyh5-h5py-lock``: the same, with parallel decoding switched off (every read
+  through h5py under its lock), to show what the parallel path buys;
+- ``cluster-Nw``: the same computation on a ``LocalCluster`` of N worker processes
+  (one thread each).
+
+    python benchmarks/scale.py [--n 100000] [--workers 1 2] [--repeat 3] [--path FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import dask
+import h5py
+import numpy as np
+
+import lazyh5
+from lazyh5.backend import decode
+
+CHUNK_ROWS = 256
+
+
+def build(path: Path, n: int) -> None:
+    """Smooth 8-bit-like images (compress ~3× with gzip+shuffle), written in blocks."""
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32].astype(np.float32) / 32
+    with h5py.File(tmp, "w") as f:
+        dset = f.create_dataset(
+            "image",
+            (n, 32, 32, 3),
+            "f4",
+            chunks=(CHUNK_ROWS, 32, 32, 3),
+            compression="gzip",
+            compression_opts=4,
+            shuffle=True,
+        )
+        f.create_dataset("label", data=rng.integers(0, 10, n), chunks=(min(n, 65536),))
+        step = CHUNK_ROWS * 40
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            a, b, c = (rng.random((3, m, 1, 1, 1), dtype=np.float32) * 4).astype(np.float32)
+            img = a * yy[None, :, :, None] + b * xx[None, :, :, None] + c * np.arange(3) / 3
+            noise = rng.integers(0, 8, img.shape).astype(np.float32) / 255
+            dset[start : start + m] = np.round((img % 1) * 255) / 255 + noise
+    tmp.rename(path)
+
+
+def h5py_blocks(path: Path, rows: int) -> float:
+    total = 0.0
+    with h5py.File(path, "r") as f:
+        dset = f["image"]
+        for start in range(0, dset.shape[0], rows):
+            total += float(dset[start : start + rows].sum(dtype=np.float64))
+    return total
+
+
+def lazyh5_sum(path: Path) -> float:
+    ds = lazyh5.open_dataset(path)
+    try:
+        return float(ds["image"].data.sum(dtype=np.float64).compute())
+    finally:
+        ds.close()
+
+
+def best_of(repeat: int, fn, *args) -> tuple[float, float]:
+    times, value = [], None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        value = fn(*args)
+        times.append(time.perf_counter() - t)
+    return min(times), value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="number of 32×32×3 images")
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--path", type=Path, default=None, help="file to build/reuse")
+    args = parser.parse_args()
+
+    path = args.path or Path(tempfile.gettempdir()) / "lazyh5-bench" / f"scale-{args.n}.h5"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        t = time.perf_counter()
+        build(path, args.n)
+        print(f"built {path} in {time.perf_counter() - t:.1f}s")
+    raw_mb = args.n * 32 * 32 * 3 * 4 / 1e6
+    ds = lazyh5.open_dataset(path)
+    rows = ds["image"].data.chunksize[0]
+    print(
+        f"file: {path} ({os.path.getsize(path) / 1e6:.0f} MB on disk, {raw_mb:.0f} MB decoded), "
+        f"N={args.n}, HDF5 chunks {CHUNK_ROWS} rows, dask/h5py blocks {rows} rows, "
+        f"{os.cpu_count()} CPUs"
+    )
+    ds.close()
+
+    results: list[tuple[str, float]] = []
+    h5py_blocks(path, rows)  # warm-up: page cache
+    t, expected = best_of(args.repeat, h5py_blocks, path, rows)
+    results.append(("h5py-blocks", t))
+
+    with dask.config.set(scheduler="threads"):
+        lazyh5_sum(path)
+        t, value = best_of(args.repeat, lazyh5_sum, path)
+        assert np.isclose(value, expected, rtol=1e-9), (value, expected)
+        results.append(("lazyh5-threads", t))
+
+        saved = decode.plan_for
+        decode.plan_for = lambda dset: None  # every read through h5py's own filters
+        try:
+            t, value = best_of(args.repeat, lazyh5_sum, path)
+        finally:
+            decode.plan_for = saved
+        results.append(("lazyh5-h5py-lock", t))
+
+    from distributed import Client, LocalCluster
+
+    for n_workers in args.workers:
+        with (
+            LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster),
+        ):
+            lazyh5_sum(path)
+            t, value = best_of(args.repeat, lazyh5_sum, path)
+            assert np.isclose(value, expected, rtol=1e-9), (value, expected)
+            results.append((f"cluster-{n_workers}w", t))
+
+    base = results[0][1]
+    print(f"{'case':<18}{'seconds':>9}{'MB/s':>9}{'× h5py-blocks':>15}")
+    for name, t in results:
+        print(f"{name:<18}{t:>9.2f}{raw_mb / t:>9.0f}{base / t:>15.2f}")
+
+
+if __name__ == "__main__":
+    main()

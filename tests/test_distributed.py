@@ -1,0 +1,193 @@
+"""lazyh5 on a real dask.distributed LocalCluster (2 worker processes).
+
+Every result is compared with the same computation on dask's local threaded scheduler.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import dask
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import lazyh5
+
+distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.distributed
+
+N = 2048
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            worker_class=distributed.Nanny,
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    """gzip+shuffle images (parallel decode), lzf labels (h5py fallback), a partial edge chunk."""
+    path = tmp_path_factory.mktemp("dist") / "data.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "image",
+            data=rng.integers(0, 255, (N, 8, 8, 3)).astype("f4") / 255,
+            chunks=(100, 8, 8, 3),
+            compression="gzip",
+            shuffle=True,
+        )
+        f.create_dataset("label", data=rng.integers(0, 10, N), chunks=(300,), compression="lzf")
+    return path
+
+
+def _local(obj):
+    with dask.config.set(scheduler="threads"):
+        return obj.compute()
+
+
+def _open(path, rows=600, **kwargs):
+    # 600 rows: whole HDF5 chunks of both datasets (100 and 300 rows).
+    return lazyh5.open_dataset(path, chunks={"sample": rows}, **kwargs)
+
+
+def test_compute_and_reductions_match_local_scheduler(client, data_file):
+    ds = _open(data_file)
+    assert dask.base.get_scheduler() == client.get  # the cluster is the default here
+    on_cluster = ds.compute()
+    xr.testing.assert_identical(on_cluster, _local(ds))
+    for expr in (
+        ds["image"].mean(dim=("sample", "image_dim_3")),
+        ds["image"].isel(sample=slice(37, 1900, 3)).std(),
+        ds["image"].where(ds["label"] > 4).mean(dim=("image_dim_1", "image_dim_2")),
+        ds["image"].isel(sample=[5, 400, 401, 2047]),
+    ):
+        np.testing.assert_array_equal(expr.compute().values, _local(expr).values)
+    ds.close()
+
+
+def _open_files(path):
+    """(pid, id) of the h5py handles for ``path`` in this process's xarray file cache."""
+    from xarray.backends.file_manager import FILE_CACHE
+
+    return sorted(
+        (os.getpid(), id(f))
+        for f in list(FILE_CACHE.values())
+        if isinstance(f, h5py.File) and f.id.valid and f.filename == str(path)
+    )
+
+
+def _slow_identity(block):
+    time.sleep(0.25)
+    return block
+
+
+def test_files_reopen_by_path_and_stay_cached_per_worker(client, data_file):
+    ds = _open(data_file, rows=200, drop_variables="label")  # 11 tasks
+    expr = ds["image"].data.map_blocks(_slow_identity).sum()
+    future = client.compute(expr)
+    seen: dict[str, set] = {}
+    while not future.done():
+        for worker, handles in client.run(_open_files, str(data_file)).items():
+            assert len(handles) <= 1, handles  # never two handles for one file
+            seen.setdefault(worker, set()).update(handles)
+        time.sleep(0.1)
+    np.testing.assert_allclose(future.result(), _local(expr), rtol=1e-6)
+    # Each worker that ran tasks opened the file itself, by path, in its own process,
+    # and kept using that one handle for all of the computation's tasks.
+    busy = {w: h for w, h in seen.items() if h}
+    assert busy, seen
+    for handles in busy.values():
+        assert len(handles) == 1, busy
+        ((pid, _),) = handles
+        assert pid != os.getpid()
+    ds.close()
+
+
+def test_connect_by_scheduler_address(client, data_file):
+    """What users with an existing cluster do: Client("tcp://host:8786")."""
+    address = client.scheduler.address
+    assert address.startswith("tcp://")
+    with distributed.Client(address, set_as_default=False) as other:
+        ds = _open(data_file)
+        total = other.compute(ds["image"].sum()).result()
+        np.testing.assert_allclose(total.values, _local(ds["image"].sum()).values, rtol=1e-6)
+        ds.close()
+
+
+def test_writable_store_uses_a_distributed_lock_per_file(client, data_file, tmp_path):
+    from xarray.backends.locks import CombinedLock
+
+    from lazyh5.backend.store import H5Store
+
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", (64, 4), "i8", chunks=(8, 4), fillvalue=-1)
+    store = H5Store(path, "r+")
+    assert isinstance(store.lock, CombinedLock)
+    dist = [lk for lk in store.lock.locks if isinstance(lk, distributed.Lock)]
+    assert len(dist) == 1 and dist[0].name == str(path)
+    store.close()  # the workers open it: no other process may hold it open for writing
+
+    def write_rows(store, rows):
+        # The protocol a multi-process writer needs: cluster-wide lock, open, write,
+        # close (HDF5 caches metadata per process, so the file must not stay open).
+        for r in rows:
+            with store.lock:
+                f = store.acquire(needs_lock=False)
+                f["x"][r] = r
+                store.close()
+
+    futures = [client.submit(write_rows, store, list(range(w, 64, 2)), pure=False) for w in (0, 1)]
+    distributed.wait(futures)
+    for fut in futures:
+        fut.result()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][...], np.repeat(np.arange(64), 4).reshape(64, 4))
+
+
+def test_killing_a_worker_mid_computation_still_gives_the_right_result(client, data_file):
+    ds = _open(data_file, rows=200, drop_variables="label")  # 11 tasks of 0.25 s
+    expr = ds["image"].copy(data=ds["image"].data.map_blocks(_slow_identity)).sum(dim="sample")
+    expected = _local(expr)
+    future = client.compute(expr)
+    killed: list[tuple[float, str]] = []
+    pids = client.run(os.getpid)
+
+    def kill_when_busy():
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy:
+                time.sleep(0.3)
+                killed.append((time.monotonic(), busy[0]))
+                os.kill(pids[busy[0]], signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_when_busy)
+    killer.start()
+    result = future.result(timeout=60)
+    done = time.monotonic()
+    killer.join()
+    assert killed and killed[0][0] < done  # the kill came while the compute was running
+    np.testing.assert_array_equal(result.values, expected.values)
+    # The nanny restarted the killed process (under a new address): the cluster is whole.
+    client.wait_for_workers(2, timeout=30)
+    assert killed[0][1] not in client.scheduler_info()["workers"]
+    ds.close()
