@@ -10,14 +10,15 @@ from ..errors import Lazyh5Error
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import demo, info
+    from . import demo, info, show
 
     parser = argparse.ArgumentParser(
         prog="lazyh5",
-        description="HDF5 files as lazy, labeled arrays: inspect files, run the demo.",
+        description="HDF5 files as lazy, labeled arrays: inspect and draw files, run the demo.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info.add_parser(sub)
+    show.add_parser(sub)
     demo.add_parser(sub)
     return parser
 
