@@ -19,6 +19,7 @@ from typing import Any
 from .create import create
 from .errors import Lazyh5Error
 from .open import open_dataset, open_datatree
+from .write import accessor as _accessor  # noqa: F401  (registers .h5)
 
 __version__ = "0.1.0"
 

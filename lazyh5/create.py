@@ -260,7 +260,7 @@ def create(
         with open_h5file(target, "w" if target != path else "a") as f:
             if attrs:
                 f.attrs.update(dict(attrs))
-            _write(f, path, specs, plans, dim_names)
+            write_layout(f, path, specs, plans, dim_names)
         if target != path:
             if mode in ("w-", "x") and os.path.exists(path):
                 raise FileExistsError(f"cannot create '{path}': it appeared while writing")
@@ -277,7 +277,13 @@ def create(
     return open_dataset(path, mode="r+")
 
 
-def _write(f: h5py.File, path: str, specs, plans, dim_names) -> None:
+def write_layout(f: h5py.File, path: str, specs, plans, dim_names) -> dict[str, h5py.Dataset]:
+    """Create the datasets of ``specs`` in ``f`` with netCDF4-style dimension scales.
+
+    Shared by :func:`create` and :func:`lazyh5.to_hdf5`. ``specs`` maps a variable
+    path to ``(shape, dtype, attrs)``, ``plans`` to its ``create_dataset`` keywords and
+    ``dim_names`` to its dimension names; returns the created datasets by name.
+    """
     # One dimension scale per (group, dim), netCDF4-style: a dataset named after the
     # dimension whose NAME marks it as "a dimension but not a variable", unless a
     # 1-D variable of the same name exists, which then becomes the coordinate.
@@ -333,3 +339,4 @@ def _write(f: h5py.File, path: str, specs, plans, dim_names) -> None:
             scale = make_scale(grp, dim, dset.shape[axis])
             if scale != dset:
                 dset.dims[axis].attach_scale(scale)
+    return {name: dset for name, (dset, _grp) in created.items()}

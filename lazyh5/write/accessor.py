@@ -1,0 +1,135 @@
+"""The ``.h5`` accessor: write-through assignment into the HDF5 file behind a view.
+
+>>> ds["label"].h5[10:20] = np.arange(10.0)              # doctest: +SKIP
+>>> ds.isel(sample=slice(100, 200))["label"].h5[0:5] = 1  # rows 100..104 of the file
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import xarray as xr
+
+from .assign import assign
+from .regions import label_key, target_of
+
+__all__ = ["H5DataArrayAccessor", "H5DatasetAccessor"]
+
+
+@xr.register_dataarray_accessor("h5")
+class H5DataArrayAccessor:
+    """Write into the HDF5 dataset a lazyh5 variable (or a view of it) reads from.
+
+    ``da.h5[key] = value`` writes ``value`` (numpy broadcasting, ``same_kind``
+    casting) at positions ``key`` of the view: ints, slices (any step), 1-D integer
+    or boolean arrays per axis (orthogonal, like ``DataArray[...]``), or a
+    ``{dim: key}`` mapping. ``da.h5.loc[...]`` takes coordinate labels instead.
+    Positions of a view (``isel``/``sel``) map back to the rows of the file.
+
+    The value may be a numpy array, a scalar, or a lazy dask/xarray expression
+    (even of the same variable); lazy values are computed and written block by
+    block with bounded memory. The file must be open with ``mode="r+"``.
+
+    Examples
+    --------
+    >>> import numpy as np, lazyh5
+    >>> ds = lazyh5.create("acc.h5", {"label": ((100,), "f8")})
+    >>> ds["label"].h5[10:20] = np.arange(10.0)
+    >>> ds.isel(sample=slice(50, 60))["label"].h5[0] = 7.0  # row 50 of the file
+    >>> float(ds["label"][50]), float(ds["label"][12])
+    (7.0, 2.0)
+    """
+
+    def __init__(self, obj: xr.DataArray):
+        self._obj = obj
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.assign(key, value)
+
+    def assign(self, key: Any, value: Any, *, progress: bool = True) -> None:
+        """Write ``value`` at positions ``key`` (as ``self[key] = value``).
+
+        Parameters
+        ----------
+        key
+            Positional key on the view (see the class docstring).
+        value
+            Scalar, numpy array, or lazy dask / xarray expression.
+        progress
+            Show a progress bar for lazy values (only when stderr is a terminal).
+        """
+        target = target_of(self._obj).select(key)
+        assign(target, value, progress=progress)
+
+    @property
+    def loc(self) -> _LocIndexer:
+        """Label-based assignment: ``da.h5.loc[{"sample": 7}] = value``."""
+        return _LocIndexer(self._obj)
+
+
+class _LocIndexer:
+    def __init__(self, obj: xr.DataArray):
+        self._obj = obj
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.assign(key, value)
+
+    def assign(self, key: Any, value: Any, *, progress: bool = True) -> None:
+        obj = self._obj
+        if not isinstance(key, Mapping):
+            key = key if isinstance(key, tuple) else (key,)
+            if len(key) > obj.ndim:
+                raise IndexError(f"too many labels {key} for dims {obj.dims}")
+            key = dict(zip(obj.dims, key, strict=False))
+        target = target_of(obj)
+        positions = label_key(obj, key, target.label)
+        assign(target.select(positions), value, progress=progress)
+
+
+@xr.register_dataset_accessor("h5")
+class H5DatasetAccessor:
+    """Write several variables of a lazyh5 Dataset at once.
+
+    ``ds.h5[{"sample": slice(0, 10)}] = {"image": img, "label": 3}`` writes each
+    value into its variable at that (dimension-named) selection; variables that
+    lack a named dimension ignore it. All are validated before any is written.
+
+    Examples
+    --------
+    >>> import lazyh5
+    >>> ds = lazyh5.create("dsacc.h5", {"a": ((10,), "f4"), "b": ((10,), "i4")})
+    >>> ds.h5[{"sample": slice(0, 3)}] = {"a": 1.5, "b": 2}
+    >>> ds["b"].values[:4].tolist()
+    [2, 2, 2, 0]
+    """
+
+    def __init__(self, obj: xr.Dataset):
+        self._obj = obj
+
+    def __setitem__(self, key: Mapping[Hashable, Any], values: Mapping[Hashable, Any]) -> None:
+        self.assign(key, values)
+
+    def assign(
+        self,
+        key: Mapping[Hashable, Any],
+        values: Mapping[Hashable, Any],
+        *,
+        progress: bool = True,
+    ) -> None:
+        """Write ``values[name]`` into each variable at the ``{dim: key}`` selection."""
+        from .assign import _as_array, _check
+
+        if not isinstance(key, Mapping):
+            raise TypeError("ds.h5[...] takes a {dim: key} mapping; use ds[name].h5[...]")
+        plans = []
+        for name, value in values.items():
+            if name not in self._obj.variables:
+                raise KeyError(f"no variable '{name}' in the dataset")
+            var = self._obj[name]
+            sub = {d: k for d, k in key.items() if d in var.dims}
+            target = target_of(var).select(sub)
+            _check(_as_array(value, target), target)  # validate all before writing any
+            plans.append((target, value))
+        for target, value in plans:
+            assign(target, value, progress=progress)

@@ -1,0 +1,229 @@
+"""Write values into a :class:`~lazyh5.write.regions.Target`, region by region.
+
+Everything is validated (cast, shape, bounds, file mode) before the first byte is
+written. Numpy values are written in slabs of about one dask block; lazy values are
+computed block by block and each block written as soon as it is ready. A lazy value
+that reads the target itself is staged in a temporary file first, so no block is
+overwritten before every read of it has happened.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import xarray as xr
+from dask.utils import parse_bytes
+
+from ..backend.chunking import plan_chunks
+from .graph import block_regions, h5_sources, precompute_shared, progress_bar, store_blocks
+from .regions import Target
+
+__all__ = ["assign"]
+
+_Run = tuple[slice, slice | np.ndarray]  # (file slice, positions in the value)
+
+
+def _axis_runs(axis: range | np.ndarray) -> list[_Run]:
+    """Increasing file slices covering ``axis``, each with the value positions it takes."""
+    n = len(axis)
+    if n == 0:
+        return []
+    if isinstance(axis, range):
+        if axis.step > 0:
+            return [(slice(axis.start, axis[-1] + 1, axis.step), slice(0, n))]
+        return [(slice(axis[-1], axis.start + 1, -axis.step), slice(n - 1, None, -1))]
+    order = np.argsort(axis, kind="stable")
+    ordered = axis[order]
+    # Repeated positions: the last one wins, as in numpy's `a[[1, 1]] = [x, y]`.
+    last = np.append(ordered[1:] != ordered[:-1], True)
+    ordered, order = ordered[last], order[last]
+    breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+    runs = []
+    for f, o in zip(np.split(ordered, breaks), np.split(order, breaks), strict=True):
+        src: slice | np.ndarray = o
+        if len(o) and (np.diff(o) == 1).all():
+            src = slice(int(o[0]), int(o[-1]) + 1)
+        runs.append((slice(int(f[0]), int(f[-1]) + 1), src))
+    return runs
+
+
+class _Writer:
+    """Writes blocks given in the target's selection space into the HDF5 dataset."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.store = target.array.store
+
+    def write(self, region: tuple[slice, ...], block: np.ndarray) -> None:
+        t = self.target
+        sel_axes = [a for a in t.axes if not isinstance(a, int)]
+        runs = [_axis_runs(a[r]) for a, r in zip(sel_axes, region, strict=True)]
+        block = np.asarray(block)
+        for piece in itertools.product(*runs):
+            file_key: list[Any] = []
+            it = iter(piece)
+            for a in t.axes:
+                file_key.append(a if isinstance(a, int) else next(it)[0])
+            values = block
+            for i, (_fs, src) in enumerate(piece):
+                values = values[(slice(None),) * i + (src,)]
+            values = np.ascontiguousarray(values, dtype=t.dtype)
+            with self.store.lock:
+                dset = self.store.acquire(needs_lock=False)[t.path]
+                dset[tuple(file_key)] = values
+
+    def flush(self) -> None:
+        with self.store.lock:
+            self.store.acquire(needs_lock=False).flush()
+
+
+def _as_array(value: Any, target: Target) -> Any:
+    if isinstance(value, xr.Dataset):
+        raise TypeError(f"cannot write to {target.label}: expected an array, got a Dataset")
+    if isinstance(value, xr.DataArray):
+        extra = [d for d in value.dims if d not in target.dims]
+        if extra:
+            raise ValueError(
+                f"cannot write to {target.label}: the value has dimension(s) {extra} that "
+                f"the selection {target.dims} does not have"
+            )
+        value = value.transpose(*[d for d in target.dims if d in value.dims])
+        data = value.data
+        expand = tuple(slice(None) if d in value.dims else None for d in target.dims)
+        return data[expand] if None in expand else data
+    if isinstance(value, da.Array | np.ndarray):
+        return value
+    if isinstance(value, bool | int | float | complex | np.generic):
+        return value
+    return np.asarray(value)
+
+
+def _check(value: Any, target: Target) -> None:
+    dtype = target.dtype
+    if isinstance(value, bool | int | float | complex) and not isinstance(value, np.generic):
+        src = np.min_scalar_type(value) if isinstance(value, int) else np.dtype(type(value))
+        if isinstance(value, int) and not isinstance(value, bool) and dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if not info.min <= value <= info.max:
+                raise ValueError(
+                    f"cannot write {value} to {target.label}: out of range for {dtype} "
+                    f"[{info.min}, {info.max}]"
+                )
+            return
+        shape: tuple[int, ...] = ()
+    else:
+        src, shape = np.dtype(value.dtype), tuple(value.shape)
+    if not np.can_cast(src, dtype, casting="same_kind"):
+        raise TypeError(
+            f"cannot write {src} values to {target.label}: the file holds {dtype} and "
+            f"the cast is not 'same_kind' (convert explicitly with .astype({str(dtype)!r}))"
+        )
+    try:
+        ok = np.broadcast_shapes(shape, target.shape) == target.shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"cannot write a value of shape {shape} to {target.label}: the selection has "
+            f"shape {target.shape} {target.dims}; expected a shape that broadcasts to it"
+        )
+
+
+def _file_blocks(target: Target) -> list[int]:
+    """Block length along each selection axis: whole HDF5 chunks of about a dask block."""
+    arr = target.array
+    with arr.store.lock:
+        chunks = arr.store.acquire(needs_lock=False)[target.path].chunks
+    planned = plan_chunks(target.file_shape, chunks, target.dtype)
+    return [max(1, b) for a, b in zip(target.axes, planned, strict=True) if not isinstance(a, int)]
+
+
+def _aligned_chunks(target: Target, blocks: list[int]) -> tuple[tuple[int, ...], ...]:
+    chunks = []
+    sel_axes = [a for a in target.axes if not isinstance(a, int)]
+    for axis, b in zip(sel_axes, blocks, strict=True):
+        n = len(axis)
+        if n == 0:
+            chunks.append((0,))
+            continue
+        if isinstance(axis, range) and axis.step == 1:
+            # Cut where the file's blocks start, so each block covers whole HDF5 chunks.
+            first = min(n, b - axis.start % b)
+            sizes = [first] + [b] * ((n - first) // b)
+            rest = n - sum(sizes)
+            chunks.append(tuple(sizes + ([rest] if rest else [])))
+        else:
+            chunks.append(tuple([b] * (n // b) + ([n % b] if n % b else [])))
+    return tuple(chunks)
+
+
+def _slabs(shape: tuple[int, ...], itemsize: int) -> Iterator[tuple[slice, ...]]:
+    budget = parse_bytes(dask.config.get("array.chunk-size"))
+    if not shape:
+        yield ()
+        return
+    row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
+    step = max(1, budget // row)
+    for start in range(0, shape[0], step):
+        yield (slice(start, min(shape[0], start + step)), *tuple(slice(None) for _ in shape[1:]))
+
+
+def assign(target: Target, value: Any, *, progress: bool = True) -> None:
+    """Write ``value`` (numpy-broadcast to the target's shape) into the file."""
+    value = _as_array(value, target)
+    _check(value, target)
+    writer = _Writer(target)
+    shape = target.shape
+    if 0 in shape:
+        return
+    if not isinstance(value, da.Array):
+        full = np.broadcast_to(np.asarray(value), shape)
+        for region in _slabs(shape, target.dtype.itemsize):
+            writer.write(region, full[region])
+        writer.flush()
+        return
+    lazy = da.broadcast_to(value, shape).rechunk(_aligned_chunks(target, _file_blocks(target)))
+    lazy = precompute_shared(lazy)
+    reads_self = any(
+        s.store.filename == target.source and s.path == target.path for s in h5_sources(lazy)
+    )
+    desc = f"{target.name} ← {os.path.basename(target.source)}"
+    if not reads_self:
+        store_blocks(lazy, lambda _i, r, b: writer.write(r, b), desc=desc, progress=progress)
+    else:
+        _staged(lazy, target, writer, desc, progress)
+    writer.flush()
+
+
+def _staged(lazy: da.Array, target: Target, writer: _Writer, desc: str, progress: bool) -> None:
+    # The value reads the dataset it is written to: writing block i could change what a
+    # later block still has to read (shifts, flips, reductions). Compute it all into a
+    # temporary file next to the target first, then copy; the file is untouched until
+    # every read has happened.
+    folder = os.path.dirname(target.source)
+    fd, tmp = tempfile.mkstemp(prefix=".lazyh5-stage-", suffix=".h5", dir=folder)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            chunks = tuple(max(1, max(c)) for c in lazy.chunks)
+            stage = f.create_dataset("stage", lazy.shape, target.dtype, chunks=chunks)
+
+            def put(_idx: tuple[int, ...], region: tuple[slice, ...], block: np.ndarray) -> None:
+                stage[region] = block.astype(target.dtype, copy=False)
+
+            store_blocks(lazy, put, desc=f"{desc} (staging)", progress=progress, scheduler=None)
+            regions = block_regions(lazy.chunks)
+            with progress_bar(len(regions), desc, progress) as bar:
+                for region in regions.values():
+                    writer.write(region, stage[region])
+                    bar.update(1)
+    finally:
+        os.unlink(tmp)

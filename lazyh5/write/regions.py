@@ -1,0 +1,294 @@
+"""Map a view of a lazyh5 variable (after isel/sel) and a key on it to file coordinates.
+
+Every axis of the HDF5 dataset gets one of:
+
+- an ``int``: the view selected a single position (the dimension was dropped);
+- a ``range``: positions ``start, start+step, ...`` (slices, with any step);
+- a 1-D ``int64`` array: positions picked by an index array.
+
+Positions come from the view's index coordinates: lazyh5 gives every dimension
+without coordinate values a position index (``0 … n-1``), and xarray carries it
+through ``isel``/``sel``; real coordinates (netCDF dimension scales) are looked up in
+the full coordinate of the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..backend.array import H5BackendArray
+from ..errors import ReadOnlyError, UnmappableViewError, UnsupportedDtypeError
+from .graph import h5_sources
+
+AxisMap = int | range | np.ndarray
+
+# Encoding keys that mean stored values differ from the values xarray shows.
+_CF_KEYS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "calendar")
+
+
+@dataclass
+class Target:
+    """A writable region of one HDF5 dataset, as seen through a view."""
+
+    source: str
+    path: str
+    name: str
+    array: H5BackendArray  # gives the shared h5py handle and its lock
+    dtype: np.dtype
+    file_shape: tuple[int, ...]
+    axes: list[AxisMap]  # one per file axis
+    dims: tuple[Hashable, ...]  # the view's dims (= the non-int axes, in file order)
+
+    @property
+    def label(self) -> str:
+        return f"'{self.name}' ({self.path}) in '{self.source}'"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a) for a in self.axes if not isinstance(a, int))
+
+    def select(self, key: Any) -> Target:
+        """The region that ``key`` (numpy-style, orthogonal) picks out of this one."""
+        sel = normalize_key(key, self.shape, self.dims, self.label)
+        axes: list[AxisMap] = []
+        it = iter(sel)
+        for axis in self.axes:
+            axes.append(axis if isinstance(axis, int) else _compose(axis, next(it)))
+        dims = tuple(d for d, k in zip(self.dims, sel, strict=True) if not isinstance(k, int))
+        return Target(
+            self.source, self.path, self.name, self.array, self.dtype, self.file_shape, axes, dims
+        )
+
+
+def _compose(axis: range | np.ndarray, key: int | range | np.ndarray) -> AxisMap:
+    if isinstance(key, int):
+        return int(axis[key])
+    if isinstance(axis, range):
+        if isinstance(key, range):
+            start, step = axis.start + axis.step * key.start, axis.step * key.step
+            return range(start, start + step * len(key), step) if len(key) else range(0)
+        return axis.start + axis.step * key
+    return axis[np.asarray(key, dtype=np.int64)]
+
+
+def normalize_key(
+    key: Any, shape: tuple[int, ...], dims: tuple[Hashable, ...], label: str
+) -> list[int | range | np.ndarray]:
+    """One ``int``, ``range`` or int array per axis, bounds-checked (negatives wrap)."""
+    if isinstance(key, Mapping):
+        unknown = set(key) - set(dims)
+        if unknown:
+            raise KeyError(f"cannot write to {label}: no dimension(s) {sorted(unknown)} in {dims}")
+        key = tuple(key.get(d, slice(None)) for d in dims)
+    if not isinstance(key, tuple):
+        key = (key,)
+    if sum(k is Ellipsis for k in key) > 1:
+        raise IndexError(f"cannot write to {label}: more than one '...' in the key")
+    if any(k is Ellipsis for k in key):
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
+    if len(key) > len(shape):
+        raise IndexError(
+            f"cannot write to {label}: key has {len(key)} entries but the view has "
+            f"{len(shape)} dimension(s) {dims}"
+        )
+    key = key + (slice(None),) * (len(shape) - len(key))
+    out: list[int | range | np.ndarray] = []
+    for k, n, dim in zip(key, shape, dims, strict=True):
+        where = f"cannot write to {label}: index {k!r} along '{dim}'"
+        if isinstance(k, slice):
+            out.append(range(n)[k])
+        elif isinstance(k, int | np.integer) and not isinstance(k, bool | np.bool_):
+            k = int(k)
+            if not -n <= k < n:
+                raise IndexError(f"{where} is out of bounds; expected -{n} <= index < {n}")
+            out.append(k % n)
+        elif isinstance(k, xr.DataArray | list | np.ndarray | range | pd.Index):
+            arr = np.asarray(k.values if isinstance(k, xr.DataArray) else k)
+            if arr.dtype == bool:
+                if arr.shape != (n,):
+                    raise IndexError(f"{where}: a boolean mask must have length {n}")
+                out.append(np.flatnonzero(arr))
+                continue
+            if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+                raise IndexError(f"{where}: expected a 1-D integer array, a slice or an int")
+            arr = arr.astype(np.int64)
+            if arr.size and (arr.min() < -n or arr.max() >= n):
+                raise IndexError(f"{where} is out of bounds; expected -{n} <= index < {n}")
+            out.append(np.where(arr < 0, arr + n, arr))
+        else:
+            raise IndexError(f"{where}: expected an int, a slice, or a 1-D integer array")
+    return out
+
+
+def _positions(view: xr.DataArray, dim: Hashable, n_file: int, label: str, scalar: bool) -> AxisMap:
+    """File positions of ``view`` along ``dim``, from its index coordinate."""
+    if dim not in view.coords:
+        if not scalar and view.sizes[dim] == n_file:
+            return range(n_file)
+        raise UnmappableViewError(
+            f"cannot write to {label}: the view has no coordinate '{dim}' to tell which "
+            "positions of the file it holds (was the index dropped?)"
+        )
+    coord = view.coords[dim]
+    if "lazyh5_path" in coord.encoding:  # real coordinate values: look them up
+        full = _full_coordinate(view, dim, coord, label)
+        wanted = np.atleast_1d(coord.values)
+        found = full.get_indexer(wanted)
+        if (found < 0).any():
+            raise UnmappableViewError(
+                f"cannot write to {label}: values of coordinate '{dim}' are not in the file"
+            )
+        return int(found[0]) if scalar else found.astype(np.int64)
+    if scalar:
+        value = coord.values
+        if coord.ndim != 0 or value.dtype.kind not in "iu" or not 0 <= int(value) < n_file:
+            raise UnmappableViewError(
+                f"cannot write to {label}: coordinate '{dim}' = {value!r} is not a file position"
+            )
+        return int(value)
+    index = view.indexes.get(dim)
+    if isinstance(index, pd.RangeIndex):
+        pos: AxisMap = range(index.start, index.stop, index.step)
+        lo, hi = (min(pos), max(pos)) if len(pos) else (0, 0)
+    else:
+        values = np.asarray(coord.values)
+        if values.dtype.kind not in "iu":
+            raise UnmappableViewError(
+                f"cannot write to {label}: coordinate '{dim}' holds {values.dtype} values, "
+                "not file positions"
+            )
+        pos = values.astype(np.int64)
+        if len(np.unique(pos)) != len(pos):
+            raise UnmappableViewError(
+                f"cannot write to {label}: positions along '{dim}' repeat (a concatenation "
+                "of overlapping views?)"
+            )
+        lo, hi = (int(pos.min()), int(pos.max())) if pos.size else (0, 0)
+    if len(pos) != view.sizes[dim] or lo < 0 or hi >= max(n_file, 1):
+        raise UnmappableViewError(
+            f"cannot write to {label}: positions along '{dim}' do not fit the file's "
+            f"length {n_file} (a concatenated or rebuilt variable?)"
+        )
+    return pos
+
+
+def _full_coordinate(
+    view: xr.DataArray, dim: Hashable, coord: xr.DataArray, label: str
+) -> pd.Index:
+    if coord.dtype.kind in "mMO":
+        raise UnmappableViewError(
+            f"cannot write to {label}: coordinate '{dim}' is decoded ({coord.dtype}); "
+            "select with positions (.h5[...] on the variable opened without isel/sel)"
+        )
+    arr = _find_array(view, label)
+    f = arr.store.acquire()
+    with arr.store.lock:
+        values = np.asarray(f[coord.encoding["lazyh5_path"]][()])
+    index = pd.Index(values)
+    if not index.is_unique:
+        raise UnmappableViewError(
+            f"cannot write to {label}: coordinate '{dim}' has repeated values in the file, "
+            "so labels do not identify positions"
+        )
+    return index
+
+
+def _find_array(view: xr.DataArray, label: str) -> H5BackendArray:
+    enc = view.encoding
+    data = view.variable._data
+    sources = h5_sources(view.data) if hasattr(view.data, "dask") else h5_sources(data)
+    if len(sources) > 1:
+        raise UnmappableViewError(
+            f"cannot write to {label}: the view reads from {len(sources)} arrays "
+            f"({', '.join(s.path for s in sources)}), e.g. a concatenation"
+        )
+    if not sources:
+        raise UnmappableViewError(
+            f"cannot write to {label}: the view is not read lazily from the file "
+            "(loaded into memory or rebuilt); write through the lazily opened dataset"
+        )
+    arr = sources[0]
+    if arr.store.filename != enc["source"] or arr.path != enc["lazyh5_path"]:
+        raise UnmappableViewError(
+            f"cannot write to {label}: the view reads from {arr.path} in "
+            f"'{arr.store.filename}', not the dataset its encoding names"
+        )
+    return arr
+
+
+def target_of(view: xr.DataArray) -> Target:
+    """Trace ``view`` back to its HDF5 dataset; raise a clear error if it cannot be."""
+    name = str(view.name)
+    enc = view.encoding
+    if "lazyh5_path" not in enc or "source" not in enc:
+        raise UnmappableViewError(
+            f"cannot write to '{name}': it is not a variable read by lazyh5 (a computed "
+            "expression loses its link to the file); assign to the variable of the "
+            "opened dataset instead, e.g. ds['x'].h5[...] = expression"
+        )
+    source, path = enc["source"], enc["lazyh5_path"]
+    label = f"'{name}' ({path}) in '{source}'"
+    file_dims = tuple(enc["lazyh5_dims"])
+    file_shape = tuple(enc["original_shape"])
+    arr = _find_array(view, label)
+    if arr.store.mode == "r":
+        raise ReadOnlyError(
+            f"cannot write to '{name}' in {source}: the file was opened read-only; "
+            "open it with mode='r+'"
+        )
+    bad = [k for k in _CF_KEYS if k in enc] + (["units"] if view.dtype.kind in "mM" else [])
+    if bad or view.dtype.kind in "mMOSU" or arr.dtype != view.dtype:
+        raise UnsupportedDtypeError(
+            f"cannot write to {label}: its values are decoded from the file "
+            f"({', '.join(bad) or f'{arr.dtype} shown as {view.dtype}'}); writing through "
+            "needs a plain numeric dataset (open with decode_cf=False to write raw values)"
+        )
+    extra = [d for d in view.dims if d not in file_dims]
+    if extra or [d for d in file_dims if d in view.dims] != list(view.dims):
+        raise UnmappableViewError(
+            f"cannot write to {label}: the view's dims {view.dims} are not the file's "
+            f"dims {file_dims} in file order (transposed, stacked or expanded?); "
+            "write through the untransposed variable"
+        )
+    axes: list[AxisMap] = []
+    for dim, n in zip(file_dims, file_shape, strict=True):
+        axes.append(_positions(view, dim, n, label, scalar=dim not in view.dims))
+    return Target(source, path, name, arr, np.dtype(arr.dtype), file_shape, axes, view.dims)
+
+
+def label_key(view: xr.DataArray, indexers: Mapping[Hashable, Any], label: str) -> dict:
+    """Positions in ``view`` for label-based ``indexers`` (``.h5.loc[...]``)."""
+    key: dict[Hashable, Any] = {}
+    for dim, lab in indexers.items():
+        if dim not in view.dims:
+            raise KeyError(f"cannot write to {label}: no dimension '{dim}' in {view.dims}")
+        index = view.indexes.get(dim)
+        if index is None:
+            raise UnmappableViewError(
+                f"cannot write to {label}: dimension '{dim}' has no index to look labels up in"
+            )
+        try:
+            if isinstance(lab, slice):
+                key[dim] = index.slice_indexer(lab.start, lab.stop, lab.step)
+            elif np.ndim(lab) == 0:
+                loc = index.get_loc(lab.item() if hasattr(lab, "item") else lab)
+                if not isinstance(loc, int | np.integer):
+                    raise KeyError(lab)
+                key[dim] = int(loc)
+            else:
+                found = index.get_indexer(np.asarray(lab))
+                if (found < 0).any():
+                    raise KeyError(np.asarray(lab)[found < 0].tolist())
+                key[dim] = found
+        except KeyError as err:
+            raise KeyError(
+                f"cannot write to {label}: label(s) {err.args[0]!r} not found along '{dim}'"
+            ) from None
+    return key

@@ -1,0 +1,288 @@
+"""Stream a lazy Dataset/DataArray into a new HDF5 file, resumably."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import warnings
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import dask.array as da
+import h5py
+import numpy as np
+import pandas as pd
+import xarray as xr
+from xarray import conventions
+
+from .._files import open_h5file
+from ..backend.chunking import plan_chunks
+from ..create import _compression_kwargs, _per_var, row_chunks, write_layout
+from .graph import precompute_shared, store_blocks
+
+__all__ = ["to_hdf5", "partial_path"]
+
+# Inside the partial file: one done-mask per variable (one bool per dask block).
+_PROGRESS = "_lazyh5_progress"
+# CF encoding worth keeping when writing (the rest of a lazyh5 encoding describes the
+# file it was read from, not the one being written).
+_CF_ENCODING = ("units", "calendar", "_FillValue", "scale_factor", "add_offset")
+
+
+def partial_path(path: str | os.PathLike) -> str:
+    """The temporary file :func:`to_hdf5` writes ``path`` under until it is complete."""
+    path = os.path.abspath(os.fspath(path))
+    folder, base = os.path.split(path)
+    return os.path.join(folder, f".{base}.lazyh5-partial")
+
+
+def _is_positions(var: xr.Variable, name: Hashable, index: Any) -> bool:
+    # lazyh5's position index (0 … n-1) is implied by the dimension: write no values.
+    return (
+        isinstance(index, pd.RangeIndex)
+        and index.start == 0
+        and index.step == 1
+        and len(index) == var.shape[0]
+        and var.dims == (name,)
+    )
+
+
+def _prepare(ds: xr.Dataset) -> dict[str, xr.Variable]:
+    """The variables to write, CF-encoded (times, fill values), by name."""
+    out: dict[str, xr.Variable] = {}
+    coords_of: dict[str, list[str]] = {}
+    non_index = [c for c in ds.coords if c not in ds.indexes]
+    for name, var in ds.variables.items():
+        if name in ds.indexes and _is_positions(var, name, ds.indexes[name]):
+            continue
+        var = var.copy(deep=False)
+        var.encoding = {k: v for k, v in var.encoding.items() if k in _CF_ENCODING}
+        var.attrs = {k: v for k, v in var.attrs.items() if k != "coordinates"}
+        if name in ds.data_vars:
+            used = [c for c in non_index if set(ds[c].dims) <= set(var.dims)]
+            if used:
+                coords_of[str(name)] = [str(c) for c in used]
+        out[str(name)] = conventions.encode_cf_variable(var, name=name)
+    for name, used in coords_of.items():
+        out[name].attrs["coordinates"] = " ".join(used)
+    return out
+
+
+def _fingerprint(variables: Mapping[str, xr.Variable], plans: Mapping[str, Any]) -> str:
+    return json.dumps(
+        {
+            name: [list(var.dims), list(var.shape), str(var.dtype), repr(plans[name].get("chunks"))]
+            for name, var in sorted(variables.items())
+        }
+    )
+
+
+def to_hdf5(
+    obj: xr.Dataset | xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    group: str | None = None,
+    mode: str = "w-",
+    chunks: bool | tuple[int, ...] | Mapping[str, Any] | None = None,
+    compression: Any = None,
+    compression_opts: Any = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> None:
+    """Compute a lazy Dataset or DataArray block by block into a new HDF5 file.
+
+    Memory stays at a few dask blocks whatever the size of the result: each block is
+    written as soon as it is computed (chunk-aligned), and reductions that every
+    block needs (``x.mean()``) are computed first. Dimensions, coordinates and
+    attributes are written netCDF4-style like :func:`lazyh5.create`, so
+    :func:`lazyh5.open_dataset` and xarray's ``h5netcdf`` engine read the file back
+    labeled; lazyh5's position indexes (``0 … n-1``) are written as plain dimensions.
+
+    The file is written as ``.<name>.lazyh5-partial`` in the same folder and renamed
+    into place only when complete. It records which blocks are done, so after an
+    interruption ``resume=True`` computes only the missing blocks.
+
+    Parameters
+    ----------
+    obj
+        What to write; a DataArray is written as one variable (named ``obj.name``
+        or ``"data"``).
+    path
+        The file to create.
+    group
+        Group to write the variables into (``"train"``); the root by default.
+    mode
+        ``"w-"`` (default): fail if ``path`` exists; ``"w"``: replace it.
+    chunks
+        HDF5 chunks: ``None`` keeps the source's HDF5 chunks where known, else rows of
+        about 1 MiB; ``True``, ``False`` (contiguous), a tuple, or ``{name: chunks}``.
+    compression, compression_opts
+        As in :func:`lazyh5.create` (``"gzip"``, ``"lzf"``, a gzip level,
+        ``"blosc"``/``"zstd"``/``"lz4"`` with hdf5plugin), or per variable.
+    progress
+        Show a progress bar (only when stderr is a terminal).
+    resume
+        Continue an interrupted run of the same computation into the same ``path``.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr, lazyh5
+    >>> src = lazyh5.create("raw.h5", {"image": ((512, 8, 8, 3), "u1")},
+    ...                     dims={"image": ("sample", "y", "x", "channel")})
+    >>> norm = (src["image"].astype("f4") / 255.0).rename("image")
+    >>> lazyh5.to_hdf5(norm, "norm.h5", progress=False)
+    >>> out = lazyh5.open_dataset("norm.h5")
+    >>> out["image"].dtype, out["image"].dims
+    (dtype('float32'), ('sample', 'y', 'x', 'channel'))
+    """
+    path = os.path.abspath(os.fspath(path))
+    if mode not in ("w-", "x", "w"):
+        raise ValueError(f"cannot write '{path}': mode must be 'w-' or 'w', got {mode!r}")
+    if isinstance(obj, xr.DataArray):
+        obj = obj.to_dataset(name=obj.name if obj.name is not None else "data")
+    if not isinstance(obj, xr.Dataset):
+        raise TypeError(f"cannot write '{path}': expected a Dataset or DataArray, got {obj!r}")
+    if mode in ("w-", "x") and os.path.exists(path):
+        raise FileExistsError(
+            f"cannot write '{path}': it already exists; pass mode='w' to replace it"
+        )
+    prefix = f"{group.strip('/')}/" if group and group.strip("/") else ""
+    variables = _prepare(obj)
+    if not variables:
+        raise ValueError(f"cannot write '{path}': the dataset has no variables")
+    specs, plans, dim_names, arrays = {}, {}, {}, {}
+    for name, var in variables.items():
+        specs[prefix + name], plans[prefix + name] = _plan(
+            path, name, var, obj, chunks, compression, compression_opts
+        )
+        dim_names[prefix + name] = tuple(str(d) for d in var.dims)
+        arrays[prefix + name] = _lazy(var, plans[prefix + name])
+    fingerprint = _fingerprint({prefix + n: v for n, v in variables.items()}, plans)
+
+    tmp = partial_path(path)
+    f = _open_partial(tmp, fingerprint, resume)
+    try:
+        if _PROGRESS not in f:
+            prog = f.create_group(_PROGRESS)
+            if obj.attrs:
+                target = f.require_group(prefix) if prefix else f
+                target.attrs.update({k: v for k, v in obj.attrs.items() if v is not None})
+            write_layout(f, path, specs, plans, dim_names)
+            for i, (name, arr) in enumerate(arrays.items()):
+                mask = prog.create_dataset(str(i), shape=arr.numblocks or (1,), dtype=bool)
+                mask.attrs["variable"] = name
+            prog.attrs["fingerprint"] = fingerprint
+            f.flush()
+        prog = f[_PROGRESS]
+        masks = {prog[k].attrs["variable"]: prog[k] for k in prog}
+        lock = threading.Lock()
+        for name, arr in arrays.items():
+            dset, mask = f[name], masks[name]
+            if arr.ndim == 0:
+                if not mask[0]:
+                    dset[()] = np.asarray(arr.compute(), dtype=dset.dtype)
+                    mask[0] = True
+                continue
+            done = np.argwhere(mask[()])
+            if len(done) == mask.size:
+                continue
+
+            def write(idx, region, block, dset=dset, mask=mask) -> None:
+                block = np.asarray(block, dtype=dset.dtype)
+                with lock:
+                    dset[region] = block
+                    # Data reaches the disk before the mark that says it is there.
+                    f.flush()
+                    mask[idx] = True
+                    f.flush()
+
+            store_blocks(
+                precompute_shared(arr),
+                write,
+                skip=[tuple(int(i) for i in d) for d in done],
+                desc=f"{os.path.basename(path)}:{name}",
+                progress=progress,
+            )
+        del f[_PROGRESS]
+    finally:
+        f.close()
+    if mode in ("w-", "x") and os.path.exists(path):
+        raise FileExistsError(f"cannot write '{path}': it appeared while writing ({tmp} kept)")
+    os.replace(tmp, path)
+
+
+def _open_partial(tmp: str, fingerprint: str, resume: bool) -> h5py.File:
+    if resume and os.path.exists(tmp):
+        try:
+            f = open_h5file(tmp, "r+")
+        except Exception as err:  # killed mid-flush: start over rather than fail
+            warnings.warn(
+                f"cannot resume from '{tmp}' ({err}); starting over", UserWarning, stacklevel=3
+            )
+        else:
+            if _PROGRESS in f and f[_PROGRESS].attrs.get("fingerprint") == fingerprint:
+                return f
+            f.close()
+            raise ValueError(
+                f"cannot resume into '{tmp}': it was started for different data "
+                "(variables, shapes, dtypes or chunks differ); delete it or pass resume=False"
+            )
+    return open_h5file(tmp, "w")
+
+
+def _plan(
+    path: str,
+    name: str,
+    var: xr.Variable,
+    ds: xr.Dataset,
+    chunks: Any,
+    compression: Any,
+    compression_opts: Any,
+) -> tuple[tuple, dict[str, Any]]:
+    dtype = h5py.string_dtype() if var.dtype.kind in "OU" else var.dtype
+    shape = tuple(var.shape)
+    vchunks = _per_var(chunks, name, None)
+    if vchunks is None:
+        source = ds.variables[name].encoding.get("chunksizes") if name in ds.variables else None
+        if source is not None and len(source) == len(shape):
+            vchunks = tuple(max(1, min(c, n)) for c, n in zip(source, shape, strict=True))
+        else:
+            vchunks = True
+    if vchunks is True:
+        vchunks = row_chunks(shape, dtype)
+    elif vchunks is False:
+        vchunks = None
+    comp = _compression_kwargs(
+        path, _per_var(compression, name), _per_var(compression_opts, name), False
+    )
+    if comp and vchunks is None and shape:
+        vchunks = row_chunks(shape, dtype)
+    if not shape or 0 in shape:
+        vchunks, comp = None, {}
+    if isinstance(vchunks, tuple | list) and len(vchunks) != len(shape):
+        raise ValueError(
+            f"cannot write '{path}': chunks {tuple(vchunks)} for '{name}' have "
+            f"{len(vchunks)} axes, the shape {shape} has {len(shape)}"
+        )
+    plan = dict(shape=shape, dtype=dtype, chunks=vchunks, **comp)
+    attrs = {k: v for k, v in var.attrs.items() if v is not None}
+    return (shape, dtype, attrs), plan
+
+
+def _lazy(var: xr.Variable, plan: Mapping[str, Any]) -> da.Array:
+    """The variable as a dask array in blocks of whole HDF5 chunks (about a dask block)."""
+    data = var.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=-1)
+    if data.ndim == 0:
+        return data
+    hdf5 = plan.get("chunks")
+    hdf5 = tuple(hdf5) if isinstance(hdf5, tuple | list) else None
+    if hdf5 is not None and all(
+        all(c % h == 0 for c in axis[:-1]) for axis, h in zip(data.chunks, hdf5, strict=True)
+    ):
+        # Already whole HDF5 chunks per block: rechunking would only merge or split
+        # blocks after they are computed (a float32 result of uint8 blocks is 4× bigger).
+        return data
+    return data.rechunk(plan_chunks(data.shape, hdf5, data.dtype))
