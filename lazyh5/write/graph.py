@@ -87,7 +87,9 @@ def precompute_shared(arr: da.Array) -> da.Array:
     frontier = [
         k
         for k, o in owner.items()
-        if o is None and sum(1 for d in dependents[k] if owner.get(d) is not None) >= 2
+        if o is None
+        and deps[k]  # a leaf (an array object, a constant) has nothing to compute
+        and sum(1 for d in dependents[k] if owner.get(d) is not None) >= 2
     ]
     if not frontier:
         return arr
