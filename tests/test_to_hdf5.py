@@ -1,0 +1,183 @@
+"""lazyh5.to_hdf5: streamed, labeled, atomic and resumable writes of lazy results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import dask
+import dask.array as da
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+
+import lazyh5
+from lazyh5.write.to_hdf5 import partial_path
+
+
+@pytest.fixture
+def raw(tmp_path):
+    path = tmp_path / "raw.h5"
+    ds = lazyh5.create(
+        path,
+        {"image": ((700, 4, 4, 3), "u1"), "label": ((700,), "i8")},
+        dims={"image": ("sample", "y", "x", "channel")},
+        chunks={"image": (64, 4, 4, 3), "label": (64,)},
+    )
+    rng = np.random.default_rng(0)
+    ds["image"].h5[:] = rng.integers(0, 256, (700, 4, 4, 3), dtype="u1")
+    ds["label"].h5[:] = np.arange(700) % 10
+    return lazyh5.open_dataset(path)
+
+
+def test_normalise_roundtrip_labeled(raw, tmp_path):
+    x = raw["image"].astype("f4") / 255.0
+    out_ds = xr.Dataset(
+        {"image": (x - x.mean()) / x.std(), "label": raw["label"]}, attrs={"title": "norm"}
+    )
+    out_ds["image"].attrs["units"] = "z-score"
+    out = tmp_path / "norm.h5"
+    with dask.config.set({"array.chunk-size": "16KiB"}):
+        lazyh5.to_hdf5(out_ds, out, progress=False)
+    ref = raw["image"].values.astype("f4") / 255.0
+    ref = (ref - ref.mean()) / ref.std()
+    back = lazyh5.open_dataset(out)
+    assert back["image"].dims == ("sample", "y", "x", "channel")
+    assert back.attrs["title"] == "norm" and back["image"].attrs["units"] == "z-score"
+    np.testing.assert_allclose(back["image"].values, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(back["label"].values, np.arange(700) % 10)
+    assert back["label"].encoding["chunksizes"] == (64,)  # source HDF5 chunks kept
+    nc = xr.open_dataset(out, engine="h5netcdf")
+    assert nc["image"].dims == ("sample", "y", "x", "channel")
+    assert "sample" not in nc.coords  # positions 0…n-1 are a plain dimension
+    assert not os.path.exists(partial_path(out))
+
+
+def test_coords_views_groups_and_dataarrays(raw, tmp_path):
+    view = raw.isel(sample=slice(100, 300, 2))
+    view = view.assign_coords(
+        weight=("sample", np.linspace(0, 1, view.sizes["sample"])),
+        channel=["r", "g", "b"],
+    )
+    out = tmp_path / "view.h5"
+    lazyh5.to_hdf5(view, out, group="train", progress=False, compression="gzip")
+    back = lazyh5.open_dataset(out, group="train")
+    np.testing.assert_array_equal(back["sample"].values, np.arange(100, 300, 2))
+    np.testing.assert_array_equal(back["image"].values, view["image"].values)
+    assert list(back["channel"].values) == ["r", "g", "b"]
+    nc = xr.open_dataset(out, engine="h5netcdf", group="train")
+    np.testing.assert_allclose(nc["weight"].values, view["weight"].values)
+    assert "weight" in nc.coords
+    with h5py.File(out) as f:
+        assert f["train/image"].compression == "gzip"
+
+    arr = (raw["label"] * 2).rename(None)
+    lazyh5.to_hdf5(arr, tmp_path / "arr.h5", progress=False)
+    np.testing.assert_array_equal(
+        lazyh5.open_dataset(tmp_path / "arr.h5")["data"].values, raw["label"].values * 2
+    )
+
+
+def test_modes(raw, tmp_path):
+    out = tmp_path / "o.h5"
+    lazyh5.to_hdf5(raw["label"], out, progress=False)
+    with pytest.raises(FileExistsError, match=r"o\.h5"):
+        lazyh5.to_hdf5(raw["label"], out, progress=False)
+    lazyh5.to_hdf5(raw["label"] + 1, out, mode="w", progress=False)
+    assert lazyh5.open_dataset(out)["label"].values[0] == 1
+    with pytest.raises(ValueError, match="mode"):
+        lazyh5.to_hdf5(raw["label"], out, mode="a", progress=False)
+
+
+def test_failure_leaves_no_finished_file(raw, tmp_path):
+    def boom(block):
+        if block[0, 0, 0, 0] >= 0 and boom.calls > 3:
+            raise RuntimeError("boom")
+        boom.calls += 1
+        return block
+
+    boom.calls = 0
+    x = raw["image"].copy(data=raw["image"].data.rechunk((64, 4, 4, 3)).map_blocks(boom))
+    out = tmp_path / "fail.h5"
+    with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="boom"):
+        lazyh5.to_hdf5(x, out, progress=False)
+    assert not out.exists() and os.path.exists(partial_path(out))
+    # resume computes the rest and gives what an uninterrupted run gives
+    lazyh5.to_hdf5(raw["image"], out, progress=False, resume=True)
+    np.testing.assert_array_equal(lazyh5.open_dataset(out)["image"].values, raw["image"].values)
+
+
+_CHILD = """
+import time, numpy as np, xarray as xr, dask, dask.array as da, lazyh5
+def slow(b):
+    time.sleep({delay})
+    return b
+x = da.arange(64 * 40 * 16, dtype="f4", chunks=64 * 40 * 16).reshape(64 * 40, 16)
+x = x.rechunk((64, 16)).map_blocks(slow) * 2
+with dask.config.set(scheduler="threads", num_workers=2):
+    lazyh5.to_hdf5(xr.DataArray(x, dims=("sample", "f"), name="v"), {path!r},
+                   chunks=(64, 16), progress=False, resume={resume})
+"""
+
+
+def _expected():
+    x = da.arange(64 * 40 * 16, dtype="f4").reshape(64 * 40, 16).rechunk((64, 16)) * 2
+    return xr.DataArray(x, dims=("sample", "f"), name="v")
+
+
+def test_sigkill_then_resume(tmp_path):
+    out = tmp_path / "killed.h5"
+    tmp = partial_path(out)
+    code = textwrap.dedent(_CHILD).format(delay=0.05, path=str(out), resume=False)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    done = 0
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            try:  # the writer holds the file: peek without HDF5's lock
+                with h5py.File(tmp, "r", locking=False) as f:
+                    done = int(f["_lazyh5_progress/0"][()].sum())
+            except (OSError, KeyError):
+                continue
+            if done >= 5:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert 5 <= done < 40, "the writer should have been killed partway"
+    assert not out.exists(), "an interrupted run must not leave a finished-looking file"
+    assert os.path.exists(tmp)
+
+    calls = []
+
+    def count(b):
+        calls.append(1)
+        return b
+
+    x = _expected()
+    resumed = x.copy(data=x.data.map_blocks(count))
+    lazyh5.to_hdf5(resumed, out, chunks=(64, 16), progress=False, resume=True)
+    assert 0 < len(calls) < 40  # only the missing blocks were computed
+    assert not os.path.exists(tmp)
+
+    ref = tmp_path / "ref.h5"
+    lazyh5.to_hdf5(x, ref, chunks=(64, 16), progress=False)
+    a, b = lazyh5.open_dataset(out), lazyh5.open_dataset(ref)
+    xr.testing.assert_identical(a.load(), b.load())
+
+
+def test_resume_refuses_other_data(raw, tmp_path):
+    out = tmp_path / "r.h5"
+    with h5py.File(partial_path(out), "w") as f:
+        f.create_group("_lazyh5_progress").attrs["fingerprint"] = "something else"
+    with pytest.raises(ValueError, match="different data"):
+        lazyh5.to_hdf5(raw["label"], out, progress=False, resume=True)
+    # without resume a stale partial file is simply replaced
+    lazyh5.to_hdf5(raw["label"], out, progress=False)
+    assert out.exists()
