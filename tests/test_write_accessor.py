@@ -308,3 +308,25 @@ def test_cf_encoded_variable_refused(tmp_path):
     raw = lazyh5.open_dataset(tmp_path / "cf.h5", mode="r+", decode_cf=False)
     raw["t"].h5[0] = 9
     assert raw["t"].values[0] == 9
+
+
+def test_in_place_only_when_each_block_reads_its_own_region(tmp_path):
+    from lazyh5.write.assign import _aligned_chunks, _file_blocks, _in_place_safe
+    from lazyh5.write.graph import precompute_shared
+    from lazyh5.write.regions import target_of
+
+    path = tmp_path / "safe.h5"
+    _make(path, n=64).close()
+    with dask.config.set({"array.chunk-size": "200B"}):
+        ds = lazyh5.open_dataset(path, mode="r+", dims={"x": ("sample", "col")})
+        x = ds["x"]
+        target = target_of(x).select(slice(None))
+
+        def lazy(value):
+            arr = value.data.rechunk(_aligned_chunks(target, _file_blocks(target)))
+            return precompute_shared(arr)
+
+        assert _in_place_safe(lazy((x - x.mean()) / x.std()), target)
+        assert not _in_place_safe(lazy(x[::-1].variable), target)
+        assert not _in_place_safe(lazy(x.shift(sample=1).variable), target)
+        assert not _in_place_safe(lazy(x.rolling(sample=3, center=True).mean().variable), target)

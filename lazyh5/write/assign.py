@@ -23,7 +23,15 @@ import xarray as xr
 from dask.utils import parse_bytes
 
 from ..backend.chunking import plan_chunks
-from .graph import block_regions, h5_sources, precompute_shared, progress_bar, store_blocks
+from .graph import (
+    analyze,
+    block_regions,
+    h5_sources,
+    precompute_shared,
+    progress_bar,
+    store_blocks,
+    target_reads,
+)
 from .regions import Target
 
 __all__ = ["assign"]
@@ -196,11 +204,44 @@ def assign(target: Target, value: Any, *, progress: bool = True) -> None:
         s.store.filename == target.source and s.path == target.path for s in h5_sources(lazy)
     )
     desc = f"{target.name} ← {os.path.basename(target.source)}"
-    if not reads_self:
+    if not reads_self or _in_place_safe(lazy, target):
         store_blocks(lazy, lambda _i, r, b: writer.write(r, b), desc=desc, progress=progress)
     else:
         _staged(lazy, target, writer, desc, progress)
     writer.flush()
+
+
+def _in_place_safe(lazy: da.Array, target: Target) -> bool:
+    """Whether each block reads the target only inside the region it writes itself.
+
+    Then blocks are independent (shared reductions were computed first) and writing
+    in place is safe: ``x.h5[:] = (x - m) / s`` costs one read and one write.
+    Anything we cannot prove (shifts, flips, index arrays, unrecognised reads) is
+    staged through a temporary file instead.
+    """
+    if not all(isinstance(a, int) or (isinstance(a, range) and a.step == 1) for a in target.axes):
+        return False
+    dsk, deps, owner = analyze(lazy)
+    reads = target_reads(dsk, deps, target.source, target.path)
+    if reads is None:
+        return False
+    regions = block_regions(lazy.chunks)
+    for key, read in reads.items():
+        if key not in owner:
+            continue  # culled: never computed
+        out = owner[key]
+        if out is None:
+            return False
+        it = iter(regions[tuple(out[1:])])
+        for axis, r in zip(target.axes, read, strict=True):
+            if isinstance(axis, int):
+                lo, hi = axis, axis + 1
+            else:
+                sel = next(it)
+                lo, hi = axis.start + sel.start, axis.start + sel.stop
+            if r.start < lo or r.stop > hi:
+                return False
+    return True
 
 
 def _staged(lazy: da.Array, target: Target, writer: _Writer, desc: str, progress: bool) -> None:

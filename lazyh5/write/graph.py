@@ -22,14 +22,21 @@ __all__ = ["h5_sources", "precompute_shared", "progress_bar", "store_blocks"]
 
 def _unwrap(obj: Any, depth: int = 12) -> H5BackendArray | None:
     # xarray wraps backend arrays in adapters (CopyOnWrite, LazilyIndexed, ...), all
-    # of which keep the wrapped array in `.array`.
+    # of which keep the wrapped array in `.array`; dask keeps literals in DataNodes.
     for _ in range(depth):
         if isinstance(obj, H5BackendArray):
             return obj
-        obj = getattr(obj, "value", None) if hasattr(obj, "value") else obj
+        if hasattr(obj, "args") and hasattr(obj, "func"):  # an array inlined in a task
+            for arg in obj.args:
+                found = _unwrap(arg, depth - 1)
+                if found is not None:
+                    return found
+            return None
+        if type(obj).__name__ == "DataNode":
+            obj = obj.value
         nxt = getattr(obj, "array", None)
         if nxt is None:
-            return obj if isinstance(obj, H5BackendArray) else None
+            return None
         obj = nxt
     return None
 
@@ -59,37 +66,22 @@ def precompute_shared(arr: da.Array) -> da.Array:
     graph whose blocks are independent: memory is a few blocks again.
 
     A key is *shared* when it leads to two or more output blocks; we compute the
-    shared keys that feed two or more private (single-block) keys directly, i.e.
-    the reductions broadcast back over the blocks.
+    shared keys that feed private (single-block) keys of at least half the output
+    blocks directly, i.e. the reductions broadcast back over the blocks.
     """
-    outputs = list(flatten(arr.__dask_keys__()))
-    if len(outputs) < 2:
+    if arr.npartitions < 2:
         return arr
-    dsk = dict(arr.__dask_graph__())
-    deps = {k: get_dependencies(dsk, k) for k in dsk}
-    dependents: dict[Any, list[Any]] = {k: [] for k in dsk}
-    for k, ds in deps.items():
-        for d in ds:
-            dependents[d].append(k)
-    # Walk from the outputs down (reverse topological order): a key's owner is the one
-    # output block it leads to, or None when it leads to several.
-    owner: dict[Any, Any] = {}
-    order = _topological(dsk, deps)
-    out_set = set(outputs)
-    for k in reversed(order):
-        if k in out_set:
-            owner[k] = k
-            continue
-        owners = {owner.get(d) for d in dependents[k] if d in owner}
-        if not owners:
-            continue  # not needed by any output (culled later)
-        owner[k] = owners.pop() if len(owners) == 1 and None not in owners else None
+    dsk, deps, owner = analyze(arr)
+    dependents = _dependents(deps)
+    # A reduction feeds (almost) every block; an overlap (shift, rolling window) feeds
+    # two or three, and precomputing those would hold the whole array in memory.
+    wide = max(2, arr.npartitions // 2)
     frontier = [
         k
         for k, o in owner.items()
         if o is None
         and deps[k]  # a leaf (an array object, a constant) has nothing to compute
-        and sum(1 for d in dependents[k] if owner.get(d) is not None) >= 2
+        and len({owner[d] for d in dependents[k] if owner.get(d) is not None}) >= wide
     ]
     if not frontier:
         return arr
@@ -97,6 +89,75 @@ def precompute_shared(arr: da.Array) -> da.Array:
     for k, v in zip(frontier, values, strict=True):
         dsk[k] = (_literal, v)
     return da.Array(dsk, arr.name, arr.chunks, meta=arr._meta)
+
+
+def _dependents(deps: dict) -> dict[Any, list[Any]]:
+    dependents: dict[Any, list[Any]] = {k: [] for k in deps}
+    for k, ds in deps.items():
+        for d in ds:
+            dependents[d].append(k)
+    return dependents
+
+
+def analyze(arr: da.Array) -> tuple[dict, dict, dict]:
+    """The graph, each key's dependencies, and each key's *owner*.
+
+    The owner is the one output block a key leads to, or ``None`` when it leads to
+    several (a shared key). Keys no output needs have no owner.
+    """
+    dsk = dict(arr.__dask_graph__())
+    deps = {k: get_dependencies(dsk, k) for k in dsk}
+    dependents = _dependents(deps)
+    owner: dict[Any, Any] = {}
+    out_set = set(flatten(arr.__dask_keys__()))
+    # From the outputs down (reverse topological order).
+    for k in reversed(_topological(dsk, deps)):
+        if k in out_set:
+            owner[k] = k
+            continue
+        owners = {owner[d] for d in dependents[k] if d in owner}
+        if owners:
+            owner[k] = owners.pop() if len(owners) == 1 and None not in owners else None
+    return dsk, deps, owner
+
+
+def target_reads(
+    dsk: dict, deps: dict, filename: str, path: str
+) -> dict[Any, tuple[slice, ...]] | None:
+    """The file regions each task reads from one HDF5 dataset, by task key.
+
+    ``None`` when some read cannot be recognised (then callers must assume the worst).
+    Recognised: xarray's ``getter(original, (slice, ...))`` tasks over the whole dataset.
+    """
+    originals = set()
+    for k, v in dsk.items():
+        arr = _unwrap(v)
+        if arr is None or arr.store.filename != filename or arr.path != path:
+            continue
+        if type(v).__name__ == "Task":
+            return None  # the array is inlined into a task: regions unknown
+        obj, full = v, True
+        while obj is not None and not isinstance(obj, H5BackendArray):
+            key = getattr(obj, "key", None)
+            if key is not None and any(s != slice(None) for s in getattr(key, "tuple", (0,))):
+                full = False
+            obj = getattr(obj, "array", None)
+        if not full:
+            return None
+        originals.add(k)
+    reads = {}
+    for k, ds in deps.items():
+        if not ds & originals:
+            continue
+        task = dsk[k]
+        try:
+            assert task.func.__name__ == "getter" and len(task.args) == 2
+            region = task.args[1].value
+            assert all(isinstance(r, slice) and r.step in (None, 1) for r in region)
+        except (AssertionError, AttributeError, TypeError):
+            return None
+        reads[k] = tuple(region)
+    return reads
 
 
 def _literal(value: Any) -> Any:

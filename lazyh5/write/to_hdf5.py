@@ -172,6 +172,8 @@ def to_hdf5(
             for i, (name, arr) in enumerate(arrays.items()):
                 mask = prog.create_dataset(str(i), shape=arr.numblocks or (1,), dtype=bool)
                 mask.attrs["variable"] = name
+                # The mask refers to these blocks: a resumed run must use the same ones.
+                mask.attrs["blocks"] = json.dumps([list(c) for c in arr.chunks])
             prog.attrs["fingerprint"] = fingerprint
             f.flush()
         prog = f[_PROGRESS]
@@ -184,6 +186,9 @@ def to_hdf5(
                     dset[()] = np.asarray(arr.compute(), dtype=dset.dtype)
                     mask[0] = True
                 continue
+            blocks = tuple(tuple(c) for c in json.loads(mask.attrs["blocks"]))
+            if arr.chunks != blocks:
+                arr = arr.rechunk(blocks)
             done = np.argwhere(mask[()])
             if len(done) == mask.size:
                 continue
