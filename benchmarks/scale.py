@@ -12,8 +12,12 @@ from the same run:
   are decoded outside the HDF5 lock (lazyh5.backend.decode);
 - ``lazyh5-h5py-lock``: the same, with parallel decoding switched off (every read
   through h5py under its lock), to show what the parallel path buys;
+- ``lazyh5-1-thread``: dask's synchronous scheduler and one decode thread: what the
+  parallel path costs per core;
 - ``cluster-Nw``: the same computation on a ``LocalCluster`` of N worker processes
-  (one thread each).
+  (one thread each; each worker decodes a task's chunks in its own decode threads);
+  ``cluster-Nw-1dt``: with ``LAZYH5_DECODE_THREADS=1``, one decoding thread per worker,
+  which shows how throughput scales with worker processes alone.
 
     python benchmarks/scale.py [--n 100000] [--workers 1 2] [--repeat 3] [--path FILE]
 """
@@ -21,6 +25,7 @@ from the same run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -117,36 +122,54 @@ def main() -> None:
     t, expected = best_of(args.repeat, h5py_blocks, path, rows)
     results.append(("h5py-blocks", t))
 
-    with dask.config.set(scheduler="threads"):
-        lazyh5_sum(path)
-        t, value = best_of(args.repeat, lazyh5_sum, path)
-        assert np.isclose(value, expected, rtol=1e-9), (value, expected)
-        results.append(("lazyh5-threads", t))
-
+    def run(name: str, scheduler: str | None, threads: str | None = None, plain: bool = False):
+        env = {"LAZYH5_DECODE_THREADS": threads} if threads else {}
+        saved_env = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
         saved = decode.plan_for
-        decode.plan_for = lambda dset: None  # every read through h5py's own filters
+        if plain:
+            decode.plan_for = lambda dset: None  # every read through h5py's own filters
         try:
-            t, value = best_of(args.repeat, lazyh5_sum, path)
+            # None: the active distributed Client (the default scheduler while it lives).
+            with dask.config.set(scheduler=scheduler) if scheduler else contextlib.nullcontext():
+                lazyh5_sum(path)  # warm-up
+                t, value = best_of(args.repeat, lazyh5_sum, path)
         finally:
             decode.plan_for = saved
-        results.append(("lazyh5-h5py-lock", t))
+            for k, v in saved_env.items():
+                if v is None:
+                    os.environ.pop(k)
+                else:
+                    os.environ[k] = v
+        assert np.isclose(value, expected, rtol=1e-9), (name, value, expected)
+        results.append((name, t))
+
+    run("lazyh5-threads", "threads")
+    run("lazyh5-h5py-lock", "threads", plain=True)
+    run("lazyh5-1-thread", "sync", threads="1")
 
     from distributed import Client, LocalCluster
 
     for n_workers in args.workers:
-        with (
-            LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=None,
-            ) as cluster,
-            Client(cluster),
-        ):
-            lazyh5_sum(path)
-            t, value = best_of(args.repeat, lazyh5_sum, path)
-            assert np.isclose(value, expected, rtol=1e-9), (value, expected)
-            results.append((f"cluster-{n_workers}w", t))
+        for threads in ("1", None):
+            # Worker processes inherit LAZYH5_DECODE_THREADS from this environment.
+            os.environ.pop("LAZYH5_DECODE_THREADS", None)
+            if threads:
+                os.environ["LAZYH5_DECODE_THREADS"] = threads
+            try:
+                with (
+                    LocalCluster(
+                        n_workers=n_workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
+                    ) as cluster,
+                    Client(cluster),
+                ):
+                    label = f"cluster-{n_workers}w" + ("-1dt" if threads else "")
+                    run(label, None)
+            finally:
+                os.environ.pop("LAZYH5_DECODE_THREADS", None)
 
     base = results[0][1]
     print(f"{'case':<18}{'seconds':>9}{'MB/s':>9}{'× h5py-blocks':>15}")

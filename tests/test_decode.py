@@ -95,7 +95,7 @@ def _keys() -> st.SearchStrategy:
 
 
 def _decoded(dset: h5py.Dataset, key: tuple):
-    return decode.read(lambda: dset, threading.Lock(), dset.shape, key)
+    return decode.read(lambda: dset, threading.Lock(), dset.shape, key, always=True)
 
 
 @pytest.mark.parametrize("name", list(PIPELINES))
@@ -148,7 +148,7 @@ def test_decoding_runs_outside_the_lock(pipeline_file, monkeypatch):
     monkeypatch.setattr(decode, "decode_chunk", spy)
     with h5py.File(pipeline_file, "r") as f:
         dset = f["gzip+shuffle"]["<f4"]
-        got = decode.read(lambda: dset, lock, dset.shape, (slice(None),) * 3)
+        got = decode.read(lambda: dset, lock, dset.shape, (slice(None),) * 3, always=True)
         np.testing.assert_array_equal(got, dset[...])
     assert held and not any(held)
 
@@ -191,3 +191,28 @@ def test_big_endian_and_parallel_pool_over_many_chunks(tmp_path):
     ds = lazyh5.open_dataset(path)
     np.testing.assert_array_equal(ds["x"].values, data)
     ds.close()
+
+
+def test_h5py_keeps_what_it_reads_faster(tmp_path):
+    """Unfiltered or small chunks go to h5py; big compressed chunks decode in parallel."""
+    path = tmp_path / "policy.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("plain", (4096, 64), "f4", chunks=(256, 64))
+        f.create_dataset("tiny", (4096, 64), "f4", chunks=(16, 16), compression="gzip")
+        f.create_dataset("big", (4096, 64), "f4", chunks=(256, 64), compression="gzip")
+    with h5py.File(path, "r") as f:
+        assert [decode.worthwhile(decode.plan_for(f[n])) for n in ("plain", "tiny", "big")] == [
+            False,
+            False,
+            True,
+        ]
+        key = (slice(None), slice(None))
+        assert decode.read(lambda: f["plain"], threading.Lock(), (4096, 64), key) is None
+        assert decode.read(lambda: f["big"], threading.Lock(), (4096, 64), key) is not None
+
+
+def test_decode_threads_setting(monkeypatch):
+    monkeypatch.setenv("LAZYH5_DECODE_THREADS", "3")
+    assert decode.decode_threads() == 3
+    monkeypatch.setenv("LAZYH5_DECODE_THREADS", "nonsense")
+    assert decode.decode_threads() >= 1

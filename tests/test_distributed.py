@@ -119,6 +119,14 @@ def test_files_reopen_by_path_and_stay_cached_per_worker(client, data_file):
     ds.close()
 
 
+def test_workers_decode_in_their_task_thread(client):
+    """On workers, the cluster already runs a task per core: one decode thread each."""
+    from lazyh5.backend import decode
+
+    futures = [client.submit(decode.decode_threads, pure=False) for _ in range(4)]
+    assert client.gather(futures) == [1, 1, 1, 1]
+
+
 def test_connect_by_scheduler_address(client, data_file):
     """What users with an existing cluster do: Client("tcp://host:8786")."""
     address = client.scheduler.address
