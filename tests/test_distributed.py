@@ -5,6 +5,7 @@ Every result is compared with the same computation on dask's local threaded sche
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -167,6 +168,51 @@ def test_writable_store_uses_a_distributed_lock_per_file(client, data_file, tmp_
         fut.result()
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["x"][...], np.repeat(np.arange(64), 4).reshape(64, 4))
+
+
+def _write_inputs(tmp_path, name):
+    path = tmp_path / name
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(4000.0).reshape(1000, 4), chunks=(100, 4))
+        f.create_dataset("y", data=np.zeros((1000, 4)), chunks=(100, 4), compression="gzip")
+    return path
+
+
+@pytest.mark.xfail(
+    reason="write path: to_hdf5's per-block task closes over an h5py Dataset and a "
+    "threading.Lock, which distributed cannot serialise (TokenizationError)",
+    strict=False,
+)
+def test_to_hdf5_on_the_cluster_matches_local(client, tmp_path):
+    src = _write_inputs(tmp_path, "src.h5")
+    ds = lazyh5.open_dataset(src)
+    result = (ds * 2 + 1).astype("f4")
+    with dask.config.set(scheduler="threads"):
+        lazyh5.to_hdf5(result, tmp_path / "local.h5", progress=False)
+    lazyh5.to_hdf5(result, tmp_path / "cluster.h5", progress=False)
+    ds.close()
+    local = lazyh5.open_dataset(tmp_path / "local.h5").load()
+    on_cluster = lazyh5.open_dataset(tmp_path / "cluster.h5").load()
+    xr.testing.assert_identical(on_cluster, local)
+
+
+@pytest.mark.xfail(
+    reason="write path: the client process holds the file open for writing (mode='r+'), "
+    "so workers cannot open it to read the right-hand side (FileBusyError)",
+    strict=False,
+)
+def test_h5_accessor_assignment_on_the_cluster_matches_local(client, tmp_path):
+    dims = {"x": ("sample", "c"), "y": ("sample", "c")}
+    results = {}
+    for name, scheduler in (("local.h5", "threads"), ("cluster.h5", None)):
+        path = _write_inputs(tmp_path, name)
+        ds = lazyh5.open_dataset(path, mode="r+", dims=dims)
+        with dask.config.set(scheduler=scheduler) if scheduler else contextlib.nullcontext():
+            ds["y"].h5[:] = ds["x"] * 3 + ds["y"]
+        ds.close()
+        with h5py.File(path, "r") as f:
+            results[name] = f["y"][...]
+    np.testing.assert_array_equal(results["cluster.h5"], results["local.h5"])
 
 
 def test_killing_a_worker_mid_computation_still_gives_the_right_result(client, data_file):
