@@ -216,3 +216,41 @@ def test_decode_threads_setting(monkeypatch):
     assert decode.decode_threads() == 3
     monkeypatch.setenv("LAZYH5_DECODE_THREADS", "nonsense")
     assert decode.decode_threads() >= 1
+
+
+@pytest.fixture(scope="module")
+def big_chunk_file(tmp_path_factory):
+    """Chunks of 64 KiB and more (the size the backend decodes itself), some unallocated."""
+    path = tmp_path_factory.mktemp("decode") / "big.h5"
+    data = np.random.default_rng(5).integers(0, 50, (300, 40, 30)).astype("<f4")
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset(
+            "x", data.shape, "<f4", chunks=(64, 20, 15), compression="gzip", shuffle=True
+        )
+        dset.attrs["_FillValue"] = np.float32(-1)
+        dset[:100] = data[:100]
+        dset[192:, :20] = data[192:, :20]  # the rest stays unallocated: fill value
+    return path
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.one_of(
+        st.tuples(st.integers(0, 299), st.integers(1, 300), st.integers(1, 7)).map(
+            lambda t: slice(t[0], t[0] + t[1], t[2])
+        ),
+        st.lists(st.integers(0, 299), min_size=1, max_size=20),
+    ),
+    cols=st.tuples(st.integers(0, 39), st.integers(0, 40)).map(lambda t: slice(*sorted(t))),
+    last=st.integers(0, 29),
+)
+def test_backend_reads_through_the_parallel_path_like_h5py(big_chunk_file, rows, cols, last):
+    with h5py.File(big_chunk_file, "r") as f:
+        assert decode.worthwhile(decode.plan_for(f["x"]))
+        index = np.array(rows) if isinstance(rows, list) else rows
+        expected = f["x"][...][index, cols, last]
+    ds = lazyh5.open_dataset(big_chunk_file, chunks={}, mask_and_scale=False)
+    var = ds["x"]
+    got = var.isel({var.dims[0]: rows, var.dims[1]: cols, var.dims[2]: last}).values
+    ds.close()
+    assert got.tobytes() == expected.tobytes()

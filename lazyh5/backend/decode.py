@@ -135,6 +135,8 @@ def plan_for(dset: h5py.Dataset) -> ChunkPlan | None:
     """The decode plan for ``dset``, or ``None`` when h5py must read it itself."""
     if dset.chunks is None or dset.is_virtual or dset.dtype.hasobject:
         return None
+    if not hasattr(dset.id, "get_chunk_info_by_coord"):  # HDF5 < 1.10.5
+        return None
     # The raw bytes are the numpy dtype's bytes only if the file type is exactly the
     # type h5py would write for it (covers byte order, padding, precision, enums).
     try:
