@@ -1,0 +1,210 @@
+"""``HDF5Matrix``: the Keras 2 object, rebuilt on lazyh5 for code that used it.
+
+Keras 3 removed ``keras.utils.HDF5Matrix`` and converts any array-like given to ``fit``
+into one numpy array, i.e. loads the whole file. This class keeps the old object's
+behaviour (length, shape, indexing) without ever loading everything silently, and
+:func:`fit_kwargs` turns the old ``model.fit(x, y, validation_data=...)`` call into one
+that streams from the file — a one-line change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._files import open_h5file
+from ..errors import ObjectNotFoundError
+
+# np.asarray(matrix) loads at most this much; beyond it, an error says what to do.
+MAX_IMPLICIT_LOAD = 256 * 2**20
+
+
+class HDF5Matrix:
+    """Rows ``[start, end)`` of one HDF5 dataset, read on indexing (Keras 2 semantics).
+
+    Parameters
+    ----------
+    datapath
+        The HDF5 file.
+    dataset
+        The dataset's name in it (``"image"``, ``"train/image"``).
+    start, end
+        Rows to expose (``end=None``: to the end).
+    normalizer
+        A function applied to every array read, e.g. ``lambda x: x / 255.0``.
+
+    Examples
+    --------
+    >>> import h5py, numpy as np
+    >>> from lazyh5 import HDF5Matrix
+    >>> with h5py.File("m.h5", "w") as f:
+    ...     _ = f.create_dataset("label", data=np.arange(1000))
+    >>> y = HDF5Matrix("m.h5", "label", start=800, end=1000)
+    >>> len(y), y.shape, y[0], y[-1], list(y[[1, 3]])
+    (200, (200,), 800, 999, [801, 803])
+    """
+
+    def __init__(
+        self,
+        datapath: str | os.PathLike,
+        dataset: str,
+        start: int = 0,
+        end: int | None = None,
+        normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.datapath = os.fspath(datapath)
+        self.dataset = dataset
+        self._file = open_h5file(self.datapath, "r")
+        if dataset not in self._file or not hasattr(self._file[dataset], "shape"):
+            self._file.close()
+            raise ObjectNotFoundError(
+                f"no dataset '{dataset}' in '{self.datapath}'; available: {list(self._file)}"
+                if self._file
+                else f"no dataset '{dataset}' in '{self.datapath}'"
+            )
+        self.data = self._file[dataset]
+        n = self.data.shape[0] if self.data.ndim else 0
+        end = n if end is None else int(end)
+        if not 0 <= int(start) <= end <= n:
+            raise IndexError(
+                f"start={start}, end={end} out of range for '{dataset}' in '{self.datapath}' "
+                f"with {n} rows; expected 0 <= start <= end <= {n}"
+            )
+        self.start, self.end = int(start), end
+        self.normalizer = normalizer
+        first = self.data[self.start : self.start + 1] if self.end > self.start else self.data[:0]
+        sample = normalizer(first) if normalizer is not None else first
+        self._dtype = np.asarray(sample).dtype
+        self._row_shape = tuple(np.asarray(sample).shape[1:]) or tuple(self.data.shape[1:])
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self._row_shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def _row(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for HDF5Matrix of {n} rows")
+        return self.start + (i % n)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, slice):
+            rows = range(len(self))[key]
+            if rows.step > 0:
+                out = self.data[
+                    self.start + rows.start : self.start + max(rows.stop, rows.start) : rows.step
+                ]
+            elif len(rows):  # h5py has no negative steps: read the span, reverse in memory
+                lo = rows[-1]
+                out = self.data[self.start + lo : self.start + rows[0] + 1][:: rows.step]
+            else:
+                out = self.data[:0]
+        elif isinstance(key, int | np.integer):
+            out = self.data[self._row(int(key))]
+        else:
+            rows = np.asarray(key)
+            if rows.dtype == bool:
+                rows = np.flatnonzero(rows)
+            rows = np.array([self._row(int(i)) for i in rows.ravel()], dtype=np.int64)
+            order = np.argsort(rows, kind="stable")
+            uniq, inverse = np.unique(rows[order], return_inverse=True)
+            read = self.data[uniq] if len(uniq) else self.data[:0]  # h5py wants sorted, unique
+            out = np.empty_like(read, shape=(len(rows), *read.shape[1:]))
+            out[order] = read[inverse]
+        return self.normalizer(out) if self.normalizer is not None else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        nbytes = self.size * self.dtype.itemsize
+        if nbytes > MAX_IMPLICIT_LOAD:
+            raise MemoryError(
+                f"refusing to load all of '{self.dataset}' in '{self.datapath}' "
+                f"({nbytes / 2**20:.0f} MiB) into memory: Keras 3 converts arrays given to "
+                "fit() with np.asarray. Stream it instead: "
+                "model.fit(**lazyh5.compat.fit_kwargs(x, y, batch_size=..., "
+                "validation_data=(x_val, y_val)), epochs=...)"
+            )
+        out = self[:]
+        return out.astype(dtype) if dtype is not None else out
+
+    def __repr__(self) -> str:
+        return (
+            f"HDF5Matrix('{self.datapath}', '{self.dataset}', start={self.start}, "
+            f"end={self.end}) shape={self.shape} dtype={self.dtype}"
+        )
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _loader(x: HDF5Matrix, y: HDF5Matrix | None, batch_size: int, shuffle: bool):
+    from ..feed.loader import BatchLoader
+    from ..open import open_dataset
+
+    if y is not None and (os.path.abspath(y.datapath) != os.path.abspath(x.datapath)):
+        raise ValueError(
+            f"x comes from '{x.datapath}' and y from '{y.datapath}'; fit_kwargs needs both in "
+            "one file (use lazyh5.open_dataset on each and xr.merge them into one BatchLoader)"
+        )
+    if y is not None and (y.start, y.end) != (x.start, x.end):
+        raise ValueError(
+            f"x holds rows {x.start}:{x.end} but y rows {y.start}:{y.end} of '{x.datapath}'; "
+            "they must be the same rows"
+        )
+    mats = [m for m in (x, y) if m is not None]
+    names = {
+        m.dataset: ("sample", *(f"{m.dataset}_dim_{i}" for i in range(1, m.data.ndim)))
+        for m in mats
+    }
+    ds = open_dataset(x.datapath, dims=names)
+    for m in mats:
+        if m.normalizer is not None:
+            ds[m.dataset] = ds[m.dataset].copy(
+                data=ds[m.dataset].data.map_blocks(m.normalizer, dtype=m.dtype)
+            )
+    return BatchLoader(
+        ds,
+        x.dataset,
+        None if y is None else y.dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        start=x.start,
+        end=x.end,
+    )
+
+
+def fit_kwargs(
+    x: HDF5Matrix,
+    y: HDF5Matrix | None = None,
+    *,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    validation_data: tuple[HDF5Matrix, HDF5Matrix] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``model.fit`` that stream ``HDF5Matrix`` data from the file.
+
+    Replace ``model.fit(x, y, batch_size=32, validation_data=(xv, yv), epochs=5)`` by
+    ``model.fit(**fit_kwargs(x, y, batch_size=32, validation_data=(xv, yv)), epochs=5)``.
+    """
+    kwargs: dict[str, Any] = {"x": _loader(x, y, batch_size, shuffle).keras()}
+    if validation_data is not None:
+        vx, vy = validation_data
+        kwargs["validation_data"] = _loader(vx, vy, batch_size, False).keras()
+    return kwargs

@@ -1,0 +1,8 @@
+"""The feed path: batches for training, computed block by block.
+
+- :mod:`.plan` — ``BlockPlan``: blocks of rows aligned to HDF5 chunks;
+- :mod:`.shuffle` — epoch orders (random block order, shuffle across a window of blocks);
+- :mod:`.prefetch` — background computation with a bounded number of blocks held;
+- :mod:`.loader` — :class:`BatchLoader`;
+- :mod:`.keras`, :mod:`.tf` — Keras 3 ``PyDataset`` and ``tf.data`` adapters.
+"""

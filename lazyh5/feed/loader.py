@@ -1,0 +1,311 @@
+"""BatchLoader: numpy batches from a lazy Dataset, computed block by block."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from dask.utils import parse_bytes
+
+from ..errors import DimensionError, ObjectNotFoundError, UnsupportedDtypeError
+from .plan import BlockPlan, _chunk_rows, plan_blocks, split_rows
+from .prefetch import Prefetcher
+from .shuffle import epoch_windows
+
+Names = str | Sequence[str] | Mapping[str, str] | None
+
+
+def _source(ds: xr.Dataset) -> str:
+    for var in ds.variables.values():
+        if "source" in var.encoding:
+            return f"'{var.encoding['source']}'"
+    return "the dataset"
+
+
+class BatchLoader:
+    """Batches of rows of a lazy Dataset, for training loops, Keras ``fit`` and tf.data.
+
+    Rows are read in **blocks**: runs of whole HDF5 chunks of about ``block_size`` bytes,
+    each computed by one ``dask.compute`` (so each HDF5 chunk is decoded once, with any
+    lazy transform of ``ds`` applied to the whole block), in a background thread that
+    keeps ``prefetch`` blocks ready. Batches are sliced out of memory.
+
+    With ``shuffle=True`` the blocks are visited in random order and the rows of
+    ``window`` consecutive blocks are pooled and permuted: every row comes exactly once
+    per epoch, in a new order each epoch, reproducible for a given ``seed``. Memory held
+    is at most ``window + prefetch + 1`` blocks.
+
+    Parameters
+    ----------
+    ds
+        A Dataset, typically from :func:`lazyh5.open_dataset`, possibly transformed
+        lazily (``isel``, ``astype``, arithmetic...).
+    x, y
+        A variable name, a list of names (a tuple of arrays per batch) or a mapping
+        ``{input_name: variable}`` (a dict per batch). ``y`` may be ``None``.
+    dim
+        The dimension that indexes samples.
+    batch_size
+        Rows per batch.
+    shuffle, seed
+        Chunk-aware shuffling and its seed (``None``: a fresh random order).
+    start, end
+        Rows ``[start, end)`` along ``dim`` to use, like ``HDF5Matrix``.
+    drop_remainder
+        Drop the last, smaller batch of each epoch.
+    sample_weight
+        A variable holding per-row weights (yields ``(x, y, w)``).
+    prefetch
+        Blocks computed ahead in the background.
+    window
+        Blocks pooled for shuffling (more: better mixing, more memory).
+    block_size
+        Target bytes per block for all variables together (``"16MiB"``).
+
+    Examples
+    --------
+    >>> import numpy as np, lazyh5
+    >>> ds = lazyh5.create("feed.h5", {"image": ((100, 4, 4), "f4"), "label": ((100,), "i8")})
+    >>> ds["label"].h5[:] = np.arange(100)
+    >>> loader = lazyh5.BatchLoader(ds, "image", "label", batch_size=32, seed=0)
+    >>> len(loader), [len(y) for _, y in loader]
+    (4, [32, 32, 32, 4])
+    >>> train, val = loader.split(0.8)
+    >>> train.rows, val.rows
+    (80, 20)
+    """
+
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        x: Names,
+        y: Names = None,
+        *,
+        dim: Hashable = "sample",
+        batch_size: int = 32,
+        shuffle: bool = True,
+        seed: int | None = None,
+        start: int | None = None,
+        end: int | None = None,
+        drop_remainder: bool = False,
+        sample_weight: str | None = None,
+        prefetch: int = 2,
+        window: int = 4,
+        block_size: int | str = "16MiB",
+    ) -> None:
+        if not isinstance(ds, xr.Dataset):
+            raise TypeError(f"BatchLoader needs an xarray.Dataset, got {type(ds).__name__}")
+        self._ds = ds
+        self._where = _source(ds)
+        if x is None:
+            raise ValueError("BatchLoader needs at least one input variable x")
+        self.x, self.y, self.sample_weight = x, y, sample_weight
+        self.dim = dim
+        if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = int(batch_size)
+        self.shuffle, self.seed = shuffle, seed
+        self.drop_remainder = drop_remainder
+        self.prefetch, self.window = max(1, int(prefetch)), max(1, int(window))
+        self.block_size = block_size
+        self._names = self._check_variables()
+        n = ds.sizes[dim]
+        self.start, self.end = self._check_range(start, end, n)
+        self.plan: BlockPlan = plan_blocks(
+            ds, self._names, dim, self.start, self.end, parse_bytes(block_size)
+        )
+        self.epoch = 0
+
+    # -- validation -----------------------------------------------------------------
+    def _flat(self, names: Names) -> list[str]:
+        if names is None:
+            return []
+        if isinstance(names, str):
+            return [names]
+        if isinstance(names, Mapping):
+            return list(names.values())
+        return list(names)
+
+    def _check_variables(self) -> list[str]:
+        names: list[str] = []
+        for group in (self.x, self.y, self.sample_weight):
+            for name in self._flat(group):
+                if name not in names:
+                    names.append(name)
+        if self.dim not in self._ds.dims:
+            raise DimensionError(
+                f"dimension '{self.dim}' is not in {self._where} (dims: {list(self._ds.dims)}); "
+                "pass dim= or name it with lazyh5.open_dataset(..., dims=...)"
+            )
+        for name in names:
+            if name not in self._ds.variables:
+                raise ObjectNotFoundError(
+                    f"no variable '{name}' in {self._where}; available: "
+                    f"{sorted(map(str, self._ds.data_vars))}"
+                )
+            var = self._ds[name]
+            if var.ndim == 0 or self.dim not in var.dims:
+                raise DimensionError(
+                    f"variable '{name}' in {self._where} has dims {var.dims}; every variable "
+                    f"fed to BatchLoader needs the sample dimension '{self.dim}'"
+                )
+            if var.dtype.kind not in "biufc":
+                raise UnsupportedDtypeError(
+                    f"variable '{name}' in {self._where} has dtype {var.dtype}; BatchLoader "
+                    "feeds numeric and bool data (encode strings as integers first)"
+                )
+        return names
+
+    def _check_range(self, start: int | None, end: int | None, n: int) -> tuple[int, int]:
+        s = 0 if start is None else int(start)
+        e = n if end is None else int(end)
+        if not (0 <= s <= n and 0 <= e <= n):
+            raise IndexError(
+                f"start={start}, end={end} out of range for {n} rows along '{self.dim}' "
+                f"in {self._where}; expected 0 <= start <= end <= {n}"
+            )
+        if e <= s:
+            raise ValueError(
+                f"no rows to feed from {self._where}: start={s}, end={e} along '{self.dim}' "
+                f"(of {n} rows)"
+            )
+        return s, e
+
+    # -- sizes ----------------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        """Rows fed per epoch (before dropping a remainder)."""
+        return self.end - self.start
+
+    def __len__(self) -> int:
+        if self.drop_remainder:
+            return self.rows // self.batch_size
+        return math.ceil(self.rows / self.batch_size)
+
+    def __repr__(self) -> str:
+        block_rows = int(self.plan.sizes.max()) if len(self.plan) else 0
+        return (
+            f"<lazyh5.BatchLoader {self._where}: x={self.x!r}, y={self.y!r}, rows "
+            f"{self.start}:{self.end} along '{self.dim}' ({self.rows} rows), "
+            f"{len(self)} batches of {self.batch_size}, shuffle={self.shuffle} "
+            f"(seed={self.seed}, window={self.window} blocks), {len(self.plan)} blocks of "
+            f"<= {block_rows} rows, {self.prefetch} in flight>"
+        )
+
+    # -- reading --------------------------------------------------------------------
+    def _fetch(self, block: int) -> dict[str, np.ndarray]:
+        a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
+        pieces = {}
+        for name in self._names:
+            var = self._ds[name].isel({self.dim: slice(a, b)})
+            if var.dims[0] != self.dim:
+                var = var.transpose(self.dim, ...)
+            pieces[name] = var.data
+        lazy = {k: v for k, v in pieces.items() if isinstance(v, da.Array)}
+        if lazy:
+            # One compute for all variables of the block: shared inputs are read once.
+            computed = dask.compute(lazy)[0]
+            pieces.update(computed)
+        return {k: np.asarray(v) for k, v in pieces.items()}
+
+    def _pack(self, arrays: dict[str, np.ndarray], names: Names) -> Any:
+        if isinstance(names, str):
+            return arrays[names]
+        if isinstance(names, Mapping):
+            return {key: arrays[var] for key, var in names.items()}
+        return tuple(arrays[n] for n in names)
+
+    def _batch(self, arrays: dict[str, np.ndarray]) -> Any:
+        x = self._pack(arrays, self.x)
+        if self.y is None and self.sample_weight is None:
+            return x
+        y = None if self.y is None else self._pack(arrays, self.y)
+        if self.sample_weight is None:
+            return x, y
+        return x, y, arrays[self.sample_weight]
+
+    def batches(self, epoch: int | None = None) -> Iterator[Any]:
+        """The batches of one epoch (default: the next one) without advancing the count."""
+        epoch = self.epoch if epoch is None else epoch
+        windows = list(epoch_windows(self.plan, epoch, self.seed, self.shuffle, self.window))
+        order = [int(b) for w in windows for b in w.blocks]
+        bs = self.batch_size
+        with Prefetcher(self._fetch, order, depth=self.prefetch) as prefetcher:
+            blocks = iter(prefetcher)
+            carry: dict[str, np.ndarray] | None = None
+            for w in windows:
+                got = [next(blocks)[1] for _ in w.blocks]
+                pooled = {
+                    n: got[0][n] if len(got) == 1 else np.concatenate([g[n] for g in got])
+                    for n in self._names
+                }
+                if self.shuffle:  # one gather per window; batches below are then views
+                    pooled = {n: np.take(a, w.order, axis=0) for n, a in pooled.items()}
+                if carry is not None:
+                    pooled = {n: np.concatenate([carry[n], pooled[n]]) for n in self._names}
+                total = len(pooled[self._names[0]])
+                full = total // bs * bs
+                for i in range(0, full, bs):
+                    yield self._batch({n: a[i : i + bs] for n, a in pooled.items()})
+                carry = {n: a[full:] for n, a in pooled.items()} if full < total else None
+            if carry is not None and not self.drop_remainder:
+                yield self._batch(carry)
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch = self.epoch
+        self.epoch += 1
+        return self.batches(epoch)
+
+    # -- derived loaders and adapters -----------------------------------------------
+    def _replace(self, **changes: Any) -> BatchLoader:
+        kwargs = dict(
+            dim=self.dim,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            start=self.start,
+            end=self.end,
+            drop_remainder=self.drop_remainder,
+            sample_weight=self.sample_weight,
+            prefetch=self.prefetch,
+            window=self.window,
+            block_size=self.block_size,
+        )
+        kwargs.update(changes)
+        return BatchLoader(self._ds, self.x, self.y, **kwargs)
+
+    def split(
+        self, fraction: float, *, shuffle_validation: bool = False
+    ) -> tuple[BatchLoader, BatchLoader]:
+        """Train and validation loaders over disjoint rows: the first ``fraction`` and the rest.
+
+        The cut is moved to an HDF5 chunk edge when one lies within 1% of it. The
+        validation loader does not shuffle unless ``shuffle_validation``.
+        """
+        unit = max(_chunk_rows(self._ds[n], self.dim) for n in self._names)
+        cut = split_rows(self.start, self.end, fraction, unit)
+        train = self._replace(end=cut)
+        val = self._replace(start=cut, shuffle=self.shuffle and shuffle_validation)
+        return train, val
+
+    def keras(self, **kwargs: Any):
+        """A ``keras.utils.PyDataset`` for ``fit``/``evaluate``/``predict`` (any backend).
+
+        Keyword arguments go to ``PyDataset`` (``workers``, ``use_multiprocessing``,
+        ``max_queue_size``); the loader already prefetches in the background, so the
+        defaults (one worker) are usually best.
+        """
+        from .keras import LoaderPyDataset
+
+        return LoaderPyDataset(self, **kwargs)
+
+    def tf(self):
+        """A ``tf.data.Dataset`` of the batches; each iteration over it is a new epoch."""
+        from .tf import to_tf_dataset
+
+        return to_tf_dataset(self)

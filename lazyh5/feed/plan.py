@@ -1,0 +1,90 @@
+"""BlockPlan: which rows each block holds, aligned to the file's HDF5 chunks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Blocks of consecutive rows ``[starts[i], stops[i])`` along one dimension.
+
+    Block edges fall on HDF5 chunk edges of the feed's variables (where the rows map to
+    file rows), so every HDF5 chunk is decoded by exactly one block.
+    """
+
+    starts: np.ndarray
+    stops: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def rows(self) -> int:
+        return int(self.stops[-1] - self.starts[0]) if len(self) else 0
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return self.stops - self.starts
+
+
+def _chunk_rows(var: xr.DataArray, dim: Hashable) -> int:
+    """Rows per HDF5 chunk along ``dim`` (1 for contiguous or computed variables)."""
+    chunks = var.encoding.get("chunksizes")
+    dims = var.encoding.get("lazyh5_dims")
+    if chunks and dims and dim in dims:
+        return int(chunks[dims.index(dim)])
+    return 1
+
+
+def _file_offset(ds: xr.Dataset, dim: Hashable) -> int:
+    """File row of the view's first row, when the dimension carries file positions."""
+    if dim in ds.indexes and ds.sizes[dim]:
+        first = ds.indexes[dim][0]
+        if isinstance(first, int | np.integer):
+            return int(first)
+    return 0
+
+
+def plan_blocks(
+    ds: xr.Dataset,
+    names: list[Hashable],
+    dim: Hashable,
+    start: int,
+    end: int,
+    block_bytes: int,
+) -> BlockPlan:
+    """Blocks over rows ``[start, end)`` of about ``block_bytes`` (all variables together)."""
+    if end <= start:
+        return BlockPlan(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    row_bytes = sum(
+        max(1, int(np.prod([n for d, n in ds[v].sizes.items() if d != dim]))) * ds[v].dtype.itemsize
+        for v in names
+    )
+    unit = math.lcm(*[_chunk_rows(ds[v], dim) for v in names])
+    if unit * row_bytes > 4 * block_bytes:  # chunk grids that never line up: use the largest
+        unit = max(_chunk_rows(ds[v], dim) for v in names)
+    per_block = max(unit, (block_bytes // max(row_bytes, 1)) // unit * unit)
+    offset = _file_offset(ds, dim)
+    # Edges at file rows that are multiples of `per_block` (so also of the chunk size).
+    first_edge = ((offset + start) // per_block + 1) * per_block - offset
+    edges = np.arange(first_edge, end, per_block, dtype=np.int64)
+    bounds = np.concatenate([[start], edges[edges > start], [end]]).astype(np.int64)
+    return BlockPlan(bounds[:-1], bounds[1:])
+
+
+def split_rows(start: int, end: int, fraction: float, unit: int = 1) -> int:
+    """Row where ``fraction`` of ``[start, end)`` ends, rounded to a chunk edge if close."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"split fraction must be between 0 and 1, got {fraction}")
+    cut = start + round((end - start) * fraction)
+    if unit > 1:
+        aligned = round(cut / unit) * unit
+        if start < aligned < end and abs(aligned - cut) <= 0.01 * (end - start):
+            cut = aligned
+    return cut

@@ -1,0 +1,75 @@
+"""Compute blocks in a background thread, holding a bounded number at a time."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Run ``fetch(item)`` for each item in a daemon thread, ``depth`` results ahead.
+
+    At most ``depth`` finished results wait in the queue, plus the one being computed,
+    so memory stays bounded. Exceptions are re-raised in the consumer. ``close()`` (or
+    leaving the ``with`` block, or garbage collection of the iterator) stops the thread.
+    """
+
+    def __init__(self, fetch: Callable[[Any], Any], items: Iterable[Any], depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(fetch, items), name="lazyh5-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, value: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, fetch: Callable[[Any], Any], items: Iterable[Any]) -> None:
+        try:
+            for item in items:
+                if self._stop.is_set() or not self._put((item, fetch(item), None)):
+                    return
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            self._put((None, None, err))
+            return
+        self._put(_DONE)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        try:
+            while True:
+                got = self._queue.get()
+                if got is _DONE:
+                    return
+                item, value, err = got
+                if err is not None:
+                    raise err
+                yield item, value
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        while True:  # unblock a producer waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,42 @@
+"""tf.data adapter: ``tf.data.Dataset.from_generator`` over a BatchLoader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+try:
+    import tensorflow as tf
+except ImportError as err:  # pragma: no cover - exercised only without tensorflow
+    raise ImportError(
+        "BatchLoader.tf() depends on TensorFlow; install it with `pip install lazyh5[tensorflow]`"
+    ) from err
+
+
+def _spec(loader, names: Any) -> Any:
+    def one(name: str) -> tf.TensorSpec:
+        var = loader._ds[name]
+        shape = [var.sizes[d] for d in var.dims if d != loader.dim]
+        return tf.TensorSpec(shape=(None, *shape), dtype=tf.as_dtype(np.dtype(var.dtype)))
+
+    if isinstance(names, str):
+        return one(names)
+    if isinstance(names, dict):
+        return {key: one(v) for key, v in names.items()}
+    return tuple(one(n) for n in names)
+
+
+def to_tf_dataset(loader) -> tf.data.Dataset:
+    """The loader's batches as a ``tf.data.Dataset`` whose ``element_spec`` is exact.
+
+    Each pass over the dataset runs a new epoch of the loader (a new shuffle order).
+    """
+    spec = _spec(loader, loader.x)
+    if loader.y is not None or loader.sample_weight is not None:
+        parts = [spec, None if loader.y is None else _spec(loader, loader.y)]
+        if loader.sample_weight is not None:
+            parts.append(_spec(loader, loader.sample_weight))
+        spec = tuple(parts)
+    dataset = tf.data.Dataset.from_generator(lambda: iter(loader), output_signature=spec)
+    return dataset.prefetch(tf.data.AUTOTUNE)
