@@ -56,6 +56,11 @@ def test_normalise_roundtrip_labeled(raw, tmp_path):
     assert nc["image"].dims == ("sample", "y", "x", "channel")
     assert "sample" not in nc.coords  # positions 0…n-1 are a plain dimension
     assert not os.path.exists(partial_path(out))
+    # no _FillValue is added, so the result can be written through as is
+    back.close()
+    rw = lazyh5.open_dataset(out, mode="r+")
+    rw["image"].h5[0] = 0.0
+    assert (rw["image"][0].values == 0).all()
 
 
 def test_coords_views_groups_and_dataarrays(raw, tmp_path):

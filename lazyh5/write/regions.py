@@ -244,6 +244,8 @@ def target_of(view: xr.DataArray) -> Target:
             "open it with mode='r+'"
         )
     bad = [k for k in _CF_KEYS if k in enc] + (["units"] if view.dtype.kind in "mM" else [])
+    if bad == ["_FillValue"] and view.dtype.kind == "f" and np.isnan(enc["_FillValue"]):
+        bad = []  # a NaN fill on floats decodes to itself: values are stored as shown
     if bad or view.dtype.kind in "mMOSU" or arr.dtype != view.dtype:
         raise UnsupportedDtypeError(
             f"cannot write to {label}: its values are decoded from the file "

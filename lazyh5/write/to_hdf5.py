@@ -58,6 +58,9 @@ def _prepare(ds: xr.Dataset) -> dict[str, xr.Variable]:
             continue
         var = var.copy(deep=False)
         var.encoding = {k: v for k, v in var.encoding.items() if k in _CF_ENCODING}
+        # xarray would add _FillValue=NaN to floats; lazyh5 files carry none unless the
+        # data had one, so a written file can be opened and written through as is.
+        var.encoding.setdefault("_FillValue", None)
         var.attrs = {k: v for k, v in var.attrs.items() if k != "coordinates"}
         if name in ds.data_vars:
             used = [c for c in non_index if set(ds[c].dims) <= set(var.dims)]
