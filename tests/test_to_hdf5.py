@@ -58,6 +58,7 @@ def test_normalise_roundtrip_labeled(raw, tmp_path):
     assert not os.path.exists(partial_path(out))
     # no _FillValue is added, so the result can be written through as is
     back.close()
+    nc.close()
     rw = lazyh5.open_dataset(out, mode="r+")
     rw["image"].h5[0] = 0.0
     assert (rw["image"][0].values == 0).all()
