@@ -254,3 +254,19 @@ def test_backend_reads_through_the_parallel_path_like_h5py(big_chunk_file, rows,
     got = var.isel({var.dims[0]: rows, var.dims[1]: cols, var.dims[2]: last}).values
     ds.close()
     assert got.tobytes() == expected.tobytes()
+
+
+def test_compound_types_packed_decode_padded_fall_back(tmp_path):
+    packed = np.dtype([("a", "<i4"), ("b", ">f8"), ("c", "S3")])
+    padded = np.dtype({"names": ["a", "b"], "formats": ["u1", "<f4"], "offsets": [0, 4]})
+    path = tmp_path / "compound.h5"
+    with h5py.File(path, "w") as f:
+        for name, dt in (("packed", packed), ("padded", padded)):
+            values = np.zeros(300, dt)
+            values["a"] = np.arange(300) % 7
+            values["b"] = np.arange(300) / 3
+            f.create_dataset(name, data=values, chunks=(64,), compression="gzip")
+    with h5py.File(path, "r") as f:
+        assert decode.plan_for(f["padded"]) is None
+        got = _decoded(f["packed"], (slice(10, 290, 3),))
+        assert got.tobytes() == f["packed"][10:290:3].tobytes()

@@ -137,6 +137,8 @@ def plan_for(dset: h5py.Dataset) -> ChunkPlan | None:
         return None
     if not hasattr(dset.id, "get_chunk_info_by_coord"):  # HDF5 < 1.10.5
         return None
+    if not _packed(dset.dtype):  # padding bytes are undefined: h5py's may differ from ours
+        return None
     # The raw bytes are the numpy dtype's bytes only if the file type is exactly the
     # type h5py would write for it (covers byte order, padding, precision, enums).
     try:
@@ -149,6 +151,15 @@ def plan_for(dset: h5py.Dataset) -> ChunkPlan | None:
     if any(f not in DECODERS for f in filters):
         return None
     return ChunkPlan(tuple(dset.chunks), dset.dtype, filters)
+
+
+def _packed(dt: np.dtype) -> bool:
+    if dt.subdtype is not None:
+        return _packed(dt.subdtype[0])
+    if dt.names is None:
+        return True
+    fields = [dt.fields[name][0] for name in dt.names]
+    return sum(f.itemsize for f in fields) == dt.itemsize and all(_packed(f) for f in fields)
 
 
 def decode_chunk(plan: ChunkPlan, mask: int, raw: bytes) -> np.ndarray | None:
