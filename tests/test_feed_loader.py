@@ -1,0 +1,192 @@
+"""BatchLoader on real files: coverage, ranges, splits, determinism, transforms, memory."""
+
+from __future__ import annotations
+
+import threading
+
+import h5py
+import numpy as np
+import pytest
+
+import lazyh5
+from lazyh5.errors import DimensionError, ObjectNotFoundError, UnsupportedDtypeError
+from lazyh5.feed.loader import BatchLoader
+
+
+@pytest.fixture
+def feed_file(tmp_path):
+    path = tmp_path / "feed.h5"
+    n = 2000
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "image",
+            data=np.arange(n, dtype="f4")[:, None, None] * np.ones((1, 4, 4), "f4"),
+            chunks=(64, 4, 4),
+        )
+        f.create_dataset("label", data=np.arange(n), chunks=(64,))
+        f.create_dataset("weight", data=np.ones(n, "f4"), chunks=(64,))
+        f.create_dataset("names", data=np.array([b"a"] * n))
+        f.create_dataset("scalar", data=1.0)
+    return path
+
+
+def _labels(loader, epoch=None):
+    """One epoch's labels: the next epoch (advancing the count) unless ``epoch`` is given."""
+    batches = loader if epoch is None else loader.batches(epoch)
+    return np.concatenate([b[1] for b in batches])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 32, 100, 3000])
+def test_every_row_exactly_once(feed_file, shuffle, batch_size):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(
+        ds, "image", "label", batch_size=batch_size, shuffle=shuffle, seed=1, block_size="8KiB"
+    )
+    got = _labels(loader)
+    assert sorted(got.tolist()) == list(range(2000))
+    assert len(list(loader.batches())) == len(loader) == -(-2000 // batch_size)
+    if not shuffle:
+        np.testing.assert_array_equal(got, np.arange(2000))
+    for x, y in loader.batches():  # x and y rows stay paired
+        np.testing.assert_array_equal(x[:, 0, 0], y.astype("f4"))
+
+
+def test_drop_remainder(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(ds, "image", "label", batch_size=300, drop_remainder=True, seed=0)
+    sizes = [len(y) for _, y in loader]
+    assert sizes == [300] * 6 and len(loader) == 6
+
+
+def test_start_end_and_split_are_disjoint(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(ds, "image", "label", start=100, end=1700, seed=0)
+    assert sorted(_labels(loader).tolist()) == list(range(100, 1700))
+    train, val = loader.split(0.8)
+    a, b = set(_labels(train).tolist()), set(_labels(val).tolist())
+    assert not a & b and a | b == set(range(100, 1700))
+    assert abs(len(a) - 1280) <= 16  # the cut moved to a chunk edge at most 1% away
+    assert not val.shuffle
+    np.testing.assert_array_equal(_labels(val), sorted(b))
+
+
+def test_determinism_and_new_order_each_epoch(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    one = BatchLoader(ds, "image", "label", seed=7, block_size="8KiB")
+    two = BatchLoader(ds, "image", "label", seed=7, block_size="8KiB")
+    e0, e1 = _labels(one), _labels(one)  # iterating advances the epoch
+    np.testing.assert_array_equal(e0, _labels(two))
+    np.testing.assert_array_equal(e1, _labels(two))
+    assert not np.array_equal(e0, e1)
+    other = BatchLoader(ds, "image", "label", seed=8, block_size="8KiB")
+    assert not np.array_equal(_labels(other, 0), e0)
+
+
+def test_multi_input_tuple_dict_and_weights(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(
+        ds,
+        {"pixels": "image", "id": "label"},
+        ["label", "label"],
+        sample_weight="weight",
+        batch_size=50,
+        seed=0,
+    )
+    x, y, w = next(iter(loader))
+    assert set(x) == {"pixels", "id"} and x["pixels"].shape == (50, 4, 4)
+    assert isinstance(y, tuple) and len(y) == 2
+    np.testing.assert_array_equal(x["id"], y[0])
+    assert w.shape == (50,)
+    only_x = BatchLoader(ds, "image", batch_size=10, shuffle=False)
+    assert next(iter(only_x)).shape == (10, 4, 4)
+
+
+def test_lazy_transforms_are_applied(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    view = ds.isel(sample=slice(500, 1500)).assign(image=lambda d: d["image"] / 2 - 1)
+    loader = BatchLoader(view, "image", "label", batch_size=64, seed=0)
+    for x, y in loader:
+        np.testing.assert_allclose(x[:, 0, 0], y / 2 - 1)
+    assert sorted(_labels(loader).tolist()) == list(range(500, 1500))
+
+
+def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(
+        ds.isel(sample=slice(10, None)),
+        "image",
+        "label",
+        block_size="16KiB",
+        prefetch=2,
+        window=3,
+        seed=0,
+    )
+    # file rows of every inner block edge are multiples of the 64-row HDF5 chunks
+    assert all((loader.plan.starts[1:] + 10) % 64 == 0)
+    fetched, live, peak = [], [0], [0]
+    lock = threading.Lock()
+    original = loader._fetch
+
+    def counting(block):
+        out = original(block)
+        with lock:
+            fetched.append(block)
+            live[0] = len(fetched) - consumed[0]
+            peak[0] = max(peak[0], live[0])
+        return out
+
+    consumed = [0]
+    loader._fetch = counting
+    for i, _ in enumerate(loader.batches()):
+        consumed[0] = min(len(fetched), (i * 32) // int(loader.plan.sizes.max()))
+    assert sorted(fetched) == list(range(len(loader.plan)))  # each block computed once
+    assert peak[0] <= loader.window + loader.prefetch + 1
+
+
+def test_abandoned_iteration_stops_threads(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(ds, "image", "label", block_size="8KiB", seed=0)
+    before = threading.active_count()
+    for _ in range(5):
+        it = iter(loader)
+        next(it)
+        it.close()
+    assert threading.active_count() <= before
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"x": "nope"}, ObjectNotFoundError, "no variable 'nope'"),
+        ({"x": "image", "batch_size": 0}, ValueError, "batch_size"),
+        ({"x": "image", "batch_size": -3}, ValueError, "batch_size"),
+        ({"x": "image", "start": -1}, IndexError, "out of range"),
+        ({"x": "image", "end": 5000}, IndexError, "out of range"),
+        ({"x": "image", "start": 10, "end": 10}, ValueError, "no rows"),
+        ({"x": "scalar"}, DimensionError, "sample dimension"),
+        ({"x": "names"}, UnsupportedDtypeError, "dtype"),
+        ({"x": "image", "dim": "time"}, DimensionError, "dimension 'time'"),
+    ],
+)
+def test_bad_arguments(feed_file, kwargs, error, match):
+    ds = lazyh5.open_dataset(feed_file)
+    x = kwargs.pop("x")
+    with pytest.raises(error, match=match) as info:
+        BatchLoader(ds, x, **kwargs)
+    assert "feed.h5" in str(info.value) or error is ValueError
+
+
+def test_repr_is_informative(feed_file):
+    loader = BatchLoader(lazyh5.open_dataset(feed_file), "image", "label", seed=3)
+    text = repr(loader)
+    assert "feed.h5" in text and "2000 rows" in text and "63 batches of 32" in text
+    assert "seed=3" in text
+
+
+def test_empty_dataset_is_refused(tmp_path):
+    path = tmp_path / "empty.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", (0, 3), "f4")
+    with pytest.raises(ValueError, match="no rows"):
+        BatchLoader(lazyh5.open_dataset(path), "x")

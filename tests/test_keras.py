@@ -1,0 +1,101 @@
+"""A real Keras fit/evaluate/predict from a BatchLoader, on TensorFlow and on JAX."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+import lazyh5
+
+_TRAIN = textwrap.dedent(
+    """
+    import sys, numpy as np, keras, lazyh5
+    keras.utils.set_random_seed(0)
+    ds = lazyh5.open_dataset(sys.argv[1])
+    ds = ds.assign(image=ds["image"].astype("float32") / 255.0)
+    train, val = lazyh5.BatchLoader(ds, "image", "label", batch_size=32, seed=0).split(0.8)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax"),
+    ])
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    before = model.evaluate(val.keras(), verbose=0)[0]
+    hist = model.fit(train.keras(), validation_data=val.keras(), epochs=3, verbose=0)
+    after = model.evaluate(val.keras(), verbose=0)[0]
+    pred = model.predict(val.keras(), verbose=0)
+    print(keras.backend.backend(), before, after, hist.history["loss"][0],
+          hist.history["loss"][-1], pred.shape[0], hist.history["val_accuracy"][-1])
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    """Images whose brightness gives the class: a linear model learns it quickly."""
+    path = tmp_path_factory.mktemp("keras") / "learn.h5"
+    rng = np.random.default_rng(0)
+    n = 1200
+    label = rng.integers(0, 4, n)
+    image = (label[:, None, None, None] * 60 + rng.integers(0, 40, (n, 8, 8, 1))).astype("u1")
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=image, chunks=(100, 8, 8, 1), compression="lzf")
+        f.create_dataset("label", data=label, chunks=(100,))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_fit_lowers_loss(learnable, backend):
+    if backend == "jax":
+        pytest.importorskip("jax")
+    pytest.importorskip(backend)
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run(
+        [sys.executable, "-c", _TRAIN, str(learnable)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    name, before, after, first, last, n_pred, val_acc = out.stdout.split()[-7:]
+    assert name == backend
+    assert float(after) < 0.75 * float(before)
+    assert float(last) < float(first)
+    assert int(n_pred) == 240  # predict saw every validation row once
+    assert float(val_acc) > 0.7
+
+
+def test_tf_dataset_element_spec(learnable):
+    tf = pytest.importorskip("tensorflow")
+    ds = lazyh5.open_dataset(learnable)
+    loader = lazyh5.BatchLoader(ds, {"img": "image"}, "label", batch_size=50, seed=0)
+    tfds = loader.tf()
+    x_spec, y_spec = tfds.element_spec
+    assert x_spec["img"].shape.as_list() == [None, 8, 8, 1] and x_spec["img"].dtype == tf.uint8
+    assert y_spec.shape.as_list() == [None] and y_spec.dtype == tf.int64
+    labels = np.concatenate([y.numpy() for _, y in tfds])
+    assert sorted(labels.tolist()) == sorted(ds["label"].values.tolist())
+    second = np.concatenate([y.numpy() for _, y in tfds])
+    assert not np.array_equal(labels, second)  # a new epoch, a new order
+
+
+def test_pydataset_serves_batches_in_order_and_restarts(learnable):
+    pytest.importorskip("keras")
+    ds = lazyh5.open_dataset(learnable)
+    loader = lazyh5.BatchLoader(ds, "image", "label", batch_size=100, seed=0)
+    pyds = loader.keras()
+    assert len(pyds) == 12
+    first = [pyds[i][1] for i in range(12)]
+    pyds.on_epoch_end()
+    second = [pyds[i][1] for i in range(12)]
+    assert sorted(np.concatenate(first)) == sorted(np.concatenate(second))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(second))
+    np.testing.assert_array_equal(pyds[3][1], pyds[3][1])  # a repeated peek is the same batch
+    with pytest.raises(IndexError):
+        pyds[12]
