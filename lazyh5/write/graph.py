@@ -224,6 +224,9 @@ def store_blocks(
     todo = [idx for idx in regions if idx not in skip]
     if not todo:
         return 0
+    client = None if scheduler else _distributed_client()
+    if client is not None:
+        return _store_distributed(client, arr, write, todo, regions, desc, progress)
     name = "lazyh5-store-" + tokenize(arr.name, desc, len(todo))
     bar = progress_bar(len(todo), desc, progress)
 
@@ -236,6 +239,53 @@ def store_blocks(
     try:
         with dask.config.set(scheduler=scheduler) if scheduler else _nullcontext():
             compute_as_if_collection(da.Array, graph, list(dsk))
+    finally:
+        bar.close()
+    return len(todo)
+
+
+def _distributed_client() -> Any:
+    """The dask.distributed client dask would compute with now, if any."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+
+    try:
+        client = default_client()
+    except ValueError:
+        return None
+    scheduler = dask.config.get("scheduler", None)
+    return client if scheduler in (None, "dask.distributed", "distributed") else None
+
+
+def _store_distributed(client, arr, write, todo, regions, desc, progress) -> int:
+    # h5py handles cannot travel to workers, and workers cannot open a file this
+    # process holds for writing: compute blocks on the cluster, write them here as they
+    # arrive. A window of blocks in flight keeps memory at a few blocks on both sides.
+    from distributed import as_completed
+
+    blocks = arr.to_delayed()
+    window = max(2, 2 * sum(client.nthreads().values()))
+    pending = iter(todo)
+    bar = progress_bar(len(todo), desc, progress)
+
+    index_of: dict[Any, tuple[int, ...]] = {}
+
+    def submit(idx):
+        future = client.compute(blocks[idx])
+        index_of[future.key] = idx
+        return future
+
+    try:
+        running = as_completed([submit(i) for _, i in zip(range(window), pending, strict=False)])
+        for future in running:
+            idx = index_of.pop(future.key)
+            write(idx, regions[idx], np.asarray(future.result()))
+            future.release()
+            bar.update(1)
+            nxt = next(pending, None)
+            if nxt is not None:
+                running.add(submit(nxt))
     finally:
         bar.close()
     return len(todo)
