@@ -270,3 +270,29 @@ def test_compound_types_packed_decode_padded_fall_back(tmp_path):
         assert decode.plan_for(f["padded"]) is None
         got = _decoded(f["packed"], (slice(10, 290, 3),))
         assert got.tobytes() == f["packed"][10:290:3].tobytes()
+
+
+def test_damaged_chunks_are_left_to_h5py(tmp_path):
+    """Garbage or over-long (bomb) chunks: no decode of ours, h5py's own error instead."""
+    import zlib
+
+    path = tmp_path / "damaged.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", (128, 256), "f4", chunks=(64, 256), compression="gzip")
+        dset[:64] = 1.0
+        dset.id.write_direct_chunk((64, 0), zlib.compress(bytes(64 * 256 * 4 * 10)))
+        f.create_dataset("y", (128, 256), "f4", chunks=(64, 256), compression="gzip")
+        f["y"].id.write_direct_chunk((0, 0), b"not a zlib stream at all")
+    key = (slice(None), slice(None))
+    with h5py.File(path, "r") as f:
+        for name in ("x", "y"):
+            assert decode.read(lambda n=name: f[n], threading.Lock(), (128, 256), key) is None
+        np.testing.assert_array_equal(_decoded(f["x"], (slice(0, 64), slice(None))), 1.0)
+        x_by_h5py = f["x"][...]  # HDF5 keeps what fits of the over-long chunk
+        with pytest.raises(OSError):
+            f["y"][...]
+    ds = lazyh5.open_dataset(path, chunks={})
+    np.testing.assert_array_equal(ds["x"].values, x_by_h5py)
+    with pytest.raises(OSError):
+        ds["y"].load()
+    ds.close()

@@ -46,7 +46,7 @@ _POOL_MIN_BYTES = 1 << 20
 _MIN_CHUNK_BYTES = 64 << 10
 
 
-def _unshuffle(buf: Any, itemsize: int) -> Any:
+def _unshuffle(buf: Any, itemsize: int, _size: int) -> Any:
     # HDF5's shuffle stores byte k of every element together; a tail shorter than one
     # element is left as is. One strided numpy copy per byte plane (GIL released):
     # 0.9 ms per 3 MiB chunk, vs 2.6 ms for one transposed copy and 1.0 ms for
@@ -64,47 +64,54 @@ def _unshuffle(buf: Any, itemsize: int) -> Any:
     return out
 
 
-def _lz4_hdf5(buf: bytes, _itemsize: int) -> bytes:
+# Compressors decode into at most ``size`` bytes (the plain chunk), so a damaged or
+# hostile chunk cannot make us allocate more than the chunk's own size.
+
+
+def _lz4_hdf5(buf: bytes, _itemsize: int, size: int) -> bytes:
     # The HDF5 LZ4 filter (id 32004) frame: big-endian uint64 total size, uint32 block
     # size, then per block a big-endian uint32 compressed size and the LZ4 block (a
     # block whose compressed size equals its plain size is stored as is).
     from numcodecs import lz4
 
     total, block = struct.unpack_from(">QI", buf, 0)
+    if total != size or block <= 0:
+        raise ValueError(f"LZ4 frame of {total} bytes, expected {size}")
     pos, parts, done = 12, [], 0
     while done < total:
         plain = min(block, total - done)
-        (size,) = struct.unpack_from(">I", buf, pos)
+        (n,) = struct.unpack_from(">I", buf, pos)
         pos += 4
-        data = buf[pos : pos + size]
-        pos += size
-        if size == plain:
+        data = buf[pos : pos + n]
+        pos += n
+        if n == plain:
             parts.append(data)
         else:  # numcodecs' LZ4 expects its own little-endian size header
-            parts.append(lz4.decompress(struct.pack("<i", plain) + data))
+            parts.append(lz4.decompress(struct.pack("<i", plain) + data, bytearray(plain)))
         done += plain
     return b"".join(parts)
 
 
-def _blosc(buf: bytes, _itemsize: int) -> bytes:
+def _blosc(buf: bytes, _itemsize: int, size: int) -> Any:
     from numcodecs import blosc
 
-    return blosc.decompress(buf)
+    return blosc.decompress(buf, np.empty(size, np.uint8))  # refuses a bigger header
 
 
-def _zstd(buf: bytes, _itemsize: int) -> bytes:
+def _zstd(buf: bytes, _itemsize: int, size: int) -> Any:
     from numcodecs import zstd
 
-    return zstd.decompress(buf)
+    return zstd.decompress(buf, np.empty(size, np.uint8))  # refuses a bigger frame
 
 
-def _gzip(buf: Any, _itemsize: int, size: int = 0) -> bytes:
-    # CPython releases the GIL while inflating; a right-sized buffer avoids regrowth.
-    return zlib.decompress(buf, bufsize=size or zlib.DEF_BUF_SIZE)
+def _gzip(buf: Any, _itemsize: int, size: int) -> bytes:
+    # CPython releases the GIL while inflating; one byte over ``size`` is enough to
+    # see that the stream is too long.
+    return zlib.decompressobj().decompress(buf, size + 1)
 
 
 def _available_decoders() -> dict[int, Callable[[Any, int], Any]]:
-    decoders: dict[int, Callable[[Any, int], Any]] = {GZIP: _gzip, SHUFFLE: _unshuffle}
+    decoders: dict[int, Callable[[Any, int, int], Any]] = {GZIP: _gzip, SHUFFLE: _unshuffle}
     try:
         import numcodecs.blosc
         import numcodecs.lz4
@@ -163,16 +170,20 @@ def _packed(dt: np.dtype) -> bool:
 
 
 def decode_chunk(plan: ChunkPlan, mask: int, raw: bytes) -> np.ndarray | None:
-    """One chunk's bytes decoded to an array of the full chunk shape (None: wrong size)."""
+    """One chunk's bytes decoded to an array of the full chunk shape.
+
+    ``None`` when the chunk does not decode to exactly one chunk's bytes (damaged data,
+    or a pipeline whose intermediate sizes differ): the caller lets h5py read it, so
+    h5py decides — and reports — what such a chunk means.
+    """
     buf: Any = raw
-    for i in reversed(range(len(plan.filters))):
-        if mask & (1 << i):  # this filter was skipped for this chunk (e.g. incompressible)
-            continue
-        code = plan.filters[i]
-        if code == GZIP:
-            buf = _gzip(buf, 0, plan.nbytes)
-        else:
-            buf = DECODERS[code](buf, plan.dtype.itemsize)
+    try:
+        for i in reversed(range(len(plan.filters))):
+            if mask & (1 << i):  # filter skipped for this chunk (e.g. incompressible)
+                continue
+            buf = DECODERS[plan.filters[i]](buf, plan.dtype.itemsize, plan.nbytes)
+    except (ValueError, RuntimeError, zlib.error, struct.error, MemoryError):
+        return None
     arr = np.frombuffer(buf, dtype=np.uint8)
     if arr.size != plan.nbytes:
         return None
@@ -329,7 +340,10 @@ def read(
                 )
                 jobs.append((dset[box], None, combo))
                 continue
-            mask, raw = dset.id.read_direct_chunk(offset)
+            try:
+                mask, raw = dset.id.read_direct_chunk(offset)
+            except (OSError, RuntimeError, ValueError, MemoryError):
+                return None  # a damaged chunk index: h5py reads (and reports) it
             jobs.append((raw, mask, combo))
 
     out = np.empty(tuple(a.size for a in axes), dtype=plan.dtype)
@@ -355,7 +369,7 @@ def read(
     else:
         for job in jobs:
             place(job)
-    if bad:  # a chunk whose decoded size is wrong: let h5py read (and report) it
+    if bad:  # a chunk we could not decode exactly: let h5py read (and report) it
         return None
     out = out.reshape(tuple(a.size for a in axes if not a.drop))
     # h5py returns a point selection as a numpy scalar (native byte order): do the same.
