@@ -178,11 +178,6 @@ def _write_inputs(tmp_path, name):
     return path
 
 
-@pytest.mark.xfail(
-    reason="write path: to_hdf5's per-block task closes over an h5py Dataset and a "
-    "threading.Lock, which distributed cannot serialise (TokenizationError)",
-    strict=False,
-)
 def test_to_hdf5_on_the_cluster_matches_local(client, tmp_path):
     src = _write_inputs(tmp_path, "src.h5")
     ds = lazyh5.open_dataset(src)
