@@ -114,6 +114,17 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - t
 
 
+def interleaved(contenders: dict, repeat: int) -> dict[str, float]:
+    """Best time of each contender: one warm-up each, then ``repeat`` interleaved rounds."""
+    for fn in contenders.values():
+        fn()
+    best = {name: float("inf") for name in contenders}
+    for _ in range(repeat):
+        for name, fn in contenders.items():
+            best[name] = min(best[name], timed(fn))
+    return best
+
+
 # ---------------------------------------------------------------- peak RSS in a child
 
 
@@ -154,6 +165,7 @@ def peak_rss(which: str, raw: str, out: str, block: str) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=32768, help="images in the throughput file")
+    p.add_argument("--repeat", type=int, default=3, help="timed rounds (best kept)")
     p.add_argument("--block", default="16MiB", help="lazyh5's block budget (array.chunk-size)")
     p.add_argument("--dir", default=None, help="folder for the files (default: a temp dir)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -177,32 +189,39 @@ def main() -> None:
         )
         make_raw(raw, n)
 
-        # 1. to_hdf5 vs an h5py loop (warm-up pass of each first: page cache, imports)
-        run_lazyh5(raw, out), run_h5py(raw, out)
+        # 1. to_hdf5 vs an h5py loop. Warm-up pass of each first (page cache, imports),
+        # then runs interleaved and the best of each kept, so a busy machine hurts both.
         mb = out_bytes / 2**20
-        t_h = min(timed(run_h5py, raw, out) for _ in range(3))
-        for aligned in (False, True):
-            t_l = min(timed(run_lazyh5, raw, out, aligned) for _ in range(3))
+        contenders = {
+            "default": lambda: run_lazyh5(raw, out),
+            "aligned": lambda: run_lazyh5(raw, out, aligned=True),
+            "h5py": lambda: run_h5py(raw, out),
+        }
+        best = interleaved(contenders, args.repeat)
+        for name in ("default", "aligned"):
             print(
-                f"to_hdf5 normalise{' (aligned)' if aligned else ' (default) '}: lazyh5 "
-                f"{mb / t_l:7.1f} MiB/s  h5py loop {mb / t_h:7.1f} MiB/s  "
-                f"ratio {t_h / t_l:.2f} (floor 0.80)"
+                f"to_hdf5 normalise ({name}) : lazyh5 {mb / best[name]:7.1f} MiB/s  h5py loop "
+                f"{mb / best['h5py']:7.1f} MiB/s  ratio {best['h5py'] / best[name]:.2f} "
+                "(floor 0.80)"
             )
 
         # 2. in place: h5[:] = expr on the float32 file vs an h5py read-compute-write loop
+        work = os.path.join(folder, "work.h5")
+        shutil.copy(out, work)
         for reduce in (False, True):
             what = "lazy mean/std" if reduce else "constants"
-            work = os.path.join(folder, "work.h5")
-            shutil.copy(out, work)
-            inplace_lazyh5(work, reduce)
-            inplace_h5py(work, reduce)  # warm-up
-            t_l = min(timed(inplace_lazyh5, work, reduce) for _ in range(3))
-            t_h = min(timed(inplace_h5py, work, reduce) for _ in range(3))
-            print(
-                f"h5[:] = expr, {what:13}: lazyh5 {mb / t_l:7.1f} MiB/s  h5py loop "
-                f"{mb / t_h:7.1f} MiB/s  ratio {t_h / t_l:.2f}"
+            best = interleaved(
+                {
+                    "lazyh5": lambda r=reduce: inplace_lazyh5(work, r),
+                    "h5py": lambda r=reduce: inplace_h5py(work, r),
+                },
+                args.repeat,
             )
-            os.unlink(work)
+            print(
+                f"h5[:] = expr, {what:13}: lazyh5 {mb / best['lazyh5']:7.1f} MiB/s  h5py loop "
+                f"{mb / best['h5py']:7.1f} MiB/s  ratio {best['h5py'] / best['lazyh5']:.2f}"
+            )
+        os.unlink(work)
 
         # 3. peak RSS, two file sizes, each in a fresh process
         sizes = [max(n, 8 * budget // (int(np.prod(SHAPE)) * 4))]

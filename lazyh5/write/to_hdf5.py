@@ -200,10 +200,12 @@ def to_hdf5(
                 block = np.asarray(block, dtype=dset.dtype)
                 with lock:
                     dset[region] = block
-                    # Data reaches the disk before the mark that says it is there.
+                    # One flush per block: it puts this block's data (and the marks of
+                    # earlier blocks) on disk; this block's mark follows with the next
+                    # flush, so a mark never reaches the disk before its data. A crash
+                    # loses at most the last mark: that block is recomputed.
                     f.flush()
                     mask[idx] = True
-                    f.flush()
 
             store_blocks(
                 precompute_shared(arr),
