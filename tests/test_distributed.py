@@ -210,6 +210,34 @@ def test_h5_accessor_assignment_on_the_cluster_matches_local(client, tmp_path):
     np.testing.assert_array_equal(results["cluster.h5"], results["local.h5"])
 
 
+def test_batch_loader_on_the_cluster_matches_local(client, data_file):
+    ds = lazyh5.open_dataset(data_file)
+    loader = lazyh5.BatchLoader(
+        ds, "image", "label", batch_size=100, seed=3, block_size="128KiB", window=2
+    )
+    assert len(loader.plan) > 4  # several blocks, computed on the workers
+
+    def epoch(ld):
+        return [(x.copy(), y.copy()) for x, y in ld.batches(epoch=1)]
+
+    with distributed.get_task_stream(client) as stream:
+        on_cluster = epoch(loader)
+    assert {t["worker"] for t in stream.data} and len(stream.data) >= len(loader.plan)
+    with dask.config.set(scheduler="threads"):
+        local = epoch(loader)
+    assert len(on_cluster) == len(local) == -(-N // 100)
+    for (xc, yc), (xl, yl) in zip(on_cluster, local, strict=True):
+        np.testing.assert_array_equal(xc, xl)
+        np.testing.assert_array_equal(yc, yl)
+    # every row exactly once
+    labels = np.concatenate([y for _, y in on_cluster])
+    assert (
+        np.bincount(labels, minlength=10).tolist()
+        == np.bincount(ds["label"].values, minlength=10).tolist()
+    )
+    ds.close()
+
+
 def test_killing_a_worker_mid_computation_still_gives_the_right_result(client, data_file):
     ds = _open(data_file, rows=200, drop_variables="label")  # 11 tasks of 0.25 s
     expr = ds["image"].copy(data=ds["image"].data.map_blocks(_slow_identity)).sum(dim="sample")
