@@ -187,3 +187,11 @@ def test_resume_refuses_other_data(raw, tmp_path):
     # without resume a stale partial file is simply replaced
     lazyh5.to_hdf5(raw["label"], out, progress=False)
     assert out.exists()
+
+
+def test_resume_after_a_kill_during_layout_starts_over(raw, tmp_path):
+    out = tmp_path / "early.h5"
+    with h5py.File(partial_path(out), "w") as f:
+        f.create_group("_lazyh5_progress")  # no fingerprint yet: layout was not finished
+    lazyh5.to_hdf5(raw["label"], out, progress=False, resume=True)
+    np.testing.assert_array_equal(lazyh5.open_dataset(out)["label"].values, raw["label"].values)

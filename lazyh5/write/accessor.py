@@ -1,7 +1,7 @@
-"""The ``.h5`` accessor: write-through assignment into the HDF5 file behind a view.
+"""The ``.h5`` accessor: write-through assignment into the HDF5 file behind a view::
 
->>> ds["label"].h5[10:20] = np.arange(10.0)              # doctest: +SKIP
->>> ds.isel(sample=slice(100, 200))["label"].h5[0:5] = 1  # rows 100..104 of the file
+ds["label"].h5[10:20] = np.arange(10.0)
+ds.isel(sample=slice(100, 200))["label"].h5[0:5] = 1  # rows 100..104 of the file
 """
 
 from __future__ import annotations

@@ -231,9 +231,12 @@ def _open_partial(tmp: str, fingerprint: str, resume: bool) -> h5py.File:
                 f"cannot resume from '{tmp}' ({err}); starting over", UserWarning, stacklevel=3
             )
         else:
-            if _PROGRESS in f and f[_PROGRESS].attrs.get("fingerprint") == fingerprint:
+            found = f[_PROGRESS].attrs.get("fingerprint") if _PROGRESS in f else None
+            if found == fingerprint:
                 return f
             f.close()
+            if found is None:  # killed while laying the file out: nothing to keep
+                return open_h5file(tmp, "w")
             raise ValueError(
                 f"cannot resume into '{tmp}': it was started for different data "
                 "(variables, shapes, dtypes or chunks differ); delete it or pass resume=False"
