@@ -6,6 +6,7 @@ import tempfile
 from pathlib import Path
 
 import dask
+import dask.array as da
 import h5py
 import hypothesis.strategies as st
 import numpy as np
@@ -187,8 +188,8 @@ def _cases(draw):
         )
 
     key = (axis_key(w),) if vn is None else (axis_key(vn), axis_key(w))
-    scalar = draw(st.booleans())
-    return n, w, view, key, scalar
+    value_kind = draw(st.sampled_from(["scalar", "numpy", "dask"]))
+    return n, w, view, key, value_kind
 
 
 def _sel(m: int, k):
@@ -196,10 +197,10 @@ def _sel(m: int, k):
     return np.atleast_1d(out), np.ndim(out) == 0
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_cases())
 def test_assignment_matches_numpy(case):
-    n, w, view, key, scalar = case
+    n, w, view, key, value_kind = case
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "p.h5"
         ds = _make(path, n=n, w=w)
@@ -214,8 +215,9 @@ def test_assignment_matches_numpy(case):
             rows = rows_view[r]
             cols, cdrop = _sel(w, key[1])
         shape = tuple(len(a) for a, drop in ((rows, rdrop), (cols, cdrop)) if not drop)
-        value = 42.0 if scalar else np.random.default_rng(0).random(shape)
-        v.h5[key] = value
+        value = 42.0 if value_kind == "scalar" else np.random.default_rng(0).random(shape)
+        # a lazy value goes through the block-by-block path (rechunked to file blocks)
+        v.h5[key] = da.from_array(value, chunks=2) if value_kind == "dask" else value
         ref[np.ix_(rows, cols)] = np.broadcast_to(value, shape).reshape(len(rows), len(cols))
         np.testing.assert_array_equal(ds["x"].values, ref)
         ds.close()
