@@ -85,17 +85,33 @@ def test_tf_dataset_element_spec(learnable):
     assert not np.array_equal(labels, second)  # a new epoch, a new order
 
 
-def test_pydataset_serves_batches_in_order_and_restarts(learnable):
+def test_pydataset_epochs_and_peeks(learnable):
     pytest.importorskip("keras")
     ds = lazyh5.open_dataset(learnable)
     loader = lazyh5.BatchLoader(ds, "image", "label", batch_size=100, seed=0)
     pyds = loader.keras()
     assert len(pyds) == 12
-    first = [pyds[i][1] for i in range(12)]
-    pyds.on_epoch_end()
-    second = [pyds[i][1] for i in range(12)]
-    assert sorted(np.concatenate(first)) == sorted(np.concatenate(second))
-    assert not np.array_equal(np.concatenate(first), np.concatenate(second))
-    np.testing.assert_array_equal(pyds[3][1], pyds[3][1])  # a repeated peek is the same batch
+    peek = pyds[0][1]  # outside an epoch: read directly, rows 0..99
+    np.testing.assert_array_equal(peek, ds["label"].values[:100])
+    epochs = []
+    for _ in range(2):
+        pyds.on_epoch_begin()
+        # Keras shuffles indices; a shuffling loader streams its own order regardless
+        epochs.append(
+            np.concatenate([pyds[i][1] for i in np.random.default_rng(0).permutation(12)])
+        )
+        pyds.on_epoch_end()
+    assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(ds["label"].values)
+    assert not np.array_equal(epochs[0], epochs[1])
     with pytest.raises(IndexError):
         pyds[12]
+
+
+def test_pydataset_without_shuffle_serves_exact_batches(learnable):
+    pytest.importorskip("keras")
+    ds = lazyh5.open_dataset(learnable)
+    pyds = lazyh5.BatchLoader(ds, "image", "label", batch_size=100, shuffle=False).keras()
+    pyds.on_epoch_begin()
+    for i in [0, 1, 2, 7, 3, 11]:  # in order from the stream, out of order read directly
+        np.testing.assert_array_equal(pyds[i][1], ds["label"].values[i * 100 : (i + 1) * 100])
+    pyds.on_epoch_end()

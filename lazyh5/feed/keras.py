@@ -15,12 +15,16 @@ except ImportError as err:  # pragma: no cover - exercised only without keras
 
 
 class LoaderPyDataset(keras.utils.PyDataset):
-    """Serves a loader's batches by index, streaming one epoch at a time.
+    """Serves a loader's batches to Keras, streaming one epoch at a time.
 
-    Keras asks for batches 0, 1, 2, ... in order (it may first peek at batch 0); those
-    come straight from the loader's prefetching stream. ``on_epoch_end`` starts the
-    next epoch (a new shuffle). Out-of-order requests (several ``workers``) are served
-    by replaying the epoch's stream, which is correct but slower.
+    Between ``on_epoch_begin`` and ``on_epoch_end`` batches come from the loader's
+    prefetching stream. A shuffling loader serves the next batch of its stream
+    whatever index Keras asks for: Keras' own shuffle of batch indices would otherwise
+    force random reads, and the loader's chunk-aware shuffle already gives a new order
+    each epoch, every row once. A loader that does not shuffle serves exactly batch
+    ``index`` (in-order requests come from the stream, others are read directly), so
+    ``predict`` outputs line up with the rows. Requests outside an epoch (Keras peeks at
+    a batch to learn shapes) are read directly and do not disturb the stream.
     """
 
     def __init__(self, loader, **kwargs: Any) -> None:
@@ -29,7 +33,7 @@ class LoaderPyDataset(keras.utils.PyDataset):
         self._epoch = loader.epoch
         self._stream = None
         self._next = 0
-        self._last: tuple[int, Any] | None = None
+        self._in_epoch = False
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -39,11 +43,16 @@ class LoaderPyDataset(keras.utils.PyDataset):
     def num_batches(self) -> int:
         return len(self._loader)
 
-    def _restart(self) -> None:
+    def _direct(self, index: int) -> Any:
+        bs = self._loader.batch_size
+        a = self._loader.start + index * bs
+        b = min(a + bs, self._loader.end)
+        return self._loader._batch(self._loader._read(a, b))
+
+    def _close_stream(self) -> None:
         if self._stream is not None:
             self._stream.close()
-        self._stream = self._loader.batches(self._epoch)
-        self._next = 0
+            self._stream = None
 
     def __getitem__(self, index: int) -> Any:
         n = len(self._loader)
@@ -51,26 +60,30 @@ class LoaderPyDataset(keras.utils.PyDataset):
             raise IndexError(f"batch {index} out of range for {n} batches")
         index %= n
         with self._lock:
-            if self._last is not None and self._last[0] == index:
-                return self._last[1]
-            if self._stream is None or index < self._next:
-                self._restart()
-            while self._next <= index:
+            if not self._in_epoch:
+                return self._direct(index)
+            if not self._loader.shuffle and index != self._next:
+                return self._direct(index)
+            if self._stream is None:
+                self._stream = self._loader.batches(self._epoch)
+            try:
                 batch = next(self._stream)
-                self._next += 1
-            self._last = (index, batch)
-            if self._next == n:  # epoch consumed: the next request starts a new one
-                self._stream.close()
-                self._stream = None
+            except StopIteration:  # more requests than batches: start the next epoch
                 self._epoch += 1
-                self._next = 0
+                self._stream = self._loader.batches(self._epoch)
+                batch = next(self._stream)
+            self._next = index + 1
             return batch
+
+    def on_epoch_begin(self) -> None:
+        with self._lock:
+            self._close_stream()
+            self._in_epoch = True
+            self._next = 0
 
     def on_epoch_end(self) -> None:
         with self._lock:
-            if self._stream is not None:  # an epoch ended early (steps_per_epoch)
-                self._stream.close()
-                self._stream = None
-                self._epoch += 1
+            self._close_stream()
+            self._in_epoch = False
+            self._epoch += 1
             self._next = 0
-            self._last = None

@@ -10,6 +10,7 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.array.core import concatenate3
 from dask.utils import parse_bytes
 
 from ..errors import DimensionError, ObjectNotFoundError, UnsupportedDtypeError
@@ -25,6 +26,61 @@ def _source(ds: xr.Dataset) -> str:
         if "source" in var.encoding:
             return f"'{var.encoding['source']}'"
     return "the dataset"
+
+
+def _compute_uncopied(arrays: list[da.Array]) -> list[np.ndarray]:
+    """``dask.compute(*arrays)`` without the defensive copy of single-chunk results.
+
+    One compute for all variables (shared inputs are read once), on the active dask
+    scheduler (threads, or a distributed client). ``dask.compute`` of an array copies a
+    one-chunk result before returning it; for a block read that copy cost as much as the
+    read itself (2.2 ms vs 3.0 ms for 16 MiB here), so we compute the chunks as
+    delayed objects and assemble them.
+    """
+    grids = [a.to_delayed() for a in arrays]
+    flat = dask.compute(*[d for g in grids for d in g.ravel()])
+    out, i = [], 0
+    for g in grids:
+        parts = np.empty(g.shape, dtype=object)
+        for idx in np.ndindex(g.shape):
+            parts[idx] = flat[i]
+            i += 1
+        out.append(parts.ravel()[0] if parts.size == 1 else concatenate3(parts.tolist()))
+    return out
+
+
+class _WindowRows:
+    """The rows of a window's blocks in emission order, gathered batch by batch.
+
+    Gathering each batch straight from the blocks copies every row once, into a
+    cache-sized array; pooling the window first (concatenate, then permute) copied it
+    twice through main memory and measured ~2x slower.
+    """
+
+    def __init__(self, blocks: list[dict[str, np.ndarray]], order: np.ndarray | None):
+        first = next(iter(blocks[0]))
+        sizes = [len(b[first]) for b in blocks]
+        self.blocks = blocks
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.total = int(self.offsets[-1])
+        self.order = order
+
+    def take(self, i: int, j: int, names: list[str]) -> dict[str, np.ndarray]:
+        j = min(j, self.total)
+        if self.order is None and len(self.blocks) == 1:
+            return {n: self.blocks[0][n][i:j] for n in names}
+        rows = np.arange(i, j) if self.order is None else self.order[i:j]
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        local = rows - self.offsets[which]
+        out = {}
+        for n in names:
+            ref = self.blocks[0][n]
+            arr = np.empty((len(rows), *ref.shape[1:]), ref.dtype)
+            for b in np.unique(which):
+                sel = which == b
+                arr[sel] = self.blocks[b][n][local[sel]]
+            out[n] = arr
+        return out
 
 
 class BatchLoader:
@@ -199,7 +255,10 @@ class BatchLoader:
 
     # -- reading --------------------------------------------------------------------
     def _fetch(self, block: int) -> dict[str, np.ndarray]:
-        a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
+        return self._read(int(self.plan.starts[block]), int(self.plan.stops[block]))
+
+    def _read(self, a: int, b: int) -> dict[str, np.ndarray]:
+        """Rows ``[a, b)`` of every fed variable, computed together."""
         pieces = {}
         for name in self._names:
             var = self._ds[name].isel({self.dim: slice(a, b)})
@@ -208,9 +267,7 @@ class BatchLoader:
             pieces[name] = var.data
         lazy = {k: v for k, v in pieces.items() if isinstance(v, da.Array)}
         if lazy:
-            # One compute for all variables of the block: shared inputs are read once.
-            computed = dask.compute(lazy)[0]
-            pieces.update(computed)
+            pieces.update(zip(lazy, _compute_uncopied(list(lazy.values())), strict=True))
         return {k: np.asarray(v) for k, v in pieces.items()}
 
     def _pack(self, arrays: dict[str, np.ndarray], names: Names) -> Any:
@@ -240,19 +297,24 @@ class BatchLoader:
             carry: dict[str, np.ndarray] | None = None
             for w in windows:
                 got = [next(blocks)[1] for _ in w.blocks]
-                pooled = {
-                    n: got[0][n] if len(got) == 1 else np.concatenate([g[n] for g in got])
-                    for n in self._names
-                }
-                if self.shuffle:  # one gather per window; batches below are then views
-                    pooled = {n: np.take(a, w.order, axis=0) for n, a in pooled.items()}
-                if carry is not None:
-                    pooled = {n: np.concatenate([carry[n], pooled[n]]) for n in self._names}
-                total = len(pooled[self._names[0]])
-                full = total // bs * bs
-                for i in range(0, full, bs):
-                    yield self._batch({n: a[i : i + bs] for n, a in pooled.items()})
-                carry = {n: a[full:] for n, a in pooled.items()} if full < total else None
+                # in order (no permutation): batches are views of the block, no copy
+                rows = _WindowRows(got, w.order if self.shuffle else None)
+                start = 0
+                if carry is not None:  # finish the batch the last window began
+                    need = bs - len(carry[self._names[0]])
+                    head = rows.take(0, need, self._names)
+                    start = len(head[self._names[0]])
+                    carry = {n: np.concatenate([carry[n], head[n]]) for n in self._names}
+                    if len(carry[self._names[0]]) < bs:
+                        continue
+                    yield self._batch(carry)
+                    carry = None
+                total = rows.total
+                full = start + (total - start) // bs * bs
+                for i in range(start, full, bs):
+                    yield self._batch(rows.take(i, i + bs, self._names))
+                if full < total:
+                    carry = rows.take(full, total, self._names)
             if carry is not None and not self.drop_remainder:
                 yield self._batch(carry)
 

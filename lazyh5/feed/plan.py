@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -66,9 +65,10 @@ def plan_blocks(
         max(1, int(np.prod([n for d, n in ds[v].sizes.items() if d != dim]))) * ds[v].dtype.itemsize
         for v in names
     )
-    unit = math.lcm(*[_chunk_rows(ds[v], dim) for v in names])
-    if unit * row_bytes > 4 * block_bytes:  # chunk grids that never line up: use the largest
-        unit = max(_chunk_rows(ds[v], dim) for v in names)
+    # Align to the chunks of the heaviest variable: re-reading part of a small variable's
+    # chunk (labels) costs little, splitting an image chunk costs a whole decode.
+    heaviest = max(names, key=lambda v: ds[v].size * ds[v].dtype.itemsize)
+    unit = _chunk_rows(ds[heaviest], dim)
     per_block = max(unit, (block_bytes // max(row_bytes, 1)) // unit * unit)
     offset = _file_offset(ds, dim)
     # Edges at file rows that are multiples of `per_block` (so also of the chunk size).
