@@ -1,0 +1,144 @@
+"""The prefetch thread stops when iteration is abandoned: break, GC, errors, Ctrl-C, exit."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+import lazyh5
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "threads.h5"
+    n = 4000
+    with h5py.File(p, "w") as f:
+        f.create_dataset("x", data=np.arange(n * 8, dtype="f4").reshape(n, 8), chunks=(50, 8))
+        f.create_dataset("y", data=np.arange(n), chunks=(50,))
+    return p
+
+
+def _prefetch_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "lazyh5-prefetch" and t.is_alive()]
+
+
+def _wait_no_threads(timeout: float = 5.0) -> list[threading.Thread]:
+    deadline = time.monotonic() + timeout
+    while _prefetch_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return _prefetch_threads()
+
+
+def _loader(path, **kwargs):
+    ds = lazyh5.open_dataset(path)
+    return lazyh5.BatchLoader(ds, "x", "y", batch_size=10, block_size="4KiB", seed=0, **kwargs)
+
+
+def test_break_stops_the_thread(path):
+    loader = _loader(path)
+    for i, _ in enumerate(loader):
+        assert _prefetch_threads()  # the background thread runs while we iterate
+        if i == 3:
+            break
+    assert not _wait_no_threads()
+
+
+def test_garbage_collected_iterator_stops_the_thread(path):
+    loader = _loader(path)
+    it = iter(loader)
+    next(it)
+    assert _prefetch_threads()
+    del it
+    gc.collect()
+    assert not _wait_no_threads()
+
+
+def test_keyboard_interrupt_in_the_loop_stops_the_thread(path):
+    loader = _loader(path)
+    with pytest.raises(KeyboardInterrupt):
+        for i, _ in enumerate(loader):
+            if i == 2:
+                raise KeyboardInterrupt
+    gc.collect()
+    assert not _wait_no_threads()
+
+
+def test_error_while_reading_reaches_the_consumer(path):
+    ds = lazyh5.open_dataset(path, chunks={})  # dask chunks = HDF5 chunks of 50 rows
+
+    def broken(block):
+        if block.shape[0] and block[0, 0] >= 800:  # fails on a later block, not the first
+            raise RuntimeError("bad block")
+        return block
+
+    ds["x"] = ds["x"].copy(data=ds["x"].data.map_blocks(broken, dtype="f4"))
+    loader = lazyh5.BatchLoader(
+        ds, "x", "y", batch_size=10, block_size="4KiB", shuffle=False, start=0, end=100
+    )
+    assert len(list(loader)) == 10  # rows below 100 are fine
+    bad = lazyh5.BatchLoader(ds, "x", "y", batch_size=10, block_size="4KiB", shuffle=False)
+    with pytest.raises(RuntimeError, match="bad block"):
+        list(bad)
+    assert not _wait_no_threads()
+
+
+def test_many_abandoned_epochs_leave_no_threads(path):
+    loader = _loader(path)
+    for _ in range(20):
+        it = iter(loader)
+        next(it)
+        del it
+    gc.collect()
+    assert not _wait_no_threads()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time, lazyh5
+    ds = lazyh5.open_dataset(sys.argv[1], chunks={})
+    slow = ds["x"].data.map_blocks(lambda b: (time.sleep(0.05), b)[1], dtype="f4")
+    ds["x"] = ds["x"].copy(data=slow)
+    loader = lazyh5.BatchLoader(ds, "x", "y", batch_size=10, block_size="4KiB", seed=0)
+    it = iter(loader)
+    next(it)
+    print("started", flush=True)
+    if sys.argv[2] == "exit":
+        sys.exit(0)  # leaves the epoch half read, the thread mid-compute
+    for _ in it:
+        time.sleep(0.01)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["exit", "sigint"])
+def test_process_exits_promptly_with_an_epoch_in_flight(path, how):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path), how],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        if how == "sigint":
+            time.sleep(0.2)
+            os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    if how == "exit":
+        assert proc.returncode == 0, err
+    else:
+        assert proc.returncode != 0 and "KeyboardInterrupt" in err
