@@ -58,6 +58,16 @@ def check_readable_hdf5(path: str | os.PathLike) -> str:
 def _translate_oserror(path: str, mode: str, err: OSError) -> Exception:
     msg = str(err)
     low = msg.lower()
+    if "already open for read-only" in low:
+        return FileBusyError(
+            f"cannot open '{path}' with mode={mode!r}: this process already has it open "
+            f"read-only (close those datasets with ds.close() first) ({msg})"
+        )
+    if "already open for write" in low or "file is already open" in low:
+        return FileBusyError(
+            f"cannot open '{path}' with mode={mode!r}: another writer has it open (or a "
+            f"crashed writer left it marked open; `h5clear -s` clears that) ({msg})"
+        )
     if "unable to lock" in low or "lock file" in low:
         return FileBusyError(
             f"cannot open '{path}' with mode={mode!r}: the file is locked by another process "
