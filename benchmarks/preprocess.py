@@ -9,7 +9,13 @@ Prints, in one run:
    lazy mean/std of the same variable) against an h5py read-compute-write loop;
 3. peak RSS of ``to_hdf5`` for two file sizes, each in a fresh subprocess, with files
    at least 8× lazyh5's block budget (dask's ``array.chunk-size``, set by --block):
-   the peak must not grow with the file.
+   the peak must not grow with the file. "default" opens the uint8 source with the
+   reader's blocks (16 MiB of uint8 = 64 MiB float32 blocks); "aligned" opens it with
+   blocks sized for the float32 result. With 64 MiB blocks and two threads, glibc's
+   heap fragments a little more with every block (flat with MALLOC_MMAP_THRESHOLD_=1048576
+   or one thread); the aligned run stays flat.
+
+The machine is often shared: contenders run interleaved, best of --repeat kept.
 
     python benchmarks/preprocess.py            # N=32768, block budget 16 MiB
     python benchmarks/preprocess.py --n 4096   # quicker
