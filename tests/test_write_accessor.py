@@ -332,3 +332,14 @@ def test_in_place_only_when_each_block_reads_its_own_region(tmp_path):
         assert not _in_place_safe(lazy(x[::-1].variable), target)
         assert not _in_place_safe(lazy(x.shift(sample=1).variable), target)
         assert not _in_place_safe(lazy(x.rolling(sample=3, center=True).mean().variable), target)
+
+
+def test_view_without_dask_is_not_loaded_and_maps(tmp_path):
+    path = tmp_path / "nodask.h5"
+    _make(path).close()
+    ds = xr.open_dataset(path, engine="lazyh5", mode="r+")  # lazily indexed, no dask
+    ds.isel(sample=slice(2, 12, 3))["label"].h5[[0, 2]] = -5.0
+    ds.close()
+    np.testing.assert_array_equal(
+        np.flatnonzero(lazyh5.open_dataset(path)["label"].values == -5.0), [2, 8]
+    )

@@ -202,8 +202,8 @@ def _full_coordinate(
 
 def _find_array(view: xr.DataArray, label: str) -> H5BackendArray:
     enc = view.encoding
-    data = view.variable._data
-    sources = h5_sources(view.data) if hasattr(view.data, "dask") else h5_sources(data)
+    # The variable's own data: `view.data` would load a lazily indexed (non-dask) view.
+    sources = h5_sources(view.variable._data)
     if len(sources) > 1:
         raise UnmappableViewError(
             f"cannot write to {label}: the view reads from {len(sources)} arrays "
