@@ -115,3 +115,16 @@ def test_pydataset_without_shuffle_serves_exact_batches(learnable):
     for i in [0, 1, 2, 7, 3, 11]:  # in order from the stream, out of order read directly
         np.testing.assert_array_equal(pyds[i][1], ds["label"].values[i * 100 : (i + 1) * 100])
     pyds.on_epoch_end()
+
+
+def test_unshuffled_loader_warns_when_keras_shuffles_indices(learnable):
+    pytest.importorskip("keras")
+    ds = lazyh5.open_dataset(learnable)
+    pyds = lazyh5.BatchLoader(ds, "image", "label", batch_size=10, shuffle=False).keras()
+    pyds.on_epoch_begin()
+    order = np.random.default_rng(0).permutation(len(pyds))
+    with pytest.warns(UserWarning, match="shuffle=False to fit"):
+        got = {int(i): pyds[int(i)][1] for i in order}
+    pyds.on_epoch_end()
+    for i, labels in got.items():  # still exactly the batch asked for
+        np.testing.assert_array_equal(labels, ds["label"].values[i * 10 : (i + 1) * 10])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from typing import Any
 
 try:
@@ -34,6 +35,8 @@ class LoaderPyDataset(keras.utils.PyDataset):
         self._stream = None
         self._next = 0
         self._in_epoch = False
+        self._out_of_order = 0  # per epoch, for a loader that does not shuffle
+        self._warned = False
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -63,6 +66,17 @@ class LoaderPyDataset(keras.utils.PyDataset):
             if not self._in_epoch:
                 return self._direct(index)
             if not self._loader.shuffle and index != self._next:
+                self._out_of_order += 1
+                if self._out_of_order == max(8, len(self._loader) // 10) and not self._warned:
+                    self._warned = True
+                    warnings.warn(
+                        f"Keras asks for the batches of {self._loader._where} out of order "
+                        "(fit shuffles batch indices by default), and this loader was built "
+                        "with shuffle=False, so each such batch is a separate read (slow). "
+                        "Pass shuffle=False to fit() to train in file order, or build the "
+                        "BatchLoader with shuffle=True for lazyh5's chunk-aware shuffle.",
+                        stacklevel=2,
+                    )
                 return self._direct(index)
             if self._stream is None:
                 self._stream = self._loader.batches(self._epoch)
@@ -80,6 +94,7 @@ class LoaderPyDataset(keras.utils.PyDataset):
             self._close_stream()
             self._in_epoch = True
             self._next = 0
+            self._out_of_order = 0
 
     def on_epoch_end(self) -> None:
         with self._lock:
