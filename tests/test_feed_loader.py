@@ -190,3 +190,28 @@ def test_empty_dataset_is_refused(tmp_path):
         f.create_dataset("x", (0, 3), "f4")
     with pytest.raises(ValueError, match="no rows"):
         BatchLoader(lazyh5.open_dataset(path), "x")
+
+
+def test_shuffled_rows_of_any_layout_and_dtype(tmp_path):
+    """Shuffled batches are gathered as raw row bytes: check sample-last, bool, complex."""
+    path = tmp_path / "layouts.h5"
+    n = 500
+    with h5py.File(path, "w") as f:
+        f.create_dataset("id", data=np.arange(n), chunks=(50,))
+        f.create_dataset("cols", data=np.arange(3 * n).reshape(3, n), chunks=(3, 50))
+        f.create_dataset("flag", data=np.arange(n) % 3 == 0, chunks=(50,))
+        f.create_dataset("z", data=np.arange(n) * (1 + 2j), chunks=(50,))
+    dims = {"cols": ("c", "sample"), "id": ("sample",), "flag": ("sample",), "z": ("sample",)}
+    ds = lazyh5.open_dataset(path, dims=dims)
+    ds = ds.assign(cols=ds["cols"] * 2)  # a transform too
+    loader = BatchLoader(
+        ds, ["cols", "flag", "z"], "id", batch_size=32, seed=0, block_size="2KiB", window=3
+    )
+    seen = []
+    for (cols, flag, z), ids in loader:
+        assert cols.shape == (len(ids), 3) and flag.dtype == bool and z.dtype == complex
+        np.testing.assert_array_equal(cols, 2 * (np.arange(3)[None, :] * n + ids[:, None]))
+        np.testing.assert_array_equal(flag, ids % 3 == 0)
+        np.testing.assert_array_equal(z, ids * (1 + 2j))
+        seen.append(ids)
+    assert sorted(np.concatenate(seen).tolist()) == list(range(n))
