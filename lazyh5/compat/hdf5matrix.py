@@ -43,7 +43,7 @@ class HDF5Matrix:
     >>> with h5py.File("m.h5", "w") as f:
     ...     _ = f.create_dataset("label", data=np.arange(1000))
     >>> y = HDF5Matrix("m.h5", "label", start=800, end=1000)
-    >>> len(y), y.shape, y[0], y[-1], list(y[[1, 3]])
+    >>> len(y), y.shape, int(y[0]), int(y[-1]), y[[1, 3]].tolist()
     (200, (200,), 800, 999, [801, 803])
     """
 
@@ -202,6 +202,19 @@ def fit_kwargs(
 
     Replace ``model.fit(x, y, batch_size=32, validation_data=(xv, yv), epochs=5)`` by
     ``model.fit(**fit_kwargs(x, y, batch_size=32, validation_data=(xv, yv)), epochs=5)``.
+
+    Examples
+    --------
+    >>> import h5py, numpy as np
+    >>> from lazyh5.compat import HDF5Matrix, fit_kwargs
+    >>> with h5py.File("fk.h5", "w") as f:
+    ...     _ = f.create_dataset("image", data=np.zeros((100, 4, 4), "f4"))
+    ...     _ = f.create_dataset("label", data=np.arange(100) % 2)
+    >>> x, y = HDF5Matrix("fk.h5", "image", end=80), HDF5Matrix("fk.h5", "label", end=80)
+    >>> xv, yv = HDF5Matrix("fk.h5", "image", start=80), HDF5Matrix("fk.h5", "label", start=80)
+    >>> kwargs = fit_kwargs(x, y, batch_size=32, validation_data=(xv, yv))
+    >>> sorted(kwargs), len(kwargs["x"]), len(kwargs["validation_data"])
+    (['validation_data', 'x'], 3, 1)
     """
     kwargs: dict[str, Any] = {"x": _loader(x, y, batch_size, shuffle).keras()}
     if validation_data is not None:

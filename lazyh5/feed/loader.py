@@ -135,6 +135,9 @@ class BatchLoader:
     per epoch, in a new order each epoch, reproducible for a given ``seed``. Memory held
     is at most ``window + prefetch + 1`` blocks.
 
+    Batches read in order are views of their block (of the variable itself when ``ds``
+    holds numpy arrays): copy one before modifying it in place.
+
     Parameters
     ----------
     ds
