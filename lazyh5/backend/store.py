@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -11,6 +12,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.utils import format_bytes
 from xarray import conventions
 from xarray.backends import CachingFileManager
 from xarray.backends.locks import HDF5_LOCK, combine_locks, ensure_lock, get_write_lock
@@ -158,6 +160,21 @@ def _xarray_dtype(dset: h5py.Dataset, filename: str) -> tuple[np.dtype, bool]:
     return dset.dtype, False
 
 
+STORAGE_ATTR = "hdf5_storage"
+_LAYOUTS = {h5py.h5d.COMPACT: "compact", h5py.h5d.VIRTUAL: "virtual"}
+
+
+def storage_label(dset: h5py.Dataset) -> str:
+    """How a dataset is stored, e.g. ``"chunks (256, 32, 32, 3) of 3 MiB, lzf"``."""
+    if dset.chunks is None:
+        layout = _LAYOUTS.get(dset.id.get_create_plist().get_layout(), "contiguous")
+        return f"{layout}, not chunked"
+    nbytes = math.prod(dset.chunks) * dset.dtype.itemsize
+    label = f"chunks {dset.chunks} of {format_bytes(nbytes)}"
+    comp = compression_label(dset)
+    return f"{label}, {comp}" if comp else f"{label}, uncompressed"
+
+
 def _encoding(
     filename: str, path: str, dset: h5py.Dataset, dim_names: Sequence[str]
 ) -> dict[str, Any]:
@@ -261,6 +278,8 @@ def read_group(
         if var_name in variables:
             var_name = name
         attrs = _read_attrs(dset, filename)
+        # Shown by xarray's text and HTML reprs (encoding is not): how the file stores it.
+        attrs.setdefault(STORAGE_ATTR, storage_label(dset))
         variables[var_name] = xr.Variable(
             names,
             xr.core.indexing.LazilyIndexedArray(data),

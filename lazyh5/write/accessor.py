@@ -6,11 +6,13 @@ ds.isel(sample=slice(100, 200))["label"].h5[0:5] = 1  # rows 100..104 of the fil
 
 from __future__ import annotations
 
+import html
 from collections.abc import Hashable, Mapping
 from typing import Any
 
 import xarray as xr
 
+from ..backend.store import STORAGE_ATTR
 from .assign import assign
 from .regions import label_key, target_of
 
@@ -43,6 +45,12 @@ class H5DataArrayAccessor:
 
     def __init__(self, obj: xr.DataArray):
         self._obj = obj
+
+    def __repr__(self) -> str:
+        return _text([_row(self._obj.name, self._obj)])
+
+    def _repr_html_(self) -> str:
+        return _html([_row(self._obj.name, self._obj)])
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.assign(key, value)
@@ -107,6 +115,12 @@ class H5DatasetAccessor:
     def __init__(self, obj: xr.Dataset):
         self._obj = obj
 
+    def __repr__(self) -> str:
+        return _text([_row(n, v) for n, v in self._obj.variables.items() if _from_file(v)])
+
+    def _repr_html_(self) -> str:
+        return _html([_row(n, v) for n, v in self._obj.variables.items() if _from_file(v)])
+
     def __setitem__(self, key: Mapping[Hashable, Any], values: Mapping[Hashable, Any]) -> None:
         self.assign(key, values)
 
@@ -133,3 +147,41 @@ class H5DatasetAccessor:
             plans.append((target, value))
         for target, value in plans:
             assign(target, value, progress=progress)
+
+
+# -- reprs: where each variable lives in its file, and how it is stored -----------------
+_COLUMNS = ("variable", "file", "dataset", "dims", "dask chunks", "HDF5 storage")
+
+
+def _from_file(var: xr.Variable | xr.DataArray) -> bool:
+    return "lazyh5_path" in var.encoding
+
+
+def _row(name: Hashable, var: xr.Variable | xr.DataArray) -> tuple[str, ...]:
+    enc = var.encoding
+    chunks = getattr(var, "chunksizes", None) or {}
+    dask_chunks = ", ".join(f"{d}: {max(c)}" for d, c in chunks.items()) or "in memory"
+    return (
+        str(name),
+        str(enc.get("source", "-")),
+        str(enc.get("lazyh5_path", "not from a file")),
+        ", ".join(f"{d}: {n}" for d, n in var.sizes.items()),
+        dask_chunks,
+        str(var.attrs.get(STORAGE_ATTR, "-")) if _from_file(var) else "-",
+    )
+
+
+def _text(rows: list[tuple[str, ...]]) -> str:
+    lines = ["<lazyh5 HDF5 storage>"]
+    for name, source, path, dims, chunks, storage in rows:
+        lines.append(f"  {name}: '{source}' {path} ({dims})")
+        lines.append(f"      {storage}; dask chunks {chunks}")
+    return "\n".join(lines if rows else [*lines, "  (no variables read from an HDF5 file)"])
+
+
+def _html(rows: list[tuple[str, ...]]) -> str:
+    cells = "".join(f"<th>{c}</th>" for c in _COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{cells}</tr></thead><tbody>{body}</tbody></table>"

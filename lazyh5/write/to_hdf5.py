@@ -18,6 +18,7 @@ from xarray import conventions
 
 from .._files import open_h5file
 from ..backend.chunking import plan_chunks
+from ..backend.store import STORAGE_ATTR
 from ..create import _compression_kwargs, _per_var, row_chunks, write_layout
 from .graph import precompute_shared, store_blocks
 
@@ -279,7 +280,8 @@ def _plan(
             f"{len(vchunks)} axes, the shape {shape} has {len(shape)}"
         )
     plan = dict(shape=shape, dtype=dtype, chunks=vchunks, **comp)
-    attrs = {k: v for k, v in var.attrs.items() if v is not None}
+    # hdf5_storage describes the file a variable was read from, not the new one.
+    attrs = {k: v for k, v in var.attrs.items() if v is not None and k != STORAGE_ATTR}
     return (shape, dtype, attrs), plan
 
 
