@@ -5,7 +5,6 @@ Every result is compared with the same computation on dask's local threaded sche
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import threading
@@ -140,34 +139,38 @@ def test_connect_by_scheduler_address(client, data_file):
 
 
 def test_writable_store_uses_a_distributed_lock_per_file(client, data_file, tmp_path):
-    from xarray.backends.locks import CombinedLock
-
-    from lazyh5.backend.store import H5Store
+    from lazyh5.backend.store import ClusterFileLock, H5Store
 
     path = tmp_path / "w.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("x", (64, 4), "i8", chunks=(8, 4), fillvalue=-1)
     store = H5Store(path, "r+")
-    assert isinstance(store.lock, CombinedLock)
-    dist = [lk for lk in store.lock.locks if isinstance(lk, distributed.Lock)]
-    assert len(dist) == 1 and dist[0].name == str(path)
-    store.close()  # the workers open it: no other process may hold it open for writing
+    assert store.cluster_locked and isinstance(store.lock, ClusterFileLock)
+    dist = store.lock.cluster_locks
+    assert len(dist) == 1 and isinstance(dist[0], distributed.Lock)
+    assert dist[0].name == str(path)
+    # Opening read what it needed inside the lock and closed the file on release:
+    # the client does not keep it open, so the workers can open it.
+    assert _open_files(path) == []
 
     def write_rows(store, rows):
-        # The protocol a multi-process writer needs: cluster-wide lock, open, write,
-        # close (HDF5 caches metadata per process, so the file must not stay open).
+        # Every access holds the file's cluster-wide lock; the file is opened inside
+        # it and closed (flushed) when it is released, so each worker opens it afresh.
         for r in rows:
             with store.lock:
-                f = store.acquire(needs_lock=False)
-                f["x"][r] = r
-                store.close()
+                store.acquire(needs_lock=False)["x"][r] = r
+        return _open_files(store.filename)
 
     futures = [client.submit(write_rows, store, list(range(w, 64, 2)), pure=False) for w in (0, 1)]
-    distributed.wait(futures)
-    for fut in futures:
-        fut.result()
+    assert client.gather(futures) == [[], []]  # nothing left open on the workers
+    with store.lock:  # re-entrant in one thread: the file closes at the outer release
+        with store.lock:
+            values = store.acquire(needs_lock=False)["x"][...]
+        assert _open_files(path)
+    assert _open_files(path) == []
+    np.testing.assert_array_equal(values, np.repeat(np.arange(64), 4).reshape(64, 4))
     with h5py.File(path, "r") as f:
-        np.testing.assert_array_equal(f["x"][...], np.repeat(np.arange(64), 4).reshape(64, 4))
+        np.testing.assert_array_equal(f["x"][...], values)
 
 
 def _write_inputs(tmp_path, name):
@@ -191,23 +194,39 @@ def test_to_hdf5_on_the_cluster_matches_local(client, tmp_path):
     xr.testing.assert_identical(on_cluster, local)
 
 
-@pytest.mark.xfail(
-    reason="write path: the client process holds the file open for writing (mode='r+'), "
-    "so workers cannot open it to read the right-hand side (FileBusyError)",
-    strict=False,
-)
+def _assignments(path, dims):
+    """Write-through assignments that read the file they write, as users write them."""
+    ds = lazyh5.open_dataset(path, mode="r+", dims=dims, chunks={"sample": 200})
+    ds["y"].h5[:] = ds["x"] * 3 + ds["y"]  # in place: each block reads only itself
+    x = ds["x"]
+    ds["x"].h5[:] = (x - x.mean()) / x.std()  # reductions first, then in place
+    ds["y"].h5[1:] = ds["y"].data[:-1] * 0.5 + ds["x"].data[1:]  # a shift: staged, then copied
+    ds.isel(sample=slice(300, 500))["x"].h5[10:20, 1] = np.arange(10.0)  # numpy values
+    on_here = ds.compute()  # reading a writable file, on whatever scheduler is active
+    ds.close()
+    return on_here
+
+
 def test_h5_accessor_assignment_on_the_cluster_matches_local(client, tmp_path):
     dims = {"x": ("sample", "c"), "y": ("sample", "c")}
-    results = {}
-    for name, scheduler in (("local.h5", "threads"), ("cluster.h5", None)):
-        path = _write_inputs(tmp_path, name)
-        ds = lazyh5.open_dataset(path, mode="r+", dims=dims)
-        with dask.config.set(scheduler=scheduler) if scheduler else contextlib.nullcontext():
-            ds["y"].h5[:] = ds["x"] * 3 + ds["y"]
-        ds.close()
-        with h5py.File(path, "r") as f:
-            results[name] = f["y"][...]
-    np.testing.assert_array_equal(results["cluster.h5"], results["local.h5"])
+    # 8 KiB blocks: 200 rows (two HDF5 chunks), five blocks per variable.
+    with dask.config.set({"array.chunk-size": "8KiB"}):
+        with dask.config.set(scheduler="threads"):  # opened and written without the cluster
+            local = _assignments(_write_inputs(tmp_path, "local.h5"), dims)
+        path = _write_inputs(tmp_path, "cluster.h5")
+        with distributed.get_task_stream(client) as stream:
+            on_cluster = _assignments(path, dims)
+    xr.testing.assert_identical(on_cluster, local)
+    # The workers did the reading, computing and writing; nothing is left open.
+    names = {t["key"][0] if isinstance(t["key"], tuple) else t["key"] for t in stream.data}
+    assert any(n.startswith("_write_block") for n in names), names
+    assert {t["worker"] for t in stream.data}
+    assert _open_files(path) == []
+    assert all(not handles for handles in client.run(_open_files, str(path)).values())
+    with h5py.File(path, "r") as f, h5py.File(tmp_path / "local.h5", "r") as g:
+        for name in ("x", "y"):
+            np.testing.assert_array_equal(f[name][...], g[name][...])
+        np.testing.assert_array_equal(f["x"][310:320, 1], np.arange(10.0))
 
 
 def test_batch_loader_on_the_cluster_matches_local(client, data_file):

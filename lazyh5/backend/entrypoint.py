@@ -180,7 +180,8 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
                     visit(f"{path.rstrip('/')}/{name}", here)
 
         try:
-            visit(root, {})
+            with store.session():  # a cluster-locked file stays open for the whole walk
+                visit(root, {})
         except BaseException:
             store.close()
             raise

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import sys
+import threading
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -15,7 +18,14 @@ import xarray as xr
 from dask.utils import format_bytes
 from xarray import conventions
 from xarray.backends import CachingFileManager
-from xarray.backends.locks import HDF5_LOCK, combine_locks, ensure_lock, get_write_lock
+from xarray.backends.locks import (
+    HDF5_LOCK,
+    DummyLock,
+    acquire,
+    combine_locks,
+    ensure_lock,
+    get_write_lock,
+)
 from xarray.coding.strings import create_vlen_dtype
 from xarray.core.indexes import PandasIndex
 
@@ -38,6 +48,114 @@ _HIDDEN_ATTRS = {
     "_nc3_strict",
     "_NCProperties",
 }
+
+
+def _is_cluster_lock(lock: Any) -> bool:
+    if "distributed" not in sys.modules:
+        return False
+    from distributed import Lock
+
+    return isinstance(lock, Lock)
+
+
+# Per thread: {filename: [depth, {id(manager): manager}]} of the ClusterFileLocks held.
+_HELD = threading.local()
+
+
+class ClusterFileLock:
+    """The lock of one HDF5 file opened writable (``mode="r+"``) on a dask.distributed cluster.
+
+    HDF5 keeps a per-process cache of a file's metadata and takes an exclusive OS lock
+    on a file opened for writing, so a writable file may be open in one process at a
+    time, and a process that opens it must not trust what it cached before another
+    process wrote. This lock makes that so for every process of the cluster (the
+    client and the workers) and every access (reads included):
+
+    - acquiring takes the ``distributed.Lock`` named by the file's path (cluster-wide,
+      first) and then the process-local locks (``HDF5_LOCK``);
+    - the file is opened inside the lock, on first use (``H5Store.acquire``);
+    - releasing flushes and **closes** the file, then releases the locks, so the next
+      holder, in any process, opens it afresh and sees everything written before.
+
+    It is re-entrant within one thread (the file is closed when the outermost hold
+    ends), so opening a dataset can hold it across all of its metadata reads.
+
+    Parameters
+    ----------
+    lock
+        The locks to take: a ``CombinedLock`` of ``HDF5_LOCK`` and
+        ``distributed.Lock(path)``, or any lock that contains a ``distributed.Lock``.
+    manager
+        The file manager whose file is closed on release.
+    key
+        What identifies the file for re-entrancy (its absolute path).
+    """
+
+    def __init__(self, lock: Any, manager: CachingFileManager, key: str):
+        locks = list(getattr(lock, "locks", (lock,)))
+        self.lock = lock
+        self.cluster_locks = sorted(
+            (lk for lk in locks if _is_cluster_lock(lk)), key=lambda lk: lk.name
+        )
+        local = [lk for lk in locks if not _is_cluster_lock(lk)]
+        self.local_lock = combine_locks(local) if local else DummyLock()
+        self.manager = manager
+        self.key = key
+
+    @staticmethod
+    def _held() -> dict[str, list[Any]]:
+        held = getattr(_HELD, "files", None)
+        if held is None:
+            held = _HELD.files = {}
+        return held
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the cluster-wide lock, then the local ones (no-op when this thread holds it)."""
+        held = self._held()
+        entry = held.get(self.key)
+        if entry is not None:
+            entry[0] += 1
+            entry[1][id(self.manager)] = self.manager
+            return True
+        taken = []
+        for lk in [*self.cluster_locks, self.local_lock]:
+            if not acquire(lk, blocking):
+                for t in reversed(taken):
+                    t.release()
+                return False
+            taken.append(lk)
+        held[self.key] = [1, {id(self.manager): self.manager}]
+        return True
+
+    def release(self) -> None:
+        """Close the file (flushing it) and release the locks, at the outermost release."""
+        held = self._held()
+        entry = held[self.key]
+        entry[0] -= 1
+        entry[1][id(self.manager)] = self.manager
+        if entry[0] > 0:
+            return
+        del held[self.key]
+        try:
+            for manager in entry[1].values():
+                manager.close()
+        finally:
+            self.local_lock.release()
+            for lk in reversed(self.cluster_locks):
+                lk.release()
+
+    def locked(self) -> bool:
+        """Whether any process or thread holds the lock."""
+        return any(lk.locked() for lk in [*self.cluster_locks, self.local_lock])
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"ClusterFileLock({self.key!r}, {[*self.cluster_locks, self.local_lock]!r})"
 
 
 class H5Store:
@@ -74,9 +192,36 @@ class H5Store:
                 if mode == "r"
                 else combine_locks([HDF5_LOCK, get_write_lock(self.filename)])
             )
-        self.lock = ensure_lock(lock)
+        self._base_lock = ensure_lock(lock)
+        self.lock = self._make_lock()
         # Fail now, with a clear message, rather than inside the first dask task.
-        self.acquire()
+        with self.session():
+            self.acquire(needs_lock=not self.cluster_locked)
+
+    def _make_lock(self) -> Any:
+        base = self._base_lock
+        if self.mode == "r+" and any(
+            _is_cluster_lock(lk) for lk in getattr(base, "locks", (base,))
+        ):
+            return ClusterFileLock(base, self._manager, self.filename)
+        return base
+
+    @property
+    def cluster_locked(self) -> bool:
+        """Whether the file is writable and shared by a dask.distributed cluster.
+
+        Then it is open in a process only while that process holds :attr:`lock`
+        (see :class:`ClusterFileLock`).
+        """
+        return isinstance(self.lock, ClusterFileLock)
+
+    def session(self) -> Any:
+        """Hold the file's lock for several accesses (opening reads many objects).
+
+        A no-op context unless :attr:`cluster_locked`; then the file stays open until
+        the outermost session or lock hold ends.
+        """
+        return self.lock if self.cluster_locked else contextlib.nullcontext()
 
     def acquire(self, needs_lock: bool = True) -> h5py.File:
         with self._manager.acquire_context(needs_lock) as f:
@@ -113,7 +258,7 @@ class H5Store:
             "mode": self.mode,
             "allow_external": self.allow_external,
             "manager": self._manager,
-            "lock": self.lock,
+            "lock": self._base_lock,
         }
 
     def __setstate__(self, state):
@@ -121,7 +266,8 @@ class H5Store:
         self.mode = state["mode"]
         self.allow_external = state["allow_external"]
         self._manager = state["manager"]
-        self.lock = state["lock"]
+        self._base_lock = state["lock"]
+        self.lock = self._make_lock()
 
 
 def _read_attrs(obj: h5py.HLObject, filename: str) -> dict[str, Any]:
@@ -136,7 +282,7 @@ def _read_attrs(obj: h5py.HLObject, filename: str) -> dict[str, Any]:
                 f"skipping attribute '{key}' of '{obj.name}' in '{filename}': "
                 f"h5py cannot read it ({err})",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
             continue
         if isinstance(value, bytes):
@@ -213,7 +359,7 @@ def _members(
                 f"skipping '{grp.name.rstrip('/')}/{name}' in '{store.filename}': "
                 "it is a link to nothing",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             continue
         if isinstance(obj, h5py.Group):
@@ -235,6 +381,28 @@ def read_group(
     warn_if_empty: bool = True,
 ) -> xr.Dataset:
     """Build the lazy (not yet dask-chunked) Dataset for one group of ``store``."""
+    with store.session():
+        return _read_group(
+            store,
+            group,
+            dims=dims,
+            drop_variables=drop_variables,
+            inherited_dims=inherited_dims,
+            decode_kwargs=decode_kwargs,
+            warn_if_empty=warn_if_empty,
+        )
+
+
+def _read_group(
+    store: H5Store,
+    group: str | None,
+    *,
+    dims: Mapping[str, Sequence[Hashable]] | None,
+    drop_variables: Iterable[str] | None,
+    inherited_dims: Mapping[str, int] | None,
+    decode_kwargs: Mapping[str, Any] | None,
+    warn_if_empty: bool,
+) -> xr.Dataset:
     filename = store.filename
     grp = store.group(group)
     prefix = "/" + (group or "").strip("/") if (group or "").strip("/") else ""
@@ -267,7 +435,7 @@ def read_group(
         try:
             dtype, strings = _xarray_dtype(dset, filename)
         except UnsupportedDtypeError as err:
-            warnings.warn(f"skipping: {err}", UserWarning, stacklevel=2)
+            warnings.warn(f"skipping: {err}", UserWarning, stacklevel=3)
             continue
         names = dim_map[name]
         # The path as reached from this file (dset.name would be the path inside the
@@ -308,7 +476,7 @@ def read_group(
             "open one with group=..., or all of them with "
             "xr.open_datatree(path, engine='lazyh5')",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return ds
 

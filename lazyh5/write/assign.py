@@ -9,6 +9,8 @@ overwritten before every read of it has happened.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import os
 import tempfile
@@ -24,6 +26,7 @@ from dask.utils import parse_bytes
 
 from ..backend.chunking import plan_chunks
 from .graph import (
+    _distributed_client,
     analyze,
     block_regions,
     h5_sources,
@@ -198,17 +201,44 @@ def assign(target: Target, value: Any, *, progress: bool = True) -> None:
             writer.write(region, full[region])
         writer.flush()
         return
-    lazy = da.broadcast_to(value, shape).rechunk(_aligned_chunks(target, _file_blocks(target)))
-    lazy = precompute_shared(lazy)
-    reads_self = any(
-        s.store.filename == target.source and s.path == target.path for s in h5_sources(lazy)
-    )
-    desc = f"{target.name} ← {os.path.basename(target.source)}"
-    if not reads_self or _in_place_safe(lazy, target):
-        store_blocks(lazy, lambda _i, r, b: writer.write(r, b), desc=desc, progress=progress)
-    else:
-        _staged(lazy, target, writer, desc, progress)
+    with _scheduler_for(value):
+        lazy = da.broadcast_to(value, shape).rechunk(_aligned_chunks(target, _file_blocks(target)))
+        lazy = precompute_shared(lazy)
+        reads_self = any(
+            s.store.filename == target.source and s.path == target.path for s in h5_sources(lazy)
+        )
+        desc = f"{target.name} ← {os.path.basename(target.source)}"
+        if not reads_self or _in_place_safe(lazy, target):
+            # A cluster-locked target (opened r+ under a dask.distributed Client) is
+            # written by the workers that compute the blocks, under the file's lock.
+            store_blocks(
+                lazy,
+                functools.partial(_write_block, writer),
+                desc=desc,
+                progress=progress,
+                on_workers=target.array.store.cluster_locked,
+            )
+        else:
+            _staged(lazy, target, writer, desc, progress)
     writer.flush()
+
+
+def _write_block(writer: _Writer, _idx: tuple[int, ...], region: tuple[slice, ...], block) -> None:
+    writer.write(region, block)
+
+
+def _scheduler_for(value: da.Array) -> Any:
+    """The local threaded scheduler when the cluster could not read ``value``.
+
+    A file opened ``mode="r+"`` before the dask.distributed Client was created has a
+    lock that only works in this process, which also holds the file open: workers
+    could not open it. Values that read such a file are computed here instead.
+    """
+    if _distributed_client() is None or not any(
+        s.store.mode == "r+" and not s.store.cluster_locked for s in h5_sources(value)
+    ):
+        return contextlib.nullcontext()
+    return dask.config.set(scheduler="threads")
 
 
 def _in_place_safe(lazy: da.Array, target: Target) -> bool:

@@ -211,6 +211,7 @@ def store_blocks(
     desc: str = "writing",
     progress: bool = True,
     scheduler: Any = None,
+    on_workers: bool = False,
 ) -> int:
     """Compute ``arr`` block by block, calling ``write(index, region, block)`` for each.
 
@@ -218,6 +219,11 @@ def store_blocks(
     graph (never computed), which ``resume=True`` needs and ``da.store`` cannot do.
     Each block is written as soon as it is computed, so memory stays at a few blocks
     with dask's depth-first ordering. Returns the number of blocks written.
+
+    On a dask.distributed cluster ``write`` runs in this process as blocks arrive,
+    unless ``on_workers``: then it must be picklable and safe to run in any worker
+    process (a cluster-locked lazyh5 store), and each block is written by a task on
+    the worker that computed it.
     """
     skip = set(skip)
     regions = block_regions(arr.chunks)
@@ -226,7 +232,7 @@ def store_blocks(
         return 0
     client = None if scheduler else _distributed_client()
     if client is not None:
-        return _store_distributed(client, arr, write, todo, regions, desc, progress)
+        return _store_distributed(client, arr, write, todo, regions, desc, progress, on_workers)
     name = "lazyh5-store-" + tokenize(arr.name, desc, len(todo))
     bar = progress_bar(len(todo), desc, progress)
 
@@ -258,10 +264,12 @@ def _distributed_client() -> Any:
     return client if scheduler in (None, "dask.distributed", "distributed") else None
 
 
-def _store_distributed(client, arr, write, todo, regions, desc, progress) -> int:
+def _store_distributed(client, arr, write, todo, regions, desc, progress, on_workers) -> int:
     # h5py handles cannot travel to workers, and workers cannot open a file this
     # process holds for writing: compute blocks on the cluster, write them here as they
     # arrive. A window of blocks in flight keeps memory at a few blocks on both sides.
+    # With `on_workers`, a task writes each block where it was computed instead.
+    from dask import delayed
     from distributed import as_completed
 
     blocks = arr.to_delayed()
@@ -272,7 +280,10 @@ def _store_distributed(client, arr, write, todo, regions, desc, progress) -> int
     index_of: dict[Any, tuple[int, ...]] = {}
 
     def submit(idx):
-        future = client.compute(blocks[idx])
+        task = blocks[idx]
+        if on_workers:
+            task = delayed(write, pure=False)(idx, regions[idx], task)
+        future = client.compute(task)
         index_of[future.key] = idx
         return future
 
@@ -280,7 +291,9 @@ def _store_distributed(client, arr, write, todo, regions, desc, progress) -> int
         running = as_completed([submit(i) for _, i in zip(range(window), pending, strict=False)])
         for future in running:
             idx = index_of.pop(future.key)
-            write(idx, regions[idx], np.asarray(future.result()))
+            result = future.result()  # raises what the task raised
+            if not on_workers:
+                write(idx, regions[idx], np.asarray(result))
             future.release()
             bar.update(1)
             nxt = next(pending, None)

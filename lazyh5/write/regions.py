@@ -188,8 +188,8 @@ def _full_coordinate(
             "select with positions (.h5[...] on the variable opened without isel/sel)"
         )
     arr = _find_array(view, label)
-    f = arr.store.acquire()
     with arr.store.lock:
+        f = arr.store.acquire(needs_lock=False)
         values = np.asarray(f[coord.encoding["lazyh5_path"]][()])
     index = pd.Index(values)
     if not index.is_unique:
