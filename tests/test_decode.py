@@ -194,21 +194,76 @@ def test_big_endian_and_parallel_pool_over_many_chunks(tmp_path):
 
 
 def test_h5py_keeps_what_it_reads_faster(tmp_path):
-    """Unfiltered or small chunks go to h5py; big compressed chunks decode in parallel."""
+    """Small compressed chunks and unfiltered chunks not made of whole rows go to h5py;
+    big compressed chunks decode in parallel; whole-row unfiltered chunks are copied
+    straight from the file."""
     path = tmp_path / "policy.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("plain", (4096, 64), "f4", chunks=(256, 64))
+        f.create_dataset("plain", (4096, 64), "f4", chunks=(256, 64), data=np.ones((4096, 64)))
+        f.create_dataset("cols", (4096, 64), "f4", chunks=(256, 16))
         f.create_dataset("tiny", (4096, 64), "f4", chunks=(16, 16), compression="gzip")
         f.create_dataset("big", (4096, 64), "f4", chunks=(256, 64), compression="gzip")
     with h5py.File(path, "r") as f:
-        assert [decode.worthwhile(decode.plan_for(f[n])) for n in ("plain", "tiny", "big")] == [
-            False,
-            False,
-            True,
-        ]
+        plans = [decode.plan_for(f[n]) for n in ("plain", "tiny", "big")]
+        assert [decode.worthwhile(p) for p in plans] == [False, False, True]
         key = (slice(None), slice(None))
-        assert decode.read(lambda: f["plain"], threading.Lock(), (4096, 64), key) is None
+        assert decode.read(lambda: f["cols"], threading.Lock(), (4096, 64), key) is None
         assert decode.read(lambda: f["big"], threading.Lock(), (4096, 64), key) is not None
+        got = decode.read(lambda: f["plain"], threading.Lock(), (4096, 64), key)
+        np.testing.assert_array_equal(got, f["plain"][:])
+
+
+def _row_file(path, mode="w"):
+    rng = np.random.default_rng(0)
+    with h5py.File(path, mode) as f:
+        d = f.create_dataset("x", (1000, 3, 5), "<i2", chunks=(64, 3, 5), fillvalue=-7)
+        d[:300] = rng.integers(-999, 999, (300, 3, 5))
+        d[700:] = rng.integers(-999, 999, (300, 3, 5))  # chunks over 300..700 unallocated
+        f.create_dataset("be", data=np.arange(200, dtype=">f8").reshape(100, 2), chunks=(7, 2))
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        slice(None),
+        slice(0, 1),
+        slice(63, 65),
+        slice(250, 760),
+        slice(990, None),
+        slice(5, 5),
+        slice(-40, -3),
+        0,
+        333,
+        -1,
+        999,
+    ],
+)
+def test_whole_row_chunks_copied_from_the_file_equal_h5py(tmp_path, rows):
+    path = tmp_path / "rows.h5"
+    _row_file(path)
+    with h5py.File(path, "r") as f:
+        for name in ("x", "be"):
+            dset = f[name]
+            full = (slice(None),) * (dset.ndim - 1)
+            if isinstance(rows, int) and not -len(dset) <= rows < len(dset):
+                continue
+            got = decode.read(lambda d=dset: d, threading.Lock(), dset.shape, (rows, *full))
+            want = dset[(rows, *full)]
+            assert got is not None and got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+
+
+def test_files_open_for_writing_are_read_by_h5py(tmp_path):
+    """HDF5's chunk cache may hold data not yet on disk: no copying behind its back."""
+    path = tmp_path / "rows.h5"
+    _row_file(path)
+    with h5py.File(path, "r+") as f:
+        f["x"][0] = 1234
+        key = (slice(None), slice(None), slice(None))
+        assert decode.read(lambda: f["x"], threading.Lock(), f["x"].shape, key) is None
+    ds = lazyh5.open_dataset(path, mode="r+")
+    ds["x"].h5[1] = 4321
+    assert int(ds["x"][1, 0, 0]) == 4321 and int(ds["x"][0, 0, 0]) == 1234
 
 
 def test_decode_threads_setting(monkeypatch):

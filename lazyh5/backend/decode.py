@@ -291,13 +291,92 @@ if hasattr(os, "register_at_fork"):
 def worthwhile(plan: ChunkPlan) -> bool:
     """Whether the parallel path beats h5py for this dataset.
 
-    Measured per 4 MiB read on one core: unfiltered chunks are always faster through
-    h5py (it reads straight into the output; nothing to decode), and compressed chunks
+    Measured per 4 MiB read on one core: unfiltered chunks are faster through h5py
+    (it reads straight into the output; nothing to decode) unless they can be copied
+    straight from the file (:func:`_row_copies`), and compressed chunks
     below ~64 KiB lose to our ~30 µs per-chunk overhead (1,000-element gzip chunks:
     38 ms vs 7 ms; 16,384 elements: 5.2 vs 4.0 ms, won back with 2 threads;
     65,536 elements: 3.4 vs 3.6 ms on one thread).
     """
     return bool(plan.filters) and plan.nbytes >= _MIN_CHUNK_BYTES
+
+
+def _row_copies(
+    dset: h5py.Dataset, plan: ChunkPlan, shape: Sequence[int], key: tuple
+) -> tuple | None:
+    """For a run of rows of an unfiltered dataset chunked by whole rows, in a file open
+    read-only: the byte ranges to copy straight from the file (called under the lock).
+
+    ``(fd, out, copies, fills)``: ``fd`` a duplicate of the file's descriptor (ours to
+    close, valid even if h5py closes the file meanwhile), ``copies`` ``(file offset,
+    byte offset in out, bytes)`` and ``fills`` the ``(out rows, values)`` of
+    unallocated chunks, read by h5py. ``None`` when the selection or file does not fit.
+    """
+    rows, rest = key[0], key[1:]
+    if isinstance(rows, int | np.integer):
+        i = int(rows) + (shape[0] if rows < 0 else 0)
+        if not 0 <= i < shape[0]:
+            return None  # h5py raises its own IndexError
+        rows, drop = slice(i, i + 1), True
+    else:
+        drop = False
+    if not isinstance(rows, slice) or tuple(plan.chunks[1:]) != tuple(shape[1:]):
+        return None
+    if any(
+        not (isinstance(k, slice) and k.indices(n) == (0, n, 1))
+        for k, n in zip(rest, shape[1:], strict=True)
+    ):
+        return None
+    start, stop, step = rows.indices(shape[0])
+    if step != 1 or dset.file.mode != "r" or dset.file.driver != "sec2":
+        return None  # a file open for writing may hold newer data in HDF5's chunk cache
+    stop = max(start, stop)
+    c = plan.chunks[0]
+    row_bytes = math.prod(shape[1:]) * plan.dtype.itemsize
+    out = np.empty((stop - start, *shape[1:]), plan.dtype)
+    copies, fills = [], []
+    for ci in range(start // c, (stop - 1) // c + 1 if stop > start else 0):
+        lo, hi = max(start, ci * c), min(stop, (ci + 1) * c)
+        offset = (ci * c,) + (0,) * (len(shape) - 1)
+        where = dset.id.get_chunk_info_by_coord(offset).byte_offset
+        if where is None:  # unallocated: h5py knows the fill value semantics
+            fills.append((slice(lo - start, hi - start), dset[lo:hi]))
+        else:
+            copies.append(
+                (where + (lo - ci * c) * row_bytes, (lo - start) * row_bytes, (hi - lo) * row_bytes)
+            )
+    fd = os.dup(dset.file.id.get_vfd_handle())
+    return fd, out, copies, fills, drop
+
+
+def _pread_rows(fd: int, out: np.ndarray, copies: list, fills: list, drop: bool) -> np.ndarray:
+    # h5py copies rows one chunk at a time holding its global lock (and the GIL);
+    # os.preadv releases both, so chunks are copied in parallel and batches keep
+    # flowing to the training thread. Measured on 2 cores, 100,000 rows of 12 KiB in
+    # 256-row chunks: h5py 0.80 ms per 1,280-row block, this ~0.45 ms.
+    try:
+        view = memoryview(out.reshape(-1).view(np.uint8))
+
+        def one(copy: tuple[int, int, int]) -> None:
+            where, at, size = copy
+            done = 0
+            while done < size:  # preadv may return short counts
+                got = os.preadv(fd, [view[at + done : at + size]], where + done)
+                if got <= 0:
+                    raise OSError(f"file ends {size - done} bytes before a chunk's end")
+                done += got
+
+        threads = decode_threads()
+        if threads > 1 and len(copies) > 1 and out.nbytes >= _POOL_MIN_BYTES:
+            list(_get_pool(threads).map(one, copies))
+        else:
+            for copy in copies:
+                one(copy)
+    finally:
+        os.close(fd)
+    for rows, values in fills:
+        out[rows] = values
+    return np.asarray(out[0]) if drop else out
 
 
 def read(
@@ -310,8 +389,9 @@ def read(
 ) -> np.ndarray | None:
     """``dset[key]`` decoded outside ``lock``; ``None`` when h5py must read it itself.
 
-    Unless ``always``, datasets for which h5py is faster (see :func:`worthwhile`) are
-    left to h5py too.
+    Unfiltered datasets chunked by whole rows, in files open read-only, are copied
+    straight from the file (see :func:`_row_copies`). Unless ``always``, other datasets
+    for which h5py is faster (see :func:`worthwhile`) are left to h5py.
 
     ``key`` is what xarray hands a backend with ``OUTER_1VECTOR`` support: basic slices,
     integers and 1-d integer arrays (outer indexing, one array per axis).
@@ -321,7 +401,13 @@ def read(
     with lock:
         dset = get_dataset()
         plan = plan_for(dset)
-        if plan is None or len(key) != dset.ndim or not (always or worthwhile(plan)):
+        if plan is None or len(key) != dset.ndim:
+            return None
+        if not plan.filters:
+            copy = _row_copies(dset, plan, shape, key)
+            if copy is not None:
+                return _pread_rows(*copy)
+        if not (always or worthwhile(plan)):
             return None
         axes = [_axis(k, n, c) for k, n, c in zip(key, shape, plan.chunks, strict=True)]
         if any(a is None for a in axes):
