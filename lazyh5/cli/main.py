@@ -10,15 +10,18 @@ from ..errors import Lazyh5Error
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import demo, info, show
+    from . import bench, demo, info, rechunk, show
 
     parser = argparse.ArgumentParser(
         prog="lazyh5",
-        description="HDF5 files as lazy, labeled arrays: inspect and draw files, run the demo.",
+        description="HDF5 files as lazy, labeled arrays: inspect, draw, benchmark and "
+        "rechunk files, run the demo.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     info.add_parser(sub)
     show.add_parser(sub)
+    bench.add_parser(sub)
+    rechunk.add_parser(sub)
     demo.add_parser(sub)
     return parser
 
