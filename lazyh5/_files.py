@@ -14,7 +14,14 @@ from typing import Any
 import h5py
 
 from ._filters import load_filter_plugins
-from .errors import CorruptFileError, FileBusyError, FileMissingError, NotHDF5Error, ReadOnlyError
+from .errors import (
+    AlreadyExistsError,
+    CorruptFileError,
+    FileBusyError,
+    FileMissingError,
+    NotHDF5Error,
+    ReadOnlyError,
+)
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # The superblock may follow a user block of 512, 1024, 2048... bytes.
@@ -55,6 +62,50 @@ def check_readable_hdf5(path: str | os.PathLike) -> str:
     return str(p)
 
 
+def check_new_file_path(path: str | os.PathLike, mode: str, action: str = "create") -> str:
+    """Validate a path that a new HDF5 file will be renamed to; return it as a string.
+
+    Checked before anything is written: the folder exists, the path is not a
+    directory, an existing file is only replaced with ``mode="w"`` and is not
+    locked by a process writing it (replacing it would silently discard that
+    process's writes).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileMissingError(
+            f"cannot {action} '{path}': the folder '{folder}' does not exist "
+            "(expected an existing folder to create the file in)"
+        )
+    if os.path.isdir(path):
+        raise FileMissingError(
+            f"cannot {action} '{path}': it is a directory, expected a path for an HDF5 file"
+        )
+    if os.path.exists(path):
+        if mode in ("w-", "x"):
+            raise AlreadyExistsError(
+                f"cannot {action} '{path}': it already exists; pass mode='w' to replace it"
+            )
+        check_not_locked(path, mode)
+    return path
+
+
+def check_not_locked(path: str, mode: str) -> None:
+    """Raise :class:`FileBusyError` if another process holds ``path`` open for writing."""
+    if not has_hdf5_signature(path):
+        return
+    try:
+        h5py.File(path, "r", locking=True).close()
+    except OSError as err:
+        low = str(err).lower()
+        if "unable to lock" in low and ("errno = 11" in low or "temporarily unavailable" in low):
+            raise FileBusyError(
+                f"cannot replace '{path}' (mode={mode!r}): the file is locked by another "
+                f"process (probably open for writing); close it there first ({err})"
+            ) from err
+        # Damaged, or locks unsupported here: nothing stops a replacement.
+
+
 def _translate_oserror(path: str, mode: str, err: OSError) -> Exception:
     msg = str(err)
     low = msg.lower()
@@ -91,21 +142,25 @@ def open_h5file(path: str, mode: str = "r", **kwargs: Any) -> h5py.File:
     without lock support (NFS, some containers) does not make reads fail.
     """
     load_filter_plugins()
-    if mode in ("r", "r+"):
+    if mode in ("r", "r+") or (mode == "a" and os.path.lexists(path)):
         check_readable_hdf5(path)
-        if mode == "r+" and not os.access(path, os.W_OK):
+        if mode != "r" and not os.access(path, os.W_OK):
             raise ReadOnlyError(
-                f"cannot open '{path}' with mode='r+': the file is not writable; "
+                f"cannot open '{path}' with mode={mode!r}: the file is not writable; "
                 "open it with mode='r' or change its permissions"
             )
     kwargs.setdefault("locking", "best-effort")
     try:
         return h5py.File(path, mode, **kwargs)
-    except FileExistsError:
-        raise
+    except FileExistsError as err:
+        if isinstance(err, AlreadyExistsError):
+            raise
+        raise AlreadyExistsError(
+            f"'{path}' already exists; pass mode='w' to overwrite it or choose another path"
+        ) from err
     except OSError as err:
         if mode in ("w-", "x") and os.path.exists(path):
-            raise FileExistsError(
+            raise AlreadyExistsError(
                 f"'{path}' already exists; pass mode='w' to overwrite it or choose another path"
             ) from err
         raise _translate_oserror(path, mode, err) from err

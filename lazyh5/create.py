@@ -12,9 +12,15 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from ._files import open_h5file
+from ._files import check_new_file_path, open_h5file
 from .backend import dims as dimnames
-from .errors import DimensionError, Lazyh5Error
+from .errors import (
+    AlreadyExistsError,
+    DimensionError,
+    InvalidArgumentError,
+    Lazyh5Error,
+    UnsupportedDtypeError,
+)
 
 # Target bytes per HDF5 chunk for chunks=True: big enough that per-chunk overhead is
 # small, small enough that a batch of 32 images does not decode megabytes it discards.
@@ -66,7 +72,7 @@ def _compression_kwargs(
     elif isinstance(compression, h5py.filters.FilterRefBase):
         kw["compression"] = compression
     else:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cannot create '{path}': unknown compression {compression!r}; expected "
             f"'gzip', 'lzf', a gzip level 0-9, or one of {sorted(_PLUGIN_FILTERS)} "
             "(with hdf5plugin installed)"
@@ -80,14 +86,19 @@ def _normalise_specs(
     path: str, variables: Mapping[str, VariableSpec]
 ) -> dict[str, tuple[tuple[int, ...], np.dtype, dict[str, Any]]]:
     if not variables:
-        raise ValueError(f"cannot create '{path}': no variables given")
+        raise InvalidArgumentError(
+            f"cannot create '{path}': no variables given; expected {{name: (shape, dtype)}}"
+        )
     specs = {}
     for name, spec in variables.items():
         clean = str(name).strip("/")
         if not clean or "//" in clean or clean.startswith("."):
-            raise ValueError(f"cannot create '{path}': invalid variable name {name!r}")
+            raise InvalidArgumentError(
+                f"cannot create '{path}': invalid variable name {name!r}; expected a "
+                "non-empty name or path like 'image' or 'train/image'"
+            )
         if not isinstance(spec, tuple | list) or len(spec) not in (2, 3):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"cannot create '{path}': variable '{name}' must be (shape, dtype) or "
                 f"(shape, dtype, attrs), got {spec!r}"
             )
@@ -98,18 +109,19 @@ def _normalise_specs(
         try:
             shape = tuple(int(n) for n in shape)
         except TypeError as err:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"cannot create '{path}': shape of '{name}' must be a tuple of ints, "
                 f"got {spec[0]!r}"
             ) from err
         if any(n < 0 for n in shape):
-            raise ValueError(
-                f"cannot create '{path}': negative length in shape {shape} of '{name}'"
+            raise InvalidArgumentError(
+                f"cannot create '{path}': negative length in shape {shape} of '{name}'; "
+                "expected lengths >= 0"
             )
         try:
             dtype = h5py.string_dtype() if dtype is str else np.dtype(dtype)
         except TypeError as err:
-            raise TypeError(
+            raise UnsupportedDtypeError(
                 f"cannot create '{path}': '{name}' has dtype {spec[1]!r}, not a numpy dtype"
             ) from err
         specs[clean] = (shape, dtype, attrs)
@@ -191,15 +203,19 @@ def create(
     """
     path = os.fspath(path)
     if mode not in ("w-", "x", "w", "a"):
-        raise ValueError(f"cannot create '{path}': mode must be 'w-', 'w' or 'a', got {mode!r}")
+        raise InvalidArgumentError(
+            f"cannot create '{path}': mode must be 'w-', 'w' or 'a', got {mode!r}"
+        )
     specs = _normalise_specs(path, variables)
-    if mode in ("w-", "x") and os.path.exists(path):
-        raise FileExistsError(
+    if mode in ("w-", "x") and os.path.exists(path) and not os.path.isdir(path):
+        raise AlreadyExistsError(
             f"cannot create '{path}': it already exists; pass mode='w' to replace it or "
             "mode='a' to add datasets to it"
         )
-    if mode == "a" and not os.path.exists(path):
+    if mode == "a" and not os.path.lexists(path):
         mode = "w-"
+    if mode != "a":
+        check_new_file_path(path, mode)
 
     # Validate everything before any byte is written.
     by_group: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
@@ -232,7 +248,7 @@ def create(
         elif vchunks is False:
             vchunks = None
         if isinstance(vchunks, tuple | list) and len(vchunks) != len(shape):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"cannot create '{path}': chunks {tuple(vchunks)} for '{name}' have "
                 f"{len(vchunks)} axes, the shape {shape} has {len(shape)}"
             )
@@ -249,6 +265,8 @@ def create(
             **(comp if shape != () else {}),
         )
 
+    if mode == "a":
+        _check_appendable(path, specs, dim_names)
     target = path
     if mode in ("w-", "x", "w"):
         folder = os.path.dirname(os.path.abspath(path)) or "."
@@ -263,7 +281,7 @@ def create(
             write_layout(f, path, specs, plans, dim_names)
         if target != path:
             if mode in ("w-", "x") and os.path.exists(path):
-                raise FileExistsError(f"cannot create '{path}': it appeared while writing")
+                raise AlreadyExistsError(f"cannot create '{path}': it appeared while writing")
             os.replace(target, path)
     except BaseException:
         if target != path and os.path.exists(target):
@@ -275,6 +293,33 @@ def create(
     if any("/" in name for name in specs):
         return open_datatree(path, mode="r+")
     return open_dataset(path, mode="r+")
+
+
+def _check_appendable(path: str, specs, dim_names) -> None:
+    """Refuse ``mode="a"`` before writing anything if a name or a dimension clashes.
+
+    :func:`write_layout` checks the same while writing, when earlier datasets have
+    already been added; checking first keeps the file unchanged on such an error.
+    """
+    with open_h5file(path, "r") as f:
+        for name in specs:
+            if name in f:
+                raise AlreadyExistsError(
+                    f"cannot create '{name}' in '{path}': it already exists; "
+                    "use mode='w' to start a new file"
+                )
+        for name, dims in dim_names.items():
+            group = name.rpartition("/")[0]
+            for dim, n in zip(dims, specs[name][0], strict=True):
+                key = f"{group}/{dim}" if group else dim
+                existing = f.get(key)
+                if existing is None or key in specs:
+                    continue
+                if not isinstance(existing, h5py.Dataset) or existing.shape != (n,):
+                    raise DimensionError(
+                        f"cannot create '{path}': dimension '{dim}' (length {n}) of "
+                        f"'{name}' clashes with the existing object '/{key}'"
+                    )
 
 
 def write_layout(f: h5py.File, path: str, specs, plans, dim_names) -> dict[str, h5py.Dataset]:
@@ -323,7 +368,7 @@ def write_layout(f: h5py.File, path: str, specs, plans, dim_names) -> dict[str, 
         group_path, _, base = name.rpartition("/")
         grp = f.require_group(group_path) if group_path else f
         if base in grp:
-            raise FileExistsError(
+            raise AlreadyExistsError(
                 f"cannot create '{name}' in '{path}': it already exists; "
                 "use mode='w' to start a new file"
             )

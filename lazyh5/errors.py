@@ -20,6 +20,9 @@ __all__ = [
     "UnsupportedDtypeError",
     "UnmappableViewError",
     "FileBusyError",
+    "AlreadyExistsError",
+    "InvalidArgumentError",
+    "InvalidIndexError",
 ]
 
 
@@ -47,7 +50,8 @@ class ObjectNotFoundError(Lazyh5Error, KeyError):
 
 
 class DimensionError(Lazyh5Error, ValueError):
-    """Dimension names do not fit the data (wrong count, conflicting lengths)."""
+    """Dimensions do not fit the data: wrong count, conflicting lengths, or a value
+    whose shape does not broadcast to the selection it is written to."""
 
 
 class ReadOnlyError(Lazyh5Error, PermissionError):
@@ -59,7 +63,8 @@ class ExternalReferenceError(Lazyh5Error, PermissionError):
 
 
 class UnsupportedDtypeError(Lazyh5Error, TypeError):
-    """A dataset's HDF5 type cannot be represented (or used for this purpose)."""
+    """A dtype cannot be represented or used for this purpose: a dataset's HDF5 type,
+    or a value's dtype that does not cast (``same_kind``) to the dataset's."""
 
 
 class UnmappableViewError(Lazyh5Error, ValueError):
@@ -68,3 +73,16 @@ class UnmappableViewError(Lazyh5Error, ValueError):
 
 class FileBusyError(Lazyh5Error, OSError):
     """The file is locked by another process (for example open for writing)."""
+
+
+class AlreadyExistsError(Lazyh5Error, FileExistsError):
+    """A file or dataset to be created already exists (and replacing it was not asked)."""
+
+
+class InvalidArgumentError(Lazyh5Error, ValueError):
+    """An argument has a value that cannot work (a non-positive batch size, an unknown
+    mode, no rows to feed, a value out of the range of the dataset's dtype...)."""
+
+
+class InvalidIndexError(Lazyh5Error, IndexError):
+    """An index, a ``start``/``end`` or a key is out of range or not a valid key."""

@@ -6,6 +6,7 @@ import numpy as np
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
+from ..errors import CorruptFileError, Lazyh5Error
 from . import decode
 
 
@@ -39,6 +40,18 @@ class H5BackendArray(BackendArray):
         )
 
     def _getitem(self, key: tuple) -> np.ndarray:
+        try:
+            return self._read(key)
+        except Lazyh5Error:
+            raise
+        except (OSError, RuntimeError, UnicodeDecodeError) as err:
+            # h5py reports damaged chunks, B-trees and heaps as OSError/RuntimeError.
+            raise CorruptFileError(
+                f"cannot read '{self.path}' in '{self.store.filename}': the file is damaged "
+                f"or truncated where this dataset's data is stored ({err})"
+            ) from err
+
+    def _read(self, key: tuple) -> np.ndarray:
         if not self._decode_strings:
             # Chunked, decodable datasets: only the raw-chunk read holds the lock.
             out = decode.read(self._dataset_unlocked, self.store.lock, self.shape, key)

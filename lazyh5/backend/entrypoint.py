@@ -11,6 +11,7 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint
 
 from .._files import HDF5_SUFFIXES, has_hdf5_signature
+from ..errors import CorruptFileError, InvalidArgumentError, Lazyh5Error
 from .chunking import plan_chunks
 from .store import H5Store, read_group
 
@@ -94,6 +95,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         decode_coords: bool = True,
         concat_characters: bool = True,
     ) -> xr.Dataset:
+        _check_mode(filename_or_obj, mode)
         store = H5Store(
             _path(filename_or_obj),
             mode,
@@ -119,9 +121,12 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
                 else drop_variables,
                 decode_kwargs=decoders,
             )
-        except BaseException:
+        except BaseException as err:
             store.close()
-            raise
+            damaged = _damaged(store.filename, err)
+            if damaged is None:
+                raise
+            raise damaged from err
         if preferred_chunks == "blocks":
             _prefer_blocks(ds)
         ds.set_close(store.close)
@@ -141,6 +146,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         file_kwargs: Mapping[str, Any] | None = None,
         **decoders: Any,
     ) -> dict[str, xr.Dataset]:
+        _check_mode(filename_or_obj, mode)
         """Every group below ``group`` as a Dataset, keyed by its path.
 
         ``dims`` here maps a group path to that group's ``dims=`` mapping. Dimension
@@ -182,9 +188,12 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         try:
             with store.session():  # a cluster-locked file stays open for the whole walk
                 visit(root, {})
-        except BaseException:
+        except BaseException as err:
             store.close()
-            raise
+            damaged = _damaged(store.filename, err)
+            if damaged is None:
+                raise
+            raise damaged from err
         for ds in result.values():
             ds.set_close(store.close)
         return result
@@ -195,6 +204,31 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         for path, ds in groups.items():  # from_dict drops the datasets' closers
             tree[path].set_close(ds._close)
         return tree
+
+
+def _check_mode(filename_or_obj: Any, mode: str) -> None:
+    if mode not in ("r", "r+"):
+        raise InvalidArgumentError(
+            f"cannot open '{_path(filename_or_obj)}' with mode={mode!r}: mode must be 'r' "
+            "(read) or 'r+' (read and write through ds[name].h5[...])"
+        )
+
+
+def _damaged(filename: str, err: BaseException) -> CorruptFileError | None:
+    """The error to raise instead of ``err``, met while reading a file's metadata.
+
+    h5py reports damaged object headers, heaps and B-trees as ``OSError``,
+    ``RuntimeError`` or (names, attributes) ``UnicodeDecodeError``; those become a
+    :class:`CorruptFileError` naming the file; ``None``: raise ``err`` as it is.
+    """
+    if isinstance(err, Lazyh5Error) or not isinstance(
+        err, OSError | RuntimeError | UnicodeDecodeError
+    ):
+        return None
+    return CorruptFileError(
+        f"cannot read '{filename}': its structure (groups, dataset headers or attributes) "
+        f"is damaged or truncated ({err})"
+    )
 
 
 def _prefer_blocks(ds: xr.Dataset) -> None:

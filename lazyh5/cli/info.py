@@ -13,6 +13,7 @@ import numpy as np
 from .._files import check_readable_hdf5, open_h5file
 from .._filters import compression_label
 from ..backend import dims as dimnames
+from ..errors import CorruptFileError, Lazyh5Error
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -68,51 +69,64 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = check_readable_hdf5(path)
     groups: dict[str, Any] = {}
-    with open_h5file(path, "r") as f:
-
-        def visit(grp: h5py.Group) -> None:
-            entry: dict[str, Any] = {"attrs": _attrs(grp), "datasets": {}, "links": {}}
-            groups[grp.name] = entry
-            shapes, scales, dsets = {}, {}, {}
-            for name in grp:
-                link = grp.get(name, getlink=True)
-                if isinstance(link, h5py.ExternalLink):
-                    entry["links"][name] = f"external link to {link.filename}:{link.path}"
-                    continue
-                obj = grp.get(name)
-                if isinstance(obj, h5py.Group):
-                    continue
-                if not isinstance(obj, h5py.Dataset) or obj.shape is None:
-                    continue
-                if dimnames.is_dimension_scale(obj) and not dimnames.scale_name(obj)[1]:
-                    continue  # a netCDF dimension without values
-                dsets[name] = obj
-                shapes[name] = obj.shape
-                scales[name] = dimnames.scale_dims(obj)
-            try:
-                named = dimnames.assign_dims(path, shapes, scales, None)
-            except ValueError:
-                named = {k: tuple(f"{k}_dim_{i}" for i in range(len(s))) for k, s in shapes.items()}
-            for name, dset in dsets.items():
-                entry["datasets"][name] = {
-                    "shape": list(dset.shape),
-                    "dtype": str(dset.dtype),
-                    "dims": list(named[name]),
-                    "chunks": list(dset.chunks) if dset.chunks else None,
-                    "compression": compression_label(dset),
-                    "logical_bytes": int(dset.size * dset.dtype.itemsize),
-                    "stored_bytes": int(dset.id.get_storage_size()),
-                    "virtual": bool(dset.is_virtual),
-                    "attrs": _attrs(dset),
-                }
-            for name in grp:
-                if not isinstance(grp.get(name, getlink=True), h5py.ExternalLink) and isinstance(
-                    grp.get(name), h5py.Group
-                ):
-                    visit(grp[name])
-
-        visit(f)
+    try:
+        with open_h5file(path, "r") as f:
+            _describe_file(f, path, groups)
+    except Lazyh5Error:
+        raise
+    except (OSError, RuntimeError, KeyError, UnicodeDecodeError) as err:  # damaged structure
+        raise CorruptFileError(
+            f"cannot read '{path}': its structure (groups, dataset headers or attributes) "
+            f"is damaged or truncated ({err})"
+        ) from err
     return {"file": path, "file_bytes": os.path.getsize(path), "groups": groups}
+
+
+def _describe_file(f: h5py.File, path: str, groups: dict[str, Any]) -> None:
+    """Fill ``groups`` with the description of every group of the open file ``f``."""
+
+    def visit(grp: h5py.Group) -> None:
+        entry: dict[str, Any] = {"attrs": _attrs(grp), "datasets": {}, "links": {}}
+        groups[grp.name] = entry
+        shapes, scales, dsets = {}, {}, {}
+        for name in grp:
+            link = grp.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                entry["links"][name] = f"external link to {link.filename}:{link.path}"
+                continue
+            obj = grp.get(name)
+            if isinstance(obj, h5py.Group):
+                continue
+            if not isinstance(obj, h5py.Dataset) or obj.shape is None:
+                continue
+            if dimnames.is_dimension_scale(obj) and not dimnames.scale_name(obj)[1]:
+                continue  # a netCDF dimension without values
+            dsets[name] = obj
+            shapes[name] = obj.shape
+            scales[name] = dimnames.scale_dims(obj)
+        try:
+            named = dimnames.assign_dims(path, shapes, scales, None)
+        except ValueError:
+            named = {k: tuple(f"{k}_dim_{i}" for i in range(len(s))) for k, s in shapes.items()}
+        for name, dset in dsets.items():
+            entry["datasets"][name] = {
+                "shape": list(dset.shape),
+                "dtype": str(dset.dtype),
+                "dims": list(named[name]),
+                "chunks": list(dset.chunks) if dset.chunks else None,
+                "compression": compression_label(dset),
+                "logical_bytes": int(dset.size * dset.dtype.itemsize),
+                "stored_bytes": int(dset.id.get_storage_size()),
+                "virtual": bool(dset.is_virtual),
+                "attrs": _attrs(dset),
+            }
+        for name in grp:
+            if not isinstance(grp.get(name, getlink=True), h5py.ExternalLink) and isinstance(
+                grp.get(name), h5py.Group
+            ):
+                visit(grp[name])
+
+    visit(f)
 
 
 def render(info: dict[str, Any]) -> str:

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from ..errors import DimensionError, InvalidArgumentError
+
 _DEFAULT_IMAGES = 16
 _DEFAULT_POINTS = 100_000
 
@@ -34,11 +36,11 @@ def parse_index(spec: str | None, n: int, default: int) -> slice | list[int]:
         rows = [int(s) for s in spec.split(",") if s.strip()]
         bad = [r for r in rows if not -n <= r < n]
         if bad:
-            raise ValueError(f"--index {spec!r}: rows {bad} out of range for length {n}")
+            raise InvalidArgumentError(f"--index {spec!r}: rows {bad} out of range for length {n}")
         return [r % n for r in rows]
     parts = [int(p) if p.strip() else None for p in spec.split(":")]
     if len(parts) > 3:
-        raise ValueError(f"--index {spec!r}: expected START:STOP[:STEP] or I,J,K")
+        raise InvalidArgumentError(f"--index {spec!r}: expected START:STOP[:STEP] or I,J,K")
     return slice(*parts)
 
 
@@ -108,9 +110,12 @@ def run(args: argparse.Namespace) -> int:
             f"cannot draw '{args.var}' in '{args.file}': dtype {var.dtype} is not numeric"
         )
     if var.ndim == 0:
-        raise ValueError(f"cannot draw '{args.var}' in '{args.file}': it is a scalar")
+        raise DimensionError(f"cannot draw '{args.var}' in '{args.file}': it is a scalar")
     default = _DEFAULT_IMAGES if _is_image_stack(var.shape) else _DEFAULT_POINTS
-    index = parse_index(args.index, var.shape[0], default)
+    try:
+        index = parse_index(args.index, var.shape[0], default)
+    except InvalidArgumentError as err:
+        raise type(err)(f"cannot draw '{args.var}' in '{args.file}': {err}") from None
     values = var[{var.dims[0]: index}].values  # reads only these rows
     if values.ndim == var.ndim - 1:
         values = values[None]

@@ -9,14 +9,22 @@ that streams from the file — a one-line change.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from .._files import open_h5file
-from ..errors import ObjectNotFoundError
+from ..errors import (
+    CorruptFileError,
+    DimensionError,
+    InvalidArgumentError,
+    InvalidIndexError,
+    Lazyh5Error,
+    ObjectNotFoundError,
+)
 
 # np.asarray(matrix) loads at most this much; beyond it, an error says what to do.
 MAX_IMPLICIT_LOAD = 256 * 2**20
@@ -58,18 +66,35 @@ class HDF5Matrix:
         self.datapath = os.fspath(datapath)
         self.dataset = dataset
         self._file = open_h5file(self.datapath, "r")
-        if dataset not in self._file or not hasattr(self._file[dataset], "shape"):
+        try:
+            with _damaged(self.datapath, dataset):
+                self._open(dataset, start, end, normalizer)
+        except BaseException:
             self._file.close()
+            raise
+
+    def _open(
+        self,
+        dataset: str,
+        start: int,
+        end: int | None,
+        normalizer: Callable[[np.ndarray], np.ndarray] | None,
+    ) -> None:
+        if dataset not in self._file or not hasattr(self._file[dataset], "shape"):
             raise ObjectNotFoundError(
-                f"no dataset '{dataset}' in '{self.datapath}'; available: {list(self._file)}"
-                if self._file
-                else f"no dataset '{dataset}' in '{self.datapath}'"
+                f"no dataset '{dataset}' in '{self.datapath}'; expected one of "
+                f"{sorted(self._file)} (a dataset path like 'image' or 'train/image')"
             )
         self.data = self._file[dataset]
-        n = self.data.shape[0] if self.data.ndim else 0
+        if self.data.ndim == 0:
+            raise DimensionError(
+                f"dataset '{dataset}' in '{self.datapath}' is a scalar; HDF5Matrix needs a "
+                "dataset with rows along its first axis"
+            )
+        n = self.data.shape[0]
         end = n if end is None else int(end)
         if not 0 <= int(start) <= end <= n:
-            raise IndexError(
+            raise InvalidIndexError(
                 f"start={start}, end={end} out of range for '{dataset}' in '{self.datapath}' "
                 f"with {n} rows; expected 0 <= start <= end <= {n}"
             )
@@ -102,10 +127,18 @@ class HDF5Matrix:
     def _row(self, i: int) -> int:
         n = len(self)
         if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for HDF5Matrix of {n} rows")
+            raise InvalidIndexError(
+                f"index {i} out of range for HDF5Matrix of '{self.dataset}' in "
+                f"'{self.datapath}' with {n} rows; expected -{n} <= index < {n}"
+            )
         return self.start + (i % n)
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        with _damaged(self.datapath, self.dataset):
+            out = self._getitem(key)
+        return self.normalizer(out) if self.normalizer is not None else out
+
+    def _getitem(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
             rows = range(len(self))[key]
             if rows.step > 0:
@@ -129,7 +162,7 @@ class HDF5Matrix:
             read = self.data[uniq] if len(uniq) else self.data[:0]  # h5py wants sorted, unique
             out = np.empty_like(read, shape=(len(rows), *read.shape[1:]))
             out[order] = read[inverse]
-        return self.normalizer(out) if self.normalizer is not None else out
+        return out
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         nbytes = self.size * self.dtype.itemsize
@@ -154,17 +187,30 @@ class HDF5Matrix:
         self._file.close()
 
 
+@contextlib.contextmanager
+def _damaged(path: str, dataset: str) -> Iterator[None]:
+    """Turn h5py's errors about damaged files into a :class:`CorruptFileError`."""
+    try:
+        yield
+    except Lazyh5Error:
+        raise
+    except (OSError, RuntimeError, UnicodeDecodeError) as err:
+        raise CorruptFileError(
+            f"cannot read '{dataset}' in '{path}': the file is damaged or truncated ({err})"
+        ) from err
+
+
 def _loader(x: HDF5Matrix, y: HDF5Matrix | None, batch_size: int, shuffle: bool):
     from ..feed.loader import BatchLoader
     from ..open import open_dataset
 
     if y is not None and (os.path.abspath(y.datapath) != os.path.abspath(x.datapath)):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"x comes from '{x.datapath}' and y from '{y.datapath}'; fit_kwargs needs both in "
             "one file (use lazyh5.open_dataset on each and xr.merge them into one BatchLoader)"
         )
     if y is not None and (y.start, y.end) != (x.start, x.end):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"x holds rows {x.start}:{x.end} but y rows {y.start}:{y.end} of '{x.datapath}'; "
             "they must be the same rows"
         )

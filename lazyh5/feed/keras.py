@@ -6,6 +6,8 @@ import threading
 import warnings
 from typing import Any
 
+from ..errors import InvalidIndexError
+
 try:
     import keras
 except ImportError as err:  # pragma: no cover - exercised only without keras
@@ -60,7 +62,7 @@ class LoaderPyDataset(keras.utils.PyDataset):
     def __getitem__(self, index: int) -> Any:
         n = len(self._loader)
         if not -n <= index < n:
-            raise IndexError(f"batch {index} out of range for {n} batches")
+            raise InvalidIndexError(f"batch {index} out of range for {n} batches")
         index %= n
         with self._lock:
             if not self._in_epoch:

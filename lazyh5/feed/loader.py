@@ -15,7 +15,13 @@ import xarray as xr
 from dask.array.core import concatenate3
 from dask.utils import parse_bytes
 
-from ..errors import DimensionError, ObjectNotFoundError, UnsupportedDtypeError
+from ..errors import (
+    DimensionError,
+    InvalidArgumentError,
+    InvalidIndexError,
+    ObjectNotFoundError,
+    UnsupportedDtypeError,
+)
 from .plan import BlockPlan, _chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
 from .shuffle import epoch_windows
@@ -201,11 +207,16 @@ class BatchLoader:
         self._ds = ds
         self._where = _source(ds)
         if x is None:
-            raise ValueError("BatchLoader needs at least one input variable x")
+            raise InvalidArgumentError(
+                f"BatchLoader over {self._where} needs at least one input variable x"
+            )
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.dim = dim
         if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise InvalidArgumentError(
+                f"cannot feed {self._where}: batch_size must be a positive integer, "
+                f"got {batch_size!r}"
+            )
         self.batch_size = int(batch_size)
         self.shuffle, self.seed = shuffle, seed
         self.drop_remainder = drop_remainder
@@ -263,14 +274,14 @@ class BatchLoader:
         s = 0 if start is None else int(start)
         e = n if end is None else int(end)
         if not (0 <= s <= n and 0 <= e <= n):
-            raise IndexError(
+            raise InvalidIndexError(
                 f"start={start}, end={end} out of range for {n} rows along '{self.dim}' "
                 f"in {self._where}; expected 0 <= start <= end <= {n}"
             )
         if e <= s:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"no rows to feed from {self._where}: start={s}, end={e} along '{self.dim}' "
-                f"(of {n} rows)"
+                f"(of {n} rows); expected at least one row (start < end)"
             )
         return s, e
 

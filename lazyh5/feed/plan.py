@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
+from ..errors import InvalidArgumentError
+
 
 @dataclass(frozen=True)
 class BlockPlan:
@@ -81,7 +83,7 @@ def plan_blocks(
 def split_rows(start: int, end: int, fraction: float, unit: int = 1) -> int:
     """Row where ``fraction`` of ``[start, end)`` ends, rounded to a chunk edge if close."""
     if not 0 < fraction < 1:
-        raise ValueError(f"split fraction must be between 0 and 1, got {fraction}")
+        raise InvalidArgumentError(f"split fraction must be between 0 and 1, got {fraction}")
     cut = start + round((end - start) * fraction)
     if unit > 1:
         aligned = round(cut / unit) * unit

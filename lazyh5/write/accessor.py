@@ -13,6 +13,7 @@ from typing import Any
 import xarray as xr
 
 from ..backend.store import STORAGE_ATTR
+from ..errors import InvalidIndexError, ObjectNotFoundError
 from .assign import assign
 from .regions import label_key, target_of
 
@@ -88,7 +89,7 @@ class _LocIndexer:
         if not isinstance(key, Mapping):
             key = key if isinstance(key, tuple) else (key,)
             if len(key) > obj.ndim:
-                raise IndexError(f"too many labels {key} for dims {obj.dims}")
+                raise InvalidIndexError(f"too many labels {key} for dims {obj.dims}")
             key = dict(zip(obj.dims, key, strict=False))
         target = target_of(obj)
         positions = label_key(obj, key, target.label)
@@ -139,7 +140,18 @@ class H5DatasetAccessor:
         plans = []
         for name, value in values.items():
             if name not in self._obj.variables:
-                raise KeyError(f"no variable '{name}' in the dataset")
+                where = next(
+                    (
+                        f"'{v.encoding['source']}'"
+                        for v in self._obj.variables.values()
+                        if "source" in v.encoding
+                    ),
+                    "the dataset",
+                )
+                raise ObjectNotFoundError(
+                    f"cannot write to {where}: no variable '{name}'; expected one of "
+                    f"{sorted(map(str, self._obj.data_vars))}"
+                )
             var = self._obj[name]
             sub = {d: k for d, k in key.items() if d in var.dims}
             target = target_of(var).select(sub)

@@ -25,6 +25,7 @@ import xarray as xr
 from dask.utils import parse_bytes
 
 from ..backend.chunking import plan_chunks
+from ..errors import DimensionError, InvalidArgumentError, UnsupportedDtypeError
 from .graph import (
     _distributed_client,
     analyze,
@@ -102,7 +103,7 @@ def _as_array(value: Any, target: Target) -> Any:
     if isinstance(value, xr.DataArray):
         extra = [d for d in value.dims if d not in target.dims]
         if extra:
-            raise ValueError(
+            raise DimensionError(
                 f"cannot write to {target.label}: the value has dimension(s) {extra} that "
                 f"the selection {target.dims} does not have"
             )
@@ -124,7 +125,7 @@ def _check(value: Any, target: Target) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and dtype.kind in "iu":
             info = np.iinfo(dtype)
             if not info.min <= value <= info.max:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"cannot write {value} to {target.label}: out of range for {dtype} "
                     f"[{info.min}, {info.max}]"
                 )
@@ -133,7 +134,7 @@ def _check(value: Any, target: Target) -> None:
     else:
         src, shape = np.dtype(value.dtype), tuple(value.shape)
     if not np.can_cast(src, dtype, casting="same_kind"):
-        raise TypeError(
+        raise UnsupportedDtypeError(
             f"cannot write {src} values to {target.label}: the file holds {dtype} and "
             f"the cast is not 'same_kind' (convert explicitly with .astype({str(dtype)!r}))"
         )
@@ -142,7 +143,7 @@ def _check(value: Any, target: Target) -> None:
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(
+        raise DimensionError(
             f"cannot write a value of shape {shape} to {target.label}: the selection has "
             f"shape {target.shape} {target.dims}; expected a shape that broadcasts to it"
         )

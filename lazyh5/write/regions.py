@@ -23,7 +23,13 @@ import pandas as pd
 import xarray as xr
 
 from ..backend.array import H5BackendArray
-from ..errors import ReadOnlyError, UnmappableViewError, UnsupportedDtypeError
+from ..errors import (
+    InvalidIndexError,
+    ObjectNotFoundError,
+    ReadOnlyError,
+    UnmappableViewError,
+    UnsupportedDtypeError,
+)
 from .graph import h5_sources
 
 AxisMap = int | range | np.ndarray
@@ -84,17 +90,19 @@ def normalize_key(
     if isinstance(key, Mapping):
         unknown = set(key) - set(dims)
         if unknown:
-            raise KeyError(f"cannot write to {label}: no dimension(s) {sorted(unknown)} in {dims}")
+            raise ObjectNotFoundError(
+                f"cannot write to {label}: no dimension(s) {sorted(unknown)} in {dims}"
+            )
         key = tuple(key.get(d, slice(None)) for d in dims)
     if not isinstance(key, tuple):
         key = (key,)
     if sum(k is Ellipsis for k in key) > 1:
-        raise IndexError(f"cannot write to {label}: more than one '...' in the key")
+        raise InvalidIndexError(f"cannot write to {label}: more than one '...' in the key")
     if any(k is Ellipsis for k in key):
         i = next(i for i, k in enumerate(key) if k is Ellipsis)
         key = key[:i] + (slice(None),) * (len(shape) - len(key) + 1) + key[i + 1 :]
     if len(key) > len(shape):
-        raise IndexError(
+        raise InvalidIndexError(
             f"cannot write to {label}: key has {len(key)} entries but the view has "
             f"{len(shape)} dimension(s) {dims}"
         )
@@ -107,23 +115,23 @@ def normalize_key(
         elif isinstance(k, int | np.integer) and not isinstance(k, bool | np.bool_):
             k = int(k)
             if not -n <= k < n:
-                raise IndexError(f"{where} is out of bounds; expected -{n} <= index < {n}")
+                raise InvalidIndexError(f"{where} is out of bounds; expected -{n} <= index < {n}")
             out.append(k % n)
         elif isinstance(k, xr.DataArray | list | np.ndarray | range | pd.Index):
             arr = np.asarray(k.values if isinstance(k, xr.DataArray) else k)
             if arr.dtype == bool:
                 if arr.shape != (n,):
-                    raise IndexError(f"{where}: a boolean mask must have length {n}")
+                    raise InvalidIndexError(f"{where}: a boolean mask must have length {n}")
                 out.append(np.flatnonzero(arr))
                 continue
             if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
-                raise IndexError(f"{where}: expected a 1-D integer array, a slice or an int")
+                raise InvalidIndexError(f"{where}: expected a 1-D integer array, a slice or an int")
             arr = arr.astype(np.int64)
             if arr.size and (arr.min() < -n or arr.max() >= n):
-                raise IndexError(f"{where} is out of bounds; expected -{n} <= index < {n}")
+                raise InvalidIndexError(f"{where} is out of bounds; expected -{n} <= index < {n}")
             out.append(np.where(arr < 0, arr + n, arr))
         else:
-            raise IndexError(f"{where}: expected an int, a slice, or a 1-D integer array")
+            raise InvalidIndexError(f"{where}: expected an int, a slice, or a 1-D integer array")
     return out
 
 
@@ -270,7 +278,9 @@ def label_key(view: xr.DataArray, indexers: Mapping[Hashable, Any], label: str) 
     key: dict[Hashable, Any] = {}
     for dim, lab in indexers.items():
         if dim not in view.dims:
-            raise KeyError(f"cannot write to {label}: no dimension '{dim}' in {view.dims}")
+            raise ObjectNotFoundError(
+                f"cannot write to {label}: no dimension '{dim}' in {view.dims}"
+            )
         index = view.indexes.get(dim)
         if index is None:
             raise UnmappableViewError(
@@ -290,7 +300,7 @@ def label_key(view: xr.DataArray, indexers: Mapping[Hashable, Any], label: str) 
                     raise KeyError(np.asarray(lab)[found < 0].tolist())
                 key[dim] = found
         except KeyError as err:
-            raise KeyError(
+            raise ObjectNotFoundError(
                 f"cannot write to {label}: label(s) {err.args[0]!r} not found along '{dim}'"
             ) from None
     return key

@@ -16,10 +16,11 @@ import pandas as pd
 import xarray as xr
 from xarray import conventions
 
-from .._files import open_h5file
+from .._files import check_new_file_path, open_h5file
 from ..backend.chunking import plan_chunks
 from ..backend.store import STORAGE_ATTR
 from ..create import _compression_kwargs, _per_var, row_chunks, write_layout
+from ..errors import AlreadyExistsError, InvalidArgumentError
 from .graph import precompute_shared, store_blocks
 
 __all__ = ["to_hdf5", "partial_path"]
@@ -142,19 +143,18 @@ def to_hdf5(
     """
     path = os.path.abspath(os.fspath(path))
     if mode not in ("w-", "x", "w"):
-        raise ValueError(f"cannot write '{path}': mode must be 'w-' or 'w', got {mode!r}")
+        raise InvalidArgumentError(f"cannot write '{path}': mode must be 'w-' or 'w', got {mode!r}")
     if isinstance(obj, xr.DataArray):
         obj = obj.to_dataset(name=obj.name if obj.name is not None else "data")
     if not isinstance(obj, xr.Dataset):
         raise TypeError(f"cannot write '{path}': expected a Dataset or DataArray, got {obj!r}")
-    if mode in ("w-", "x") and os.path.exists(path):
-        raise FileExistsError(
-            f"cannot write '{path}': it already exists; pass mode='w' to replace it"
-        )
+    check_new_file_path(path, mode, action="write")
     prefix = f"{group.strip('/')}/" if group and group.strip("/") else ""
     variables = _prepare(obj)
     if not variables:
-        raise ValueError(f"cannot write '{path}': the dataset has no variables")
+        raise InvalidArgumentError(
+            f"cannot write '{path}': the dataset has no variables; expected at least one"
+        )
     specs, plans, dim_names, arrays = {}, {}, {}, {}
     for name, var in variables.items():
         specs[prefix + name], plans[prefix + name] = _plan(
@@ -219,7 +219,7 @@ def to_hdf5(
     finally:
         f.close()
     if mode in ("w-", "x") and os.path.exists(path):
-        raise FileExistsError(f"cannot write '{path}': it appeared while writing ({tmp} kept)")
+        raise AlreadyExistsError(f"cannot write '{path}': it appeared while writing ({tmp} kept)")
     os.replace(tmp, path)
 
 
@@ -238,7 +238,7 @@ def _open_partial(tmp: str, fingerprint: str, resume: bool) -> h5py.File:
             f.close()
             if found is None:  # killed while laying the file out: nothing to keep
                 return open_h5file(tmp, "w")
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"cannot resume into '{tmp}': it was started for different data "
                 "(variables, shapes, dtypes or chunks differ); delete it or pass resume=False"
             )
@@ -275,7 +275,7 @@ def _plan(
     if not shape or 0 in shape:
         vchunks, comp = None, {}
     if isinstance(vchunks, tuple | list) and len(vchunks) != len(shape):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"cannot write '{path}': chunks {tuple(vchunks)} for '{name}' have "
             f"{len(vchunks)} axes, the shape {shape} has {len(shape)}"
         )
