@@ -186,7 +186,7 @@ def _partial_note(tmp: str, resume: bool) -> str | None:
 
 def _describe(dset: h5py.Dataset) -> str:
     layout = "contiguous" if not dset.chunks else "x".join(map(str, dset.chunks))
-    return f"{layout} {compression_label(dset) or 'uncompressed'}"
+    return f"{layout}, {compression_label(dset) or 'uncompressed'}"
 
 
 def run(args: argparse.Namespace) -> int:
