@@ -293,7 +293,7 @@ def worthwhile(plan: ChunkPlan) -> bool:
 
     Measured per 4 MiB read on one core: unfiltered chunks are faster through h5py
     (it reads straight into the output; nothing to decode) unless they can be copied
-    straight from the file (:func:`_row_copies`), and compressed chunks
+    straight from the file (:func:`row_copy`), and compressed chunks
     below ~64 KiB lose to our ~30 µs per-chunk overhead (1,000-element gzip chunks:
     38 ms vs 7 ms; 16,384 elements: 5.2 vs 4.0 ms, won back with 2 threads;
     65,536 elements: 3.4 vs 3.6 ms on one thread).
@@ -301,25 +301,90 @@ def worthwhile(plan: ChunkPlan) -> bool:
     return bool(plan.filters) and plan.nbytes >= _MIN_CHUNK_BYTES
 
 
-def _row_copies(
-    dset: h5py.Dataset, plan: ChunkPlan, shape: Sequence[int], key: tuple
-) -> tuple | None:
-    """For a run of rows of an unfiltered dataset chunked by whole rows, in a file open
-    read-only: the byte ranges to copy straight from the file (called under the lock).
+@dataclass
+class RowCopy:
+    """Rows of an unfiltered dataset chunked by whole rows, copied straight from the file.
 
-    ``(fd, out, copies, fills)``: ``fd`` a duplicate of the file's descriptor (ours to
-    close, valid even if h5py closes the file meanwhile), ``copies`` ``(file offset,
-    byte offset in out, bytes)`` and ``fills`` the ``(out rows, values)`` of
-    unallocated chunks, read by h5py. ``None`` when the selection or file does not fit.
+    ``copies`` are ``(file offset, first row, rows)`` runs of consecutive rows, relative
+    to the selection; ``fills`` the ``(first row, values)`` of unallocated chunks, read
+    by h5py (it knows the fill value semantics). ``fd`` is a duplicate of the file's
+    descriptor: ours to close, and valid even if h5py closes the file meanwhile.
     """
+
+    fd: int
+    rows: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    copies: list[tuple[int, int, int]]
+    fills: list[tuple[int, np.ndarray]]
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.row_shape) * self.dtype.itemsize
+
+    def run(self, out: np.ndarray | None = None, dst: np.ndarray | None = None) -> np.ndarray:
+        """Copy the rows into ``out[dst]`` (default: a new array, in order); close ``fd``.
+
+        h5py copies rows one chunk at a time holding its global lock (and the GIL);
+        ``os.preadv`` releases both, so chunks are copied in parallel while batches keep
+        flowing to the training thread, and a scatter (``dst``) costs no extra copy:
+        each run of rows is read by one ``preadv`` into the rows' destinations.
+        """
+        size = self.row_bytes
+        try:
+            if out is None:
+                out = np.empty((self.rows, *self.row_shape), self.dtype)
+            flat = memoryview(out.reshape(-1).view(np.uint8))
+
+            def one(copy: tuple[int, int, int]) -> None:
+                where, first, n = copy
+                if dst is None:
+                    buffers = [flat[first * size : (first + n) * size]]
+                else:
+                    rows = dst[first : first + n].tolist()
+                    buffers = [flat[r * size : (r + 1) * size] for r in rows]
+                for i in range(0, len(buffers), _IOV_MAX):
+                    part = buffers[i : i + _IOV_MAX]
+                    want = sum(len(b) for b in part)
+                    if os.preadv(self.fd, part, where) != want:  # regular files: only at EOF
+                        raise OSError(f"the file ends inside a chunk at byte {where}")
+                    where += want
+
+            threads = decode_threads()
+            if threads > 1 and len(self.copies) > 1 and self.rows * size >= _POOL_MIN_BYTES:
+                list(_get_pool(threads).map(one, self.copies))
+            else:
+                for copy in self.copies:
+                    one(copy)
+        finally:
+            os.close(self.fd)
+        for first, values in self.fills:
+            if dst is None:
+                out[first : first + len(values)] = values
+            else:
+                out[dst[first : first + len(values)]] = values
+        return out
+
+
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+
+
+def row_copy(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> tuple[RowCopy, bool] | None:
+    """A :class:`RowCopy` for ``dset[key]`` (called under the lock), and whether ``key``
+    drops the row axis (an integer); ``None`` unless ``key`` is a run of rows (other
+    axes whole) of an unfiltered dataset chunked by whole rows, in a file open
+    read-only through the default (sec2) driver.
+    """
+    plan = plan_for(dset)
+    if plan is None or plan.filters or len(key) != len(shape) or not shape:
+        return None
     rows, rest = key[0], key[1:]
-    if isinstance(rows, int | np.integer):
+    drop = isinstance(rows, int | np.integer)
+    if drop:
         i = int(rows) + (shape[0] if rows < 0 else 0)
         if not 0 <= i < shape[0]:
             return None  # h5py raises its own IndexError
-        rows, drop = slice(i, i + 1), True
-    else:
-        drop = False
+        rows = slice(i, i + 1)
     if not isinstance(rows, slice) or tuple(plan.chunks[1:]) != tuple(shape[1:]):
         return None
     if any(
@@ -333,50 +398,18 @@ def _row_copies(
     stop = max(start, stop)
     c = plan.chunks[0]
     row_bytes = math.prod(shape[1:]) * plan.dtype.itemsize
-    out = np.empty((stop - start, *shape[1:]), plan.dtype)
     copies, fills = [], []
     for ci in range(start // c, (stop - 1) // c + 1 if stop > start else 0):
         lo, hi = max(start, ci * c), min(stop, (ci + 1) * c)
         offset = (ci * c,) + (0,) * (len(shape) - 1)
         where = dset.id.get_chunk_info_by_coord(offset).byte_offset
-        if where is None:  # unallocated: h5py knows the fill value semantics
-            fills.append((slice(lo - start, hi - start), dset[lo:hi]))
+        if where is None:
+            fills.append((lo - start, dset[lo:hi]))
         else:
-            copies.append(
-                (where + (lo - ci * c) * row_bytes, (lo - start) * row_bytes, (hi - lo) * row_bytes)
-            )
+            copies.append((where + (lo - ci * c) * row_bytes, lo - start, hi - lo))
     fd = os.dup(dset.file.id.get_vfd_handle())
-    return fd, out, copies, fills, drop
-
-
-def _pread_rows(fd: int, out: np.ndarray, copies: list, fills: list, drop: bool) -> np.ndarray:
-    # h5py copies rows one chunk at a time holding its global lock (and the GIL);
-    # os.preadv releases both, so chunks are copied in parallel and batches keep
-    # flowing to the training thread. Measured on 2 cores, 100,000 rows of 12 KiB in
-    # 256-row chunks: h5py 0.80 ms per 1,280-row block, this ~0.45 ms.
-    try:
-        view = memoryview(out.reshape(-1).view(np.uint8))
-
-        def one(copy: tuple[int, int, int]) -> None:
-            where, at, size = copy
-            done = 0
-            while done < size:  # preadv may return short counts
-                got = os.preadv(fd, [view[at + done : at + size]], where + done)
-                if got <= 0:
-                    raise OSError(f"file ends {size - done} bytes before a chunk's end")
-                done += got
-
-        threads = decode_threads()
-        if threads > 1 and len(copies) > 1 and out.nbytes >= _POOL_MIN_BYTES:
-            list(_get_pool(threads).map(one, copies))
-        else:
-            for copy in copies:
-                one(copy)
-    finally:
-        os.close(fd)
-    for rows, values in fills:
-        out[rows] = values
-    return np.asarray(out[0]) if drop else out
+    copy = RowCopy(fd, stop - start, tuple(shape[1:]), plan.dtype, copies, fills)
+    return copy, drop
 
 
 def read(
@@ -390,7 +423,7 @@ def read(
     """``dset[key]`` decoded outside ``lock``; ``None`` when h5py must read it itself.
 
     Unfiltered datasets chunked by whole rows, in files open read-only, are copied
-    straight from the file (see :func:`_row_copies`). Unless ``always``, other datasets
+    straight from the file (see :func:`row_copy`). Unless ``always``, other datasets
     for which h5py is faster (see :func:`worthwhile`) are left to h5py.
 
     ``key`` is what xarray hands a backend with ``OUTER_1VECTOR`` support: basic slices,
@@ -400,37 +433,38 @@ def read(
         key = tuple(key) + (slice(None),) * (len(shape) - len(key))
     with lock:
         dset = get_dataset()
-        plan = plan_for(dset)
-        if plan is None or len(key) != dset.ndim:
-            return None
-        if not plan.filters:
-            copy = _row_copies(dset, plan, shape, key)
-            if copy is not None:
-                return _pread_rows(*copy)
-        if not (always or worthwhile(plan)):
-            return None
-        axes = [_axis(k, n, c) for k, n, c in zip(key, shape, plan.chunks, strict=True)]
-        if any(a is None for a in axes):
-            return None
-        jobs = []  # (source-or-raw, mask, chunk pieces)
-        for combo in itertools.product(*(a.pieces for a in axes)):
-            coord = tuple(ci for ci, _, _ in combo)
-            offset = tuple(ci * c for ci, c in zip(coord, plan.chunks, strict=True))
-            # Ask first: reading an unallocated chunk fails in ways that vary by HDF5
-            # version (RuntimeError, or MemoryError for a never-written dataset).
-            if dset.id.get_chunk_info_by_coord(offset).byte_offset is None:
-                # Unallocated: h5py knows the fill value semantics (fill time, CF, ...).
-                box = tuple(
-                    slice(o, min(o + c, n))
-                    for o, c, n in zip(offset, plan.chunks, shape, strict=True)
-                )
-                jobs.append((dset[box], None, combo))
-                continue
-            try:
-                mask, raw = dset.id.read_direct_chunk(offset)
-            except (OSError, RuntimeError, ValueError, MemoryError):
-                return None  # a damaged chunk index: h5py reads (and reports) it
-            jobs.append((raw, mask, combo))
+        found = row_copy(dset, shape, key)
+        if found is None:
+            plan = plan_for(dset)
+            if plan is None or len(key) != dset.ndim or not (always or worthwhile(plan)):
+                return None
+            axes = [_axis(k, n, c) for k, n, c in zip(key, shape, plan.chunks, strict=True)]
+            if any(a is None for a in axes):
+                return None
+            jobs = []  # (source-or-raw, mask, chunk pieces)
+            for combo in itertools.product(*(a.pieces for a in axes)):
+                coord = tuple(ci for ci, _, _ in combo)
+                offset = tuple(ci * c for ci, c in zip(coord, plan.chunks, strict=True))
+                # Ask first: reading an unallocated chunk fails in ways that vary by HDF5
+                # version (RuntimeError, or MemoryError for a never-written dataset).
+                if dset.id.get_chunk_info_by_coord(offset).byte_offset is None:
+                    # Unallocated: h5py knows the fill value semantics (fill time, CF, ...).
+                    box = tuple(
+                        slice(o, min(o + c, n))
+                        for o, c, n in zip(offset, plan.chunks, shape, strict=True)
+                    )
+                    jobs.append((dset[box], None, combo))
+                    continue
+                try:
+                    mask, raw = dset.id.read_direct_chunk(offset)
+                except (OSError, RuntimeError, ValueError, MemoryError):
+                    return None  # a damaged chunk index: h5py reads (and reports) it
+                jobs.append((raw, mask, combo))
+
+    if found is not None:
+        copy, drop = found
+        out = copy.run()
+        return np.asarray(out[0]) if drop else out
 
     out = np.empty(tuple(a.size for a in axes), dtype=plan.dtype)
     n_arrays = sum(a.is_array for a in axes)
