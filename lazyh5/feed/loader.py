@@ -76,18 +76,23 @@ def _as_lists(nested: Any) -> Any:
 class BatchLoader:
     """Batches of rows of a lazy Dataset, for training loops, Keras ``fit`` and tf.data.
 
-    Rows are read in **blocks**: runs of whole HDF5 chunks of about ``block_size`` bytes,
-    each computed by one ``dask.compute`` (so each HDF5 chunk is decoded once, with any
-    lazy transform of ``ds`` applied to the whole block), in a background thread that
-    keeps ``prefetch`` blocks ready. Batches are sliced out of memory.
+    Rows are read in **blocks**: runs of whole HDF5 chunks of about ``block_size`` bytes
+    (so each HDF5 chunk is decoded once), in a background thread that keeps ``prefetch``
+    blocks ready. A variable that is a plain view of its file (``ds["image"]``, an
+    ``isel`` of it) is read straight from the file; one with lazy transforms is
+    computed block by block with dask, the transform running on the whole block.
+    Batches are views of the block, sliced out of memory.
 
     With ``shuffle=True`` the blocks are visited in random order and the rows of
     ``window`` consecutive blocks are pooled and permuted: every row comes exactly once
-    per epoch, in a new order each epoch, reproducible for a given ``seed``. Memory held
-    is at most ``window + prefetch + 1`` blocks.
+    per epoch, in a new order each epoch, reproducible for a given ``seed``. Windows are
+    assembled in emission order in the background thread, whole windows ahead.
 
-    Batches read in order are views of their block (of the variable itself when ``ds``
-    holds numpy arrays): copy one before modifying it in place.
+    Memory held is at most ``prefetch + 2`` blocks in order, and
+    ``(ceil(prefetch / window) + 2) * window`` blocks shuffled (the window in use, one
+    ready, one being assembled): 192 MiB with the defaults, whatever the file size.
+    Batches are views of their block or window (of the variable itself when ``ds``
+    holds numpy arrays): copy one before modifying it in place or keeping it long.
 
     Parameters
     ----------
