@@ -220,7 +220,7 @@ def bench_keras(path: Path, n: int, bs: int, repeat: int) -> None:
     numpy_rate, lazy_rate = max(rates["numpy"]), max(rates["lazyh5"])
     print(
         f"\nKeras fit, one epoch, Flatten->Dense(10), backend {keras.backend.backend()}, "
-        f"N={n}, batch {bs}, best of {repeat}"
+        f"{path.name}, N={n}, batch {bs}, best of {repeat}"
     )
     print(f"{'numpy in memory':<20} {numpy_rate:>12,.0f} samples/s")
     ratio = lazy_rate / numpy_rate
@@ -265,12 +265,19 @@ def main() -> None:
             lzf["lazyh5 shuffled"] / lzf["lazyh5 in order"],
             0.8,
         ),
+        (
+            "shuffled vs h5py-fancy, uncompressed >= 100",
+            raw["lazyh5 shuffled"] / raw["h5py-fancy"],
+            100,
+        ),
         ("shuffled vs h5py-fancy, lzf >= 100", lzf["lazyh5 shuffled"] / lzf["h5py-fancy"], 100),
+        ("shuffled vs xbatcher, uncompressed >= 20", raw["lazyh5 shuffled"] / raw["xbatcher"], 20),
         ("shuffled vs xbatcher, lzf >= 20", lzf["lazyh5 shuffled"] / lzf["xbatcher"], 20),
     ]
     for label, value, floor in checks:
         print(f"  {label:<50} {value:8.2f}  {'ok' if value >= floor else 'BELOW'}")
-    bench_keras(folder / f"feed_{n}_lzf.h5", min(args.keras_n, n), args.batch, args.repeat)
+    for comp in ("raw", "lzf"):
+        bench_keras(folder / f"feed_{n}_{comp}.h5", min(args.keras_n, n), args.batch, args.repeat)
 
 
 if __name__ == "__main__":
