@@ -26,7 +26,7 @@ import xarray as xr
 
 from .._files import check_readable_hdf5, open_h5file
 from .._filters import compression_label, filter_pipeline
-from ..errors import DimensionError, ObjectNotFoundError
+from ..errors import DimensionError, InvalidArgumentError, ObjectNotFoundError
 from ..feed.layout import (
     H5PY_CHUNK_CACHE_BYTES,
     MAX_CHUNK_BYTES,
@@ -44,6 +44,8 @@ _PREFIX_BYTES = 256 << 20
 _PARALLEL_FILTERS = {"gzip", "shuffle", "zstd", "lz4", "blosc"}
 # Filters that decode fast; a file using others (gzip, szip...) feeds faster with lzf.
 _FAST_FILTERS = {"lzf", "shuffle", "zstd", "lz4", "blosc", "blosc2", "bitshuffle"}
+# BatchLoader's default block_size.
+_BLOCK_TARGET = 16 << 20
 # Above this many chunks per loader block, HDF5's per-chunk cost shows.
 _MANY_CHUNKS = 256
 
@@ -116,11 +118,13 @@ def _open(args: argparse.Namespace) -> tuple[xr.Dataset, str, list[str]]:
 
     path = check_readable_hdf5(args.file)
     if args.batch_size <= 0:
-        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
+        raise InvalidArgumentError(
+            f"--batch-size must be a positive integer, got {args.batch_size}"
+        )
     if args.seconds is not None and not args.seconds > 0:
-        raise ValueError(f"--seconds must be positive, got {args.seconds}")
+        raise InvalidArgumentError(f"--seconds must be positive, got {args.seconds}")
     if args.max_samples is not None and args.max_samples <= 0:
-        raise ValueError(f"--max-samples must be positive, got {args.max_samples}")
+        raise InvalidArgumentError(f"--max-samples must be positive, got {args.max_samples}")
     ds = open_dataset(path, group=args.group)
     where = f"'{path}'" + (f" group '{args.group}'" if args.group else "")
     names = [args.x] + ([args.y] if args.y and args.y != args.x else [])
@@ -286,8 +290,9 @@ def _filter_limits(layouts: list[_Layout]) -> list[str]:
         if v.filters and v.stored_bytes >= 0.95 * v.logical_bytes:
             out.append(
                 f"'{v.name}': {v.compression} does not compress this data (stored "
-                f"{_human(v.stored_bytes)} of {_human(v.logical_bytes)}): decoding it only "
-                "costs time"
+                f"{_human(v.stored_bytes)} of {_human(v.logical_bytes)}): it saves no space, "
+                "while filtered chunks go through h5py one at a time (lazyh5 reads "
+                "uncompressed whole-row chunks in parallel)"
             )
     return out
 
@@ -387,11 +392,16 @@ def _problems(v: _Layout, block_rows: int, heavy: bool) -> list[str]:
         out.append(f"'{v.name}' needs {per_block} chunks per loader block")
     if not heavy:
         return out
-    if (v.chunk_bytes or 0) > MAX_CHUNK_BYTES and (v.rows_per_chunk or 1) > 1:
-        # (a chunk of one huge row is as small as whole rows get)
+    big = (v.rows_per_chunk or 1) > 1  # a chunk of one huge row is as small as rows get
+    if big and v.filters and (v.chunk_bytes or 0) > max(MAX_CHUNK_BYTES, v.chunk_cache_bytes):
         out.append(
             f"'{v.name}' chunks of {_human(v.chunk_bytes or 0)} overflow h5py's chunk cache "
-            "and coarsen shuffling"
+            "(per-batch readers decode each one many times)"
+        )
+    elif big and (v.chunk_bytes or 0) > _BLOCK_TARGET:
+        out.append(
+            f"'{v.name}' chunks of {_human(v.chunk_bytes or 0)} exceed a loader block "
+            "(coarse shuffling, more memory)"
         )
     small = (v.chunk_bytes or 0) < MIN_CHUNK_BYTES and v.rows_per_chunk != v.shape[v.axis]
     if v.filters and small and per_block <= _MANY_CHUNKS:

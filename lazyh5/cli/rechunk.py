@@ -4,7 +4,7 @@ Built on :func:`lazyh5.to_hdf5`: out of core (a few dask blocks in memory whatev
 file size), written under a temporary name and renamed into place when complete, and
 resumable after an interruption with ``--resume``. ``--for-training`` picks the layout
 batch feeding wants (see :mod:`lazyh5.feed.layout`): whole rows along the sample
-dimension, about 256 KiB per chunk, lzf.
+dimension, as many as fit in 1 MiB (h5py's chunk cache), lzf.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ import xarray as xr
 
 from .._files import check_readable_hdf5, open_h5file
 from .._filters import compression_label
-from ..errors import DimensionError, FileMissingError, ObjectNotFoundError
+from ..errors import (
+    AlreadyExistsError,
+    DimensionError,
+    FileMissingError,
+    InvalidArgumentError,
+    ObjectNotFoundError,
+)
 from ..feed.layout import training_chunks
 
 _COMPRESSIONS = ("lzf", "gzip", "gzip:LEVEL", "zstd", "lz4", "blosc", "szip", "none")
@@ -35,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--for-training",
         action="store_true",
-        help="chunks for batch feeding: whole rows along the sample dimension, about "
-        "256 KiB each, lzf unless --compression says otherwise",
+        help="chunks for batch feeding: whole rows along the sample dimension, a power of "
+        "two of them per chunk of at most 1 MiB, lzf unless --compression says otherwise",
     )
     p.add_argument(
         "--chunks",
@@ -74,11 +80,11 @@ def _check_paths(args: argparse.Namespace) -> tuple[str, str]:
         raise FileMissingError(f"cannot write '{args.output}': folder '{folder}' does not exist")
     if os.path.exists(out):
         if os.path.samefile(out, src):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"cannot rechunk '{args.input}' into itself; choose another OUTPUT file"
             )
         if not args.overwrite:
-            raise FileExistsError(
+            raise AlreadyExistsError(
                 f"'{args.output}' already exists; pass --overwrite to replace it"
                 + (" (a finished run is not resumed)" if args.resume else "")
             )
@@ -108,7 +114,7 @@ def _parse_rows(spec: str | None, ds: xr.Dataset, dim: str, where: str) -> dict[
     for item in spec.split(","):
         name, sep, value = item.strip().partition("=")
         if not sep or not value.strip().isdigit() or int(value) <= 0:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"--chunks {spec!r}: expected VAR=ROWS,... with positive whole ROWS, got {item!r}"
             )
         if name not in ds.variables:
@@ -164,9 +170,13 @@ def _compression(spec: str | None, ds: xr.Dataset, for_training: bool) -> tuple[
     if name == "none":
         return None, None
     if name not in {c.split(":")[0] for c in _COMPRESSIONS}:
-        raise ValueError(f"--compression {spec!r}: expected one of {', '.join(_COMPRESSIONS)}")
+        raise InvalidArgumentError(
+            f"--compression {spec!r}: expected one of {', '.join(_COMPRESSIONS)}"
+        )
     if level and not level.isdigit():
-        raise ValueError(f"--compression {spec!r}: the level after ':' must be a whole number")
+        raise InvalidArgumentError(
+            f"--compression {spec!r}: the level after ':' must be a whole number"
+        )
     return name, (int(level) if level else None)
 
 
