@@ -370,8 +370,9 @@ def _limits(
     shuffled = rate["lazyh5 shuffled"]
     if inorder > 0 and shuffled / inorder < 0.7:
         out.append(
-            f"shuffling costs {1 - shuffled / inorder:.0%} of the in-order rate: shuffled "
-            "batches are gathered row by row from a window of 4 blocks"
+            f"shuffling costs {1 - shuffled / inorder:.0%} of the in-order rate: rows are put "
+            "in shuffled order across a window of 4 blocks before its first batch (see "
+            "docs/feeding.md, Shuffling; a larger batch or block_size changes the balance)"
         )
     return out
 
