@@ -106,6 +106,28 @@ def check_not_locked(path: str, mode: str) -> None:
         # Damaged, or locks unsupported here: nothing stops a replacement.
 
 
+def is_damage(err: BaseException) -> bool:
+    """Whether ``err``, met while reading a file, is h5py reporting damaged contents.
+
+    h5py reports damaged object headers, heaps, B-trees and chunks as ``OSError`` or
+    ``RuntimeError`` (``UnicodeDecodeError`` for names); a damaged datatype or object
+    type surfaces as ``ValueError``, ``TypeError`` or ``KeyError`` raised inside h5py
+    itself. lazyh5's own errors, and errors raised outside h5py, are not damage.
+    """
+    from .errors import Lazyh5Error
+
+    if isinstance(err, Lazyh5Error):
+        return False
+    if isinstance(err, OSError | RuntimeError | UnicodeDecodeError):
+        return True
+    if isinstance(err, KeyError | ValueError | TypeError):
+        tb = err.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        return tb is not None and "h5py" in Path(tb.tb_frame.f_code.co_filename).parts
+    return False
+
+
 def _translate_oserror(path: str, mode: str, err: OSError) -> Exception:
     msg = str(err)
     low = msg.lower()

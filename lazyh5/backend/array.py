@@ -6,7 +6,8 @@ import numpy as np
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from ..errors import CorruptFileError, Lazyh5Error
+from .._files import is_damage
+from ..errors import CorruptFileError
 from . import decode
 
 
@@ -42,10 +43,9 @@ class H5BackendArray(BackendArray):
     def _getitem(self, key: tuple) -> np.ndarray:
         try:
             return self._read(key)
-        except Lazyh5Error:
-            raise
-        except (OSError, RuntimeError, UnicodeDecodeError) as err:
-            # h5py reports damaged chunks, B-trees and heaps as OSError/RuntimeError.
+        except Exception as err:
+            if not is_damage(err):
+                raise
             raise CorruptFileError(
                 f"cannot read '{self.path}' in '{self.store.filename}': the file is damaged "
                 f"or truncated where this dataset's data is stored ({err})"

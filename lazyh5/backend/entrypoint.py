@@ -10,8 +10,8 @@ import h5py
 import xarray as xr
 from xarray.backends import BackendEntrypoint
 
-from .._files import HDF5_SUFFIXES, has_hdf5_signature
-from ..errors import CorruptFileError, InvalidArgumentError, Lazyh5Error
+from .._files import HDF5_SUFFIXES, has_hdf5_signature, is_damage
+from ..errors import CorruptFileError, InvalidArgumentError
 from .chunking import plan_chunks
 from .store import H5Store, read_group
 
@@ -217,13 +217,10 @@ def _check_mode(filename_or_obj: Any, mode: str) -> None:
 def _damaged(filename: str, err: BaseException) -> CorruptFileError | None:
     """The error to raise instead of ``err``, met while reading a file's metadata.
 
-    h5py reports damaged object headers, heaps and B-trees as ``OSError``,
-    ``RuntimeError`` or (names, attributes) ``UnicodeDecodeError``; those become a
+    h5py's reports of damage (see :func:`lazyh5._files.is_damage`) become a
     :class:`CorruptFileError` naming the file; ``None``: raise ``err`` as it is.
     """
-    if isinstance(err, Lazyh5Error) or not isinstance(
-        err, OSError | RuntimeError | UnicodeDecodeError
-    ):
+    if not is_damage(err):
         return None
     return CorruptFileError(
         f"cannot read '{filename}': its structure (groups, dataset headers or attributes) "

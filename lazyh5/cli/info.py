@@ -10,10 +10,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._files import check_readable_hdf5, open_h5file
+from .._files import check_readable_hdf5, is_damage, open_h5file
 from .._filters import compression_label
 from ..backend import dims as dimnames
-from ..errors import CorruptFileError, Lazyh5Error
+from ..errors import CorruptFileError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,9 +72,9 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with open_h5file(path, "r") as f:
             _describe_file(f, path, groups)
-    except Lazyh5Error:
-        raise
-    except (OSError, RuntimeError, KeyError, UnicodeDecodeError) as err:  # damaged structure
+    except Exception as err:
+        if not is_damage(err):
+            raise
         raise CorruptFileError(
             f"cannot read '{path}': its structure (groups, dataset headers or attributes) "
             f"is damaged or truncated ({err})"

@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .._files import open_h5file
+from .._files import is_damage, open_h5file
 from ..errors import (
     CorruptFileError,
     DimensionError,
     InvalidArgumentError,
     InvalidIndexError,
-    Lazyh5Error,
     ObjectNotFoundError,
 )
 
@@ -192,9 +191,9 @@ def _damaged(path: str, dataset: str) -> Iterator[None]:
     """Turn h5py's errors about damaged files into a :class:`CorruptFileError`."""
     try:
         yield
-    except Lazyh5Error:
-        raise
-    except (OSError, RuntimeError, UnicodeDecodeError) as err:
+    except Exception as err:
+        if not is_damage(err):
+            raise
         raise CorruptFileError(
             f"cannot read '{dataset}' in '{path}': the file is damaged or truncated ({err})"
         ) from err

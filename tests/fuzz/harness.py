@@ -2,9 +2,13 @@
 
 A mutated file is opened and fully read through lazyh5 in a *worker process*; the
 parent only mutates files and watches. Acceptable outcomes are a clean read or a
-Python exception. A worker that dies (the HDF5 C library crashed) or stops answering
-(a hang) is a finding: the file is saved to the corpus folder so the regression test
-replays it forever.
+:class:`lazyh5.Lazyh5Error` (a clear error naming the file). Findings are saved to the
+corpus folder so the regression test replays them forever:
+
+- ``crash``: the worker died (the HDF5 C library crashed);
+- ``hang``: the worker stopped answering;
+- ``raw``: an exception that is not a lazyh5 error leaked out (h5py's ``OSError``,
+  ``RuntimeError``...), i.e. the error is not translated into a clear one.
 
     python -m tests.fuzz.harness --seconds 60 --corpus tests/data/fuzz
 """
@@ -38,8 +42,10 @@ for line in sys.stdin:
                 var.values
         tree.close()
         out = "ok"
-    except Exception as err:
+    except lazyh5.Lazyh5Error as err:
         out = "error " + type(err).__name__
+    except Exception as err:
+        out = "raw " + type(err).__name__ + " " + " ".join(str(err).split())[:200]
     print(out, flush=True)
 """
 
@@ -126,7 +132,11 @@ class Worker:
 
 
 def replay(path: Path, timeout: float = 60) -> str:
-    """Outcome of reading one file in a fresh worker: 'ok', 'error X', 'crash' or 'hang'."""
+    """Outcome of reading one file in a fresh worker.
+
+    ``'ok'``, ``'error X'`` (X a lazyh5 error), ``'raw X message'`` (X not one),
+    ``'crash'`` or ``'hang'``.
+    """
     worker = Worker()
     try:
         return worker.check(path, timeout)
@@ -143,7 +153,8 @@ def fuzz(
 ) -> dict[str, int]:
     """Mutate seed files for ``seconds`` (or ``cases`` mutations, whichever ends first).
 
-    Crashes and hangs are saved into ``corpus``. Counts of outcomes are returned.
+    Findings (crashes, hangs, raw errors) are saved into ``corpus``. Counts of
+    outcomes are returned: ``ok``, ``error``, ``raw``, ``crash``, ``hang``.
     """
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = {}
@@ -157,10 +168,11 @@ def fuzz(
             case = Path(tmp) / f"case{i}.h5"
             case.write_bytes(mutate(seeds[i % len(seeds)], rng))
             outcome = worker.check(case, timeout)
-            key = outcome.split()[0] if outcome.startswith("error") else outcome
+            key = outcome.split()[0]
             counts[key] = counts.get(key, 0) + 1
-            if outcome in ("crash", "hang"):
-                shutil.copy(case, corpus / f"{outcome}-{seed}-{i}.h5")
+            if key in ("crash", "hang", "raw"):
+                shutil.copy(case, corpus / f"{key}-{seed}-{i}.h5")
+            if key in ("crash", "hang"):
                 worker.close()
                 worker = Worker()
             os.unlink(case)
