@@ -19,7 +19,14 @@ from the same run:
   ``cluster-Nw-1dt``: with ``LAZYH5_DECODE_THREADS=1``, one decoding thread per worker,
   which shows how throughput scales with worker processes alone.
 
+With ``--write-n N`` (0: skip), the write path too: in-place normalisation
+``ds["image"].h5[:] = (x - x.mean()) / x.std()`` of an uncompressed file of ``N``
+images, in blocks of 16 MiB, on the threaded scheduler (``inplace-threads``) and on
+each cluster (``inplace-Nw``, the file opened writable under the ``Client``, so reads
+and writes go through its cluster-wide lock; see docs/distributed.md).
+
     python benchmarks/scale.py [--n 100000] [--workers 1 2] [--repeat 3] [--path FILE]
+                               [--write-n 20000]
 """
 
 from __future__ import annotations
@@ -67,6 +74,31 @@ def build(path: Path, n: int) -> None:
     tmp.rename(path)
 
 
+def build_plain(path: Path, n: int) -> None:
+    """Uncompressed float32 images, for the in-place write case."""
+    tmp = path.with_suffix(".tmp")
+    rng = np.random.default_rng(1)
+    with h5py.File(tmp, "w") as f:
+        dset = f.create_dataset("image", (n, 32, 32, 3), "f4", chunks=(CHUNK_ROWS, 32, 32, 3))
+        step = CHUNK_ROWS * 40
+        for start in range(0, n, step):
+            m = min(step, n - start)
+            dset[start : start + m] = rng.random((m, 32, 32, 3), dtype=np.float32)
+    tmp.rename(path)
+
+
+def inplace(path: Path) -> float:
+    """Normalise the file's images in place; the mean afterwards (about 0)."""
+    with dask.config.set({"array.chunk-size": "16MiB"}):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        try:
+            x = ds["image"]
+            ds["image"].h5[:] = (x - x.mean()) / x.std()
+            return float(ds["image"].data[:1000].mean().compute())
+        finally:
+            ds.close()
+
+
 def h5py_blocks(path: Path, rows: int) -> float:
     total = 0.0
     with h5py.File(path, "r") as f:
@@ -99,6 +131,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--path", type=Path, default=None, help="file to build/reuse")
+    parser.add_argument("--write-n", type=int, default=0, help="images for the write case")
     args = parser.parse_args()
 
     path = args.path or Path(tempfile.gettempdir()) / "lazyh5-bench" / f"scale-{args.n}.h5"
@@ -150,6 +183,17 @@ def main() -> None:
 
     from distributed import Client, LocalCluster
 
+    writes: list[tuple[str, float]] = []
+    plain = path.parent / f"inplace-{args.write_n}.h5"
+    if args.write_n:
+        if not plain.exists():
+            build_plain(plain, args.write_n)
+        with dask.config.set(scheduler="threads"):
+            inplace(plain)  # warm-up
+            t, mean = best_of(args.repeat, inplace, plain)
+        assert abs(mean) < 0.05, mean
+        writes.append(("inplace-threads", t))
+
     for n_workers in args.workers:
         for threads in ("1", None):
             # Worker processes inherit LAZYH5_DECODE_THREADS from this environment.
@@ -168,6 +212,11 @@ def main() -> None:
                 ):
                     label = f"cluster-{n_workers}w" + ("-1dt" if threads else "")
                     run(label, None)
+                    if args.write_n and threads is None:
+                        inplace(plain)  # warm-up
+                        t, mean = best_of(args.repeat, inplace, plain)
+                        assert abs(mean) < 0.05, mean
+                        writes.append((f"inplace-{n_workers}w", t))
             finally:
                 os.environ.pop("LAZYH5_DECODE_THREADS", None)
 
@@ -175,6 +224,12 @@ def main() -> None:
     print(f"{'case':<18}{'seconds':>9}{'MB/s':>9}{'× h5py-blocks':>15}")
     for name, t in results:
         print(f"{name:<18}{t:>9.2f}{raw_mb / t:>9.0f}{base / t:>15.2f}")
+    if writes:
+        mb = args.write_n * 32 * 32 * 3 * 4 / 1e6
+        print(f"\nin place, {args.write_n} images ({mb:.0f} MB read and written), 16 MiB blocks")
+        print(f"{'case':<18}{'seconds':>9}{'MB/s':>9}{'× threads':>11}")
+        for name, t in writes:
+            print(f"{name:<18}{t:>9.2f}{mb / t:>9.0f}{writes[0][1] / t:>11.2f}")
 
 
 if __name__ == "__main__":

@@ -132,7 +132,6 @@ class ClusterFileLock:
         held = self._held()
         entry = held[self.key]
         entry[0] -= 1
-        entry[1][id(self.manager)] = self.manager
         if entry[0] > 0:
             return
         del held[self.key]
