@@ -40,10 +40,13 @@ WRITER = textwrap.dedent(
     R, CHUNKS, GENERATIONS = {R}, {CHUNKS}, {GENERATIONS}
 
     def open_rw():
+        deadline = time.monotonic() + 60
         while True:
             try:
                 return lazyh5.open_dataset(path, mode="r+", chunks={{"sample": R}})
             except FileBusyError:  # readers hold the file: wait for a gap
+                if time.monotonic() > deadline:
+                    raise
                 time.sleep(0.002)
 
     print("ready", flush=True)
@@ -97,7 +100,8 @@ READER = textwrap.dedent(
         return True
 
     print("ready", flush=True)
-    while not os.path.exists(stop):
+    give_up = time.monotonic() + 90
+    while not os.path.exists(stop) and time.monotonic() < give_up:
         try:
             read()
         except Exception as err:  # anything but FileBusyError is a failure
