@@ -1,13 +1,18 @@
-"""A process killed while lazyh5 creates a file never leaves a finished-looking file."""
+"""A process killed while lazyh5 writes never leaves a finished-looking file, and a kill
+during an in-place assignment leaves the file readable with progress marks that say how
+far it got. (SIGKILL during ``to_hdf5`` and its resume: ``tests/test_to_hdf5.py``.)"""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import dask
+import h5py
 import numpy as np
 
 import lazyh5
@@ -48,3 +53,144 @@ def test_sigkill_during_replace_keeps_old_file(tmp_path, seed_file):
     assert seed_file.read_bytes() == before
     ds = lazyh5.open_dataset(seed_file)
     np.testing.assert_array_equal(ds["label"].values, np.arange(1000) % 10)
+
+
+# -- SIGKILL during an in-place assignment: ds["x"].h5[:] = expression ---------------
+
+_ASSIGN = textwrap.dedent(
+    """
+    import sys, threading, time, dask, lazyh5
+    # One HDF5 chunk (64 KiB) per block, so each block is one write of one chunk.
+    dask.config.set({"array.chunk-size": "64KiB"})
+    ds = lazyh5.open_dataset(sys.argv[1], mode="r+")
+    done, lock = [0], threading.Lock()
+
+    def slow(block):
+        time.sleep(0.01)
+        with lock:
+            done[0] += 1
+            print(f"computed {done[0]}", flush=True)
+        return block + 1
+
+    x = ds["x"]
+    x.h5[:] = x.copy(data=x.data.map_blocks(slow, dtype=x.dtype))  # in place, blockwise
+    print("done", flush=True)
+    """
+)
+
+ROWS, WIDTH, CHUNK_ROWS = 64 * 300, 256, 64  # 300 blocks of one 64 KiB chunk, 19 MiB
+
+
+def _assign_source(path):
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "x",
+            data=rng.random((ROWS, WIDTH), dtype=np.float32),
+            chunks=(CHUNK_ROWS, WIDTH),
+        )
+        f.create_dataset("y", data=np.arange(ROWS) % 7, chunks=(4096,))
+        f["x"].attrs["units"] = "m"
+
+
+def test_sigkill_during_in_place_assignment(tmp_path):
+    from lazyh5.write.assign import PROGRESS_BLOCKS, PROGRESS_DONE
+
+    path = tmp_path / "inplace.h5"
+    _assign_source(path)
+    with h5py.File(path, "r") as f:
+        x0, y0 = f["x"][()], f["y"][()]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ASSIGN, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for line in proc.stdout:  # kill once a sixth of the blocks are computed
+            if line.startswith("computed") and int(line.split()[1]) >= 50:
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+    # The file opens (through lazyh5 too), the untouched variable is intact.
+    ds = lazyh5.open_dataset(path)
+    np.testing.assert_array_equal(ds["y"].values, y0)
+    assert ds["x"].attrs["units"] == "m"
+    ds.close()
+    with h5py.File(path, "r") as f:
+        x1 = f["x"][()]
+        layout = json.loads(f["x"].attrs[PROGRESS_BLOCKS])
+        marks = f["x"].attrs[PROGRESS_DONE]
+    sizes = layout["blocks"][0]
+    assert layout["blocks"][1] == [WIDTH] and sum(sizes) == ROWS and len(marks) == len(sizes)
+    assert layout["selection"] == [[0, ROWS, 1], [0, WIDTH, 1]]
+
+    state = []  # per block: "old", "new" or "mixed"
+    start = 0
+    for n in sizes:
+        old = x1[start : start + n] == x0[start : start + n]
+        new = x1[start : start + n] == x0[start : start + n] + 1
+        state.append("old" if old.all() else "new" if new.all() else "mixed")
+        assert (old | new).all()  # every value is the old one or the new one
+        start += n
+    state = np.array(state)
+    marked = marks.astype(bool)
+    # It was killed midway, and the marks say how far it got: every marked block is
+    # wholly new; at most the last two written lack their mark (the mark of a block
+    # reaches the disk with the next block's flush).
+    assert 0 < marked.sum() < len(sizes)
+    assert (state[marked] == "new").all()
+    assert ((state == "new") & ~marked).sum() <= 2
+    # Blocks are written whole: only the block being written at the kill may be mixed.
+    assert (state == "mixed").sum() <= 1
+    assert not marked[state == "mixed"].any()
+
+
+def test_completed_assignment_leaves_no_progress_marks(tmp_path):
+    from lazyh5.write.assign import PROGRESS_BLOCKS, PROGRESS_DONE
+
+    path = tmp_path / "inplace.h5"
+    _assign_source(path)
+    with h5py.File(path, "r") as f:
+        x0 = f["x"][()]
+    with dask.config.set({"array.chunk-size": "64KiB"}):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        ds["x"].h5[:] = ds["x"] * 2  # lazy, in place, 300 blocks
+        ds["y"].h5[:] = np.ones(ROWS, dtype="i8")  # numpy value
+        ds.close()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][()], x0 * 2)
+        for name in ("x", "y"):
+            assert PROGRESS_DONE not in f[name].attrs
+            assert PROGRESS_BLOCKS not in f[name].attrs
+
+
+# -- SIGKILL during create of a large file -----------------------------------------
+
+_CREATE_LARGE = textwrap.dedent(
+    """
+    import sys, lazyh5
+    # 3,000 datasets of 400 MB each (1.2 TB declared, chunks allocated on first write).
+    variables = {f"v{i:04d}": ((100_000, 1000), "f4") for i in range(3000)}
+    print("start", flush=True)
+    lazyh5.create(sys.argv[1], variables, compression="gzip", fillvalue=1.0)
+    print("done", flush=True)
+    """
+)
+
+
+def test_sigkill_during_create_of_a_large_file(tmp_path):
+    path = tmp_path / "large.h5"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CREATE_LARGE, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "start"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed before it finished
+    assert not path.exists()  # nothing that looks finished
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert all(name.startswith(".large.h5.") and name.endswith(".tmp") for name in leftovers)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +42,13 @@ from .regions import Target
 __all__ = ["assign"]
 
 _Run = tuple[slice, slice | np.ndarray]  # (file slice, positions in the value)
+
+#: Attributes an assignment of several blocks keeps on the dataset while it runs: the
+#: blocks (``PROGRESS_BLOCKS``, JSON) and one uint8 per block, 1 once the block is
+#: written and on disk (``PROGRESS_DONE``). Both are removed when the assignment ends;
+#: a process killed (or an assignment failing) midway leaves them, saying how far it got.
+PROGRESS_BLOCKS = "_lazyh5_assign_blocks"
+PROGRESS_DONE = "_lazyh5_assign_done"
 
 
 def _axis_runs(axis: range | np.ndarray) -> list[_Run]:
@@ -95,6 +103,68 @@ class _Writer:
     def flush(self) -> None:
         with self.store.lock:
             self.store.acquire(needs_lock=False).flush()
+
+
+class _Progress:
+    """Which blocks of a running assignment are written, recorded on the dataset.
+
+    Created before the first block (attributes of fixed size, flushed), updated after
+    each block, removed at the end. After each block one flush puts that block's data
+    (and the marks of earlier blocks) on disk; the block's own mark follows with the
+    next flush, so a mark never reaches the disk before its data. The mark is rewritten
+    in place (same size), so updating it does not move any metadata.
+    """
+
+    def __init__(self, writer: _Writer, chunks: tuple[tuple[int, ...], ...]):
+        self.writer = writer
+        self.numblocks = tuple(len(c) for c in chunks)
+        self.done = np.zeros(int(np.prod(self.numblocks)), dtype=np.uint8)
+        t = writer.target
+        layout = {
+            "selection": [a if isinstance(a, int) else _axis_repr(a) for a in t.axes],
+            "blocks": [list(c) for c in chunks],
+            "order": "C",
+        }
+        with writer.store.lock:
+            f = writer.store.acquire(needs_lock=False)
+            dset = f[t.path]
+            dset.attrs[PROGRESS_BLOCKS] = json.dumps(layout)
+            dset.attrs.create(PROGRESS_DONE, self.done)
+            f.flush()
+
+    def mark(self, idx: tuple[int, ...]) -> None:
+        """Record block ``idx`` (written just before) as done."""
+        with self.writer.store.lock:
+            f = self.writer.store.acquire(needs_lock=False)
+            f.flush()  # this block's data (and earlier marks) reach the disk first
+            self.done[np.ravel_multi_index(idx, self.numblocks)] = 1
+            f[self.writer.target.path].attrs.modify(PROGRESS_DONE, self.done)
+
+    def finish(self) -> None:
+        with self.writer.store.lock:
+            f = self.writer.store.acquire(needs_lock=False)
+            f.flush()
+            attrs = f[self.writer.target.path].attrs
+            for name in (PROGRESS_DONE, PROGRESS_BLOCKS):
+                if name in attrs:
+                    del attrs[name]
+            f.flush()
+
+
+def _axis_repr(axis: range | np.ndarray) -> Any:
+    if isinstance(axis, range):
+        return [axis.start, axis.stop, axis.step]
+    return {"positions": len(axis)}
+
+
+# One uint8 per block in an attribute stored in the object header (64 KiB at most).
+_MAX_MARKED_BLOCKS = 60_000
+
+
+def _progress(writer: _Writer, chunks: tuple[tuple[int, ...], ...]) -> _Progress | None:
+    """A progress record for assignments of 2 to 60,000 blocks (else ``None``)."""
+    n = int(np.prod([len(c) for c in chunks]))
+    return _Progress(writer, chunks) if 1 < n <= _MAX_MARKED_BLOCKS else None
 
 
 def _as_array(value: Any, target: Target) -> Any:
@@ -198,8 +268,15 @@ def assign(target: Target, value: Any, *, progress: bool = True) -> None:
         return
     if not isinstance(value, da.Array):
         full = np.broadcast_to(np.asarray(value), shape)
-        for region in _slabs(shape, target.dtype.itemsize):
+        slabs = list(_slabs(shape, target.dtype.itemsize))
+        rows = tuple(r[0].stop - r[0].start for r in slabs) if shape else ()
+        marks = _progress(writer, (rows, *((n,) for n in shape[1:])) if shape else ())
+        for i, region in enumerate(slabs):
             writer.write(region, full[region])
+            if marks is not None:
+                marks.mark((i,) + (0,) * (len(shape) - 1))
+        if marks is not None:
+            marks.finish()
         writer.flush()
         return
     with _scheduler_for(value):
@@ -212,13 +289,20 @@ def assign(target: Target, value: Any, *, progress: bool = True) -> None:
         if not reads_self or _in_place_safe(lazy, target):
             # A cluster-locked target (opened r+ under a dask.distributed Client) is
             # written by the workers that compute the blocks, under the file's lock.
+            on_workers = target.array.store.cluster_locked
+            # Progress marks are kept by this process; blocks written on workers have none.
+            marks = None if on_workers else _progress(writer, lazy.chunks)
             store_blocks(
                 lazy,
-                functools.partial(_write_block, writer),
+                functools.partial(_write_block, writer)
+                if marks is None
+                else functools.partial(_write_marked, writer, marks),
                 desc=desc,
                 progress=progress,
-                on_workers=target.array.store.cluster_locked,
+                on_workers=on_workers,
             )
+            if marks is not None:
+                marks.finish()
         else:
             _staged(lazy, target, writer, desc, progress)
     writer.flush()
@@ -226,6 +310,13 @@ def assign(target: Target, value: Any, *, progress: bool = True) -> None:
 
 def _write_block(writer: _Writer, _idx: tuple[int, ...], region: tuple[slice, ...], block) -> None:
     writer.write(region, block)
+
+
+def _write_marked(
+    writer: _Writer, marks: _Progress, idx: tuple[int, ...], region: tuple[slice, ...], block
+) -> None:
+    writer.write(region, block)
+    marks.mark(idx)
 
 
 def _scheduler_for(value: da.Array) -> Any:
@@ -293,9 +384,14 @@ def _staged(lazy: da.Array, target: Target, writer: _Writer, desc: str, progress
 
             store_blocks(lazy, put, desc=f"{desc} (staging)", progress=progress, scheduler=None)
             regions = block_regions(lazy.chunks)
+            marks = _progress(writer, lazy.chunks)
             with progress_bar(len(regions), desc, progress) as bar:
-                for region in regions.values():
+                for idx, region in regions.items():
                     writer.write(region, stage[region])
+                    if marks is not None:
+                        marks.mark(idx)
                     bar.update(1)
+            if marks is not None:
+                marks.finish()
     finally:
         os.unlink(tmp)
