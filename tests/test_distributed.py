@@ -229,6 +229,23 @@ def test_h5_accessor_assignment_on_the_cluster_matches_local(client, tmp_path):
         np.testing.assert_array_equal(f["x"][310:320, 1], np.arange(10.0))
 
 
+def test_assignment_to_a_file_opened_before_the_client_runs_locally(client, tmp_path):
+    """Its lock works in one process only, which holds the file: computed here instead."""
+    from lazyh5.write.graph import h5_sources
+
+    path = _write_inputs(tmp_path, "early.h5")
+    with dask.config.set(scheduler="threads"):  # as if no Client existed yet
+        ds = lazyh5.open_dataset(path, mode="r+", dims={"x": ("sample", "c"), "y": ("sample", "c")})
+    (source,) = h5_sources(ds["x"].data)
+    assert source.store.mode == "r+" and not source.store.cluster_locked
+    with distributed.get_task_stream(client) as stream:
+        ds["y"].h5[:] = ds["x"] * 3 + ds["y"] + 1
+    assert stream.data == []  # nothing ran on the cluster
+    ds.close()
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["y"][...], np.arange(4000.0).reshape(1000, 4) * 3 + 1)
+
+
 def test_batch_loader_on_the_cluster_matches_local(client, data_file):
     ds = lazyh5.open_dataset(data_file)
     loader = lazyh5.BatchLoader(
