@@ -214,6 +214,11 @@ def test_h5_accessor_assignment_on_the_cluster_matches_local(client, tmp_path):
         with dask.config.set(scheduler="threads"):  # opened and written without the cluster
             local = _assignments(_write_inputs(tmp_path, "local.h5"), dims)
         path = _write_inputs(tmp_path, "cluster.h5")
+        # Read-only first, as users explore before writing: the workers' read-only
+        # handles close a moment after the computation; opening r+ waits for that.
+        ro = lazyh5.open_dataset(path, chunks={"sample": 200})
+        ro.sum().compute()
+        ro.close()
         with distributed.get_task_stream(client) as stream:
             on_cluster = _assignments(path, dims)
     xr.testing.assert_identical(on_cluster, local)

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -31,7 +32,7 @@ from xarray.core.indexes import PandasIndex
 
 from .._files import open_h5file
 from .._filters import compression_label
-from ..errors import ObjectNotFoundError, UnsupportedDtypeError
+from ..errors import FileBusyError, ObjectNotFoundError, UnsupportedDtypeError
 from . import dims as dimnames
 from .array import H5BackendArray
 from .security import check_dataset, check_link
@@ -60,6 +61,8 @@ def _is_cluster_lock(lock: Any) -> bool:
 
 # Per thread: {filename: [depth, {id(manager): manager}]} of the ClusterFileLocks held.
 _HELD = threading.local()
+# Seconds a cluster-locked open waits for other processes' handles to close.
+CLUSTER_BUSY_WAIT = 5.0
 
 
 class ClusterFileLock:
@@ -223,8 +226,25 @@ class H5Store:
         return self.lock if self.cluster_locked else contextlib.nullcontext()
 
     def acquire(self, needs_lock: bool = True) -> h5py.File:
-        with self._manager.acquire_context(needs_lock) as f:
-            return f
+        """The open h5py file (opened now if it is not open in this process).
+
+        For a :attr:`cluster_locked` store, call this while holding :attr:`lock`. A
+        ``FileBusyError`` there is retried for up to ``CLUSTER_BUSY_WAIT`` seconds:
+        read-only handles that workers cache for an earlier computation of the same
+        file close a moment after it ends.
+        """
+        if not self.cluster_locked:
+            with self._manager.acquire_context(needs_lock) as f:
+                return f
+        deadline = time.monotonic() + CLUSTER_BUSY_WAIT
+        while True:
+            try:
+                with self._manager.acquire_context(needs_lock) as f:
+                    return f
+            except FileBusyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def close(self) -> None:
         self._manager.close()
