@@ -28,9 +28,9 @@ def main() -> None:
 
     # Label-based selection and lazy reductions: nothing is read until .compute()/.values
     first = ds.sel(sample=slice(0, 999))
-    per_class = (
-        first["image"].astype("float32").mean(("y", "x", "channel")).groupby(first["label"]).mean()
-    )
+    labels = first["label"].compute()  # grouping needs the (small) labels in memory
+    brightness = first["image"].astype("float32").mean(("y", "x", "channel"))
+    per_class = brightness.groupby(labels).mean()
     print("mean brightness per class (first 1000 images):")
     print(per_class.compute().round(1).to_series().to_string())
 
