@@ -450,7 +450,7 @@ def _preprocess(lazyh5: Any, ds: Any, mean: float, std: float, path: Path, repor
     image = ((ds["image"].astype("float32") / np.float32(255) - mean) / std).astype("float16")
     image.attrs.update(description="(image / 255 - mean) / std", mean=float(mean), std=float(std))
     prepped = ds.assign(image=image)
-    n, blocks = len(image), len(image.chunks[0])
+    n = len(image)
     t = time.perf_counter()
     with (
         _bar(0, "preprocessing", "block") as bar,
@@ -460,7 +460,7 @@ def _preprocess(lazyh5: Any, ds: Any, mean: float, std: float, path: Path, repor
         lazyh5.to_hdf5(prepped, path, mode="w", progress=False)
     took = time.perf_counter() - t
     read, written, size = ds["image"].nbytes, image.nbytes, path.stat().st_size
-    _say(f"{blocks} blocks in {took:.1f} s: {n / took:,.0f} images/s")
+    _say(f"{n:,} images in {took:.1f} s: {n / took:,.0f} images/s")
     _say(
         f"read {read / took / MB:,.0f} MB/s of uint8, wrote {written / took / MB:,.0f} MB/s of "
         f"float16 ({_gb(written)}, {_gb(size)} on disk)"
@@ -686,6 +686,8 @@ def _loss_axes(ax: Any, report: Report) -> None:
     positive = loss[np.isfinite(loss) & (loss > 0)]
     if len(positive) and positive.max() / max(positive.min(), 1e-6) > 20:
         ax.set_yscale("log")
+        typical = min(np.nanmin(report.history["val_loss"]), np.percentile(positive, 5))
+        ax.set_ylim(bottom=max(positive.min(), typical / 5))  # not down to the odd lucky batch
     ax.set_xlabel("epoch")
     ax.set_xlim(0, len(epochs) + 0.05)
     ax.grid(alpha=0.3)
