@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 _DONE = object()
+# Prefetchers whose thread may still run, for the exit hook below.
+_LIVE: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
+_EXIT_WAIT = 10.0  # seconds the exit hook waits for blocks being computed
 
 
 class Prefetcher:
@@ -24,7 +30,15 @@ class Prefetcher:
         self._thread = threading.Thread(
             target=self._run, args=(fetch, items), name="lazyh5-prefetch", daemon=True
         )
-        self._thread.start()
+        _LIVE.add(self)
+        try:
+            self._thread.start()
+        except BaseException:
+            # Ctrl-C can land in start() after the thread began (start() waits for it):
+            # no one will close this prefetcher, so stop the thread now, or it would
+            # wait forever on its full queue.
+            self._signal_stop()
+            raise
 
     def _put(self, value: Any) -> bool:
         while not self._stop.is_set():
@@ -58,13 +72,16 @@ class Prefetcher:
         finally:
             self.close()
 
-    def close(self) -> None:
+    def _signal_stop(self) -> None:
         self._stop.set()
         while True:  # unblock a producer waiting on a full queue
             try:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
+
+    def close(self) -> None:
+        self._signal_stop()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=30)
 
@@ -73,3 +90,22 @@ class Prefetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """Stop every prefetch thread before the interpreter finalizes.
+
+    Daemon threads still running when Python finalizes are frozen the next time they
+    take the GIL, possibly while holding h5py's global lock, which the main thread then
+    needs to close files: the process hung at exit (seen with several loaders left
+    mid-epoch by Ctrl-C, ``tests/test_soak.py``). ``atexit`` hooks run before that
+    point, so each thread finishes the block it computes and leaves.
+    """
+    prefetchers = list(_LIVE)
+    for p in prefetchers:
+        p._signal_stop()
+    deadline = time.monotonic() + _EXIT_WAIT
+    for p in prefetchers:
+        if p._thread.is_alive() and threading.current_thread() is not p._thread:
+            p._thread.join(timeout=max(0.0, deadline - time.monotonic()))
