@@ -274,6 +274,8 @@ def create(
             prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder
         )
         os.close(fd)
+        # mkstemp makes the file private (0600); give it the mode a plain open would.
+        os.chmod(target, 0o666 & ~_umask())
     try:
         with open_h5file(target, "w" if target != path else "a") as f:
             if attrs:
@@ -293,6 +295,21 @@ def create(
     if any("/" in name for name in specs):
         return open_datatree(path, mode="r+")
     return open_dataset(path, mode="r+")
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux tells it (os.umask
+    sets it, briefly affecting files other threads create)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_appendable(path: str, specs, dim_names) -> None:

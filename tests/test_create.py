@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import h5py
 import numpy as np
@@ -106,3 +107,13 @@ def test_create_coordinate_variable(tmp_path):
     assert "time" in ds.coords
     ref = xr.open_dataset(path, engine="h5netcdf")
     np.testing.assert_array_equal(ref["time"].values, np.arange(5) * 0.5)
+
+
+def test_new_files_get_the_usual_permissions(tmp_path):
+    """Written under a private temporary name, the file ends up as open() would make it."""
+    umask = os.umask(0o022)
+    try:
+        lazyh5.create(tmp_path / "perm.h5", {"x": ((4,), "f4")}).close()
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "perm.h5").st_mode) == 0o644
