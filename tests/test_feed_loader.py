@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import warnings
 
 import h5py
 import numpy as np
@@ -193,6 +194,7 @@ def test_empty_dataset_is_refused(tmp_path):
         BatchLoader(lazyh5.open_dataset(path), "x")
 
 
+@pytest.mark.filterwarnings("ignore:.*computes its whole chunk")
 def test_shuffled_rows_of_any_layout_and_dtype(tmp_path):
     """Shuffled batches are gathered as raw row bytes: check sample-last, bool, complex."""
     path = tmp_path / "layouts.h5"
@@ -251,3 +253,23 @@ def test_every_read_path_gives_the_same_batches(tmp_path, shuffle):
         got_x, got_y = epoch(ds)
         np.testing.assert_array_equal(got_y, want_y, err_msg=name)
         np.testing.assert_array_equal(got_x, want_x, err_msg=name)
+
+
+def test_computed_variables_get_blocks_of_whole_dask_chunks(tmp_path):
+    """dask computes a whole chunk for any slice of a transform: blocks must not cut one."""
+    path = tmp_path / "t.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(4000.0).reshape(2000, 2), chunks=(100, 2))
+    row_block = "7200B"  # 450 rows of 16 bytes
+    ds = lazyh5.open_dataset(path, chunks={"sample": 200})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader = BatchLoader(ds.assign(x=ds["x"] + 1), "x", block_size=row_block, seed=0)
+    assert (loader.plan.starts % 200 == 0).all() and (loader.plan.sizes == 400).all()
+    got = np.concatenate(list(loader.batches(0)))
+    np.testing.assert_array_equal(np.sort(got[:, 0]), np.arange(0, 4000.0, 2) + 1)
+
+    big = lazyh5.open_dataset(path, chunks={"sample": 1000})
+    with pytest.warns(UserWarning, match="computes its whole chunk, 3.0x"):
+        loader = BatchLoader(big.assign(x=big["x"] + 1), "x", block_size=row_block, seed=0)
+    assert loader.plan.sizes.max() <= 450

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -70,14 +72,46 @@ def plan_blocks(
     # Align to the chunks of the heaviest variable: re-reading part of a small variable's
     # chunk (labels) costs little, splitting an image chunk costs a whole decode.
     heaviest = max(names, key=lambda v: ds[v].size * ds[v].dtype.itemsize)
+    block_rows = max(1, block_bytes // max(row_bytes, 1))
+    data = ds[heaviest].data
+    if "lazyh5_path" not in ds[heaviest].encoding and isinstance(data, da.Array):
+        # Computed by dask: a block must not cut a dask chunk (dask computes the whole
+        # chunk for any slice of it), so blocks are runs of whole chunks, or equal parts
+        # of one chunk bigger than a block (then BatchLoader warns).
+        sizes = data.chunks[ds[heaviest].dims.index(dim)]
+        return _blocks_of_chunks(sizes, start, end, block_rows)
     unit = _chunk_rows(ds[heaviest], dim)
-    per_block = max(unit, (block_bytes // max(row_bytes, 1)) // unit * unit)
+    per_block = max(unit, block_rows // unit * unit)
     offset = _file_offset(ds, dim)
     # Edges at file rows that are multiples of `per_block` (so also of the chunk size).
     first_edge = ((offset + start) // per_block + 1) * per_block - offset
     edges = np.arange(first_edge, end, per_block, dtype=np.int64)
     bounds = np.concatenate([[start], edges[edges > start], [end]]).astype(np.int64)
     return BlockPlan(bounds[:-1], bounds[1:])
+
+
+def _blocks_of_chunks(sizes: tuple[int, ...], start: int, end: int, block_rows: int) -> BlockPlan:
+    """Blocks over ``[start, end)`` that group whole dask chunks up to ``block_rows``
+    rows, and split a bigger chunk into equal parts."""
+    edges = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    bounds = [start]
+    for lo, hi in itertools.pairwise(edges.tolist()):
+        lo, hi = max(int(lo), start), min(int(hi), end)
+        if hi <= lo:
+            continue
+        if hi - lo > block_rows:  # one chunk, several blocks
+            parts = -(-(hi - lo) // block_rows)
+            cuts = lo + (np.arange(1, parts) * (hi - lo)) // parts
+            if bounds[-1] != lo:
+                bounds.append(lo)
+            bounds.extend(int(c) for c in cuts)
+            bounds.append(hi)
+        elif hi - bounds[-1] > block_rows:  # start a new block at this chunk
+            bounds.append(lo)
+    if bounds[-1] != end:
+        bounds.append(end)
+    b = np.asarray(bounds, np.int64)
+    return BlockPlan(b[:-1], b[1:])
 
 
 def split_rows(start: int, end: int, fraction: float, unit: int = 1) -> int:
