@@ -14,6 +14,7 @@ _DONE = object()
 # Prefetchers whose thread may still run, for the exit hook below.
 _LIVE: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
 _EXIT_WAIT = 10.0  # seconds the exit hook waits for blocks being computed
+_EXITING = threading.Event()  # set by the exit hook: no new block is started
 
 
 class Prefetcher:
@@ -52,7 +53,9 @@ class Prefetcher:
     def _run(self, fetch: Callable[[Any], Any], items: Iterable[Any]) -> None:
         try:
             for item in items:
-                if self._stop.is_set() or not self._put((item, fetch(item), None)):
+                if self._stop.is_set() or _EXITING.is_set():
+                    return
+                if not self._put((item, fetch(item), None)):
                     return
         except BaseException as err:  # handed to the consumer, which re-raises it
             self._put((None, None, err))
@@ -102,10 +105,14 @@ def _stop_all_at_exit() -> None:
     mid-epoch by Ctrl-C, ``tests/test_soak.py``). ``atexit`` hooks run before that
     point, so each thread finishes the block it computes and leaves.
     """
-    prefetchers = list(_LIVE)
-    for p in prefetchers:
-        p._signal_stop()
+    _EXITING.set()  # prefetchers started from now on fetch nothing
     deadline = time.monotonic() + _EXIT_WAIT
-    for p in prefetchers:
-        if p._thread.is_alive() and threading.current_thread() is not p._thread:
+    while time.monotonic() < deadline:
+        running = [p for p in list(_LIVE) if p._thread.is_alive()]
+        running = [p for p in running if threading.current_thread() is not p._thread]
+        if not running:
+            return
+        for p in running:
+            p._signal_stop()
+        for p in running:
             p._thread.join(timeout=max(0.0, deadline - time.monotonic()))
