@@ -273,3 +273,31 @@ def test_computed_variables_get_blocks_of_whole_dask_chunks(tmp_path):
     with pytest.warns(UserWarning, match="computes its whole chunk, 3.0x"):
         loader = BatchLoader(big.assign(x=big["x"] + 1), "x", block_size=row_block, seed=0)
     assert loader.plan.sizes.max() <= 450
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_reused_buffers_never_overwrite_batches_still_held(tmp_path, shuffle):
+    path = tmp_path / "reuse.h5"
+    data = np.arange(3000 * 4, dtype="f4").reshape(3000, 4)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(50, 4))
+        f.create_dataset("y", data=np.arange(3000), chunks=(50,))
+    loader = BatchLoader(
+        lazyh5.open_dataset(path),
+        "x",
+        "y",
+        batch_size=40,
+        shuffle=shuffle,
+        seed=2,
+        block_size="4KiB",
+        window=2,
+    )
+    held = list(loader) + list(loader)  # two epochs, every batch kept
+    for x, y in held:
+        np.testing.assert_array_equal(x, data[y])
+    del held, x, y
+    # batches dropped as they come: the loader cycles through a few buffers only
+    bases = set()
+    for x, _ in loader:
+        bases.add(id(x.base))
+    assert len(bases) <= loader._buffers.limit

@@ -49,9 +49,10 @@ class DirectSource:
         out = self.array._getitem(self._key(a, b))
         return out if self.row_axis == 0 else np.moveaxis(out, self.row_axis, 0)
 
-    def scatter(self, a: int, b: int, out: np.ndarray, dst: np.ndarray) -> bool:
-        """Rows ``[a, b)`` written to ``out[dst]`` by one ``preadv`` per run of rows in
-        the file (no intermediate copy), when they are stored that way; else ``False``.
+    def scatter(self, a: int, b: int, out: np.ndarray, dst: np.ndarray | None) -> bool:
+        """Rows ``[a, b)`` written to ``out[dst]`` (``dst=None``: to ``out`` in order) by
+        one ``preadv`` per run of rows in the file (no intermediate copy), when they are
+        stored that way; else ``False``.
         """
         if self.row_axis != 0:
             return False

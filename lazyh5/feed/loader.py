@@ -23,6 +23,7 @@ from ..errors import (
     ObjectNotFoundError,
     UnsupportedDtypeError,
 )
+from .buffers import Buffers
 from .direct import DirectSource, direct_source
 from .plan import BlockPlan, _chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
@@ -182,6 +183,8 @@ class BatchLoader:
         self.epoch = 0
         self._arrays: dict[str, Any] | None = None
         self._direct: dict[str, DirectSource | None] = {}
+        # blocks in flight, in order or shuffled (windows), with one spare
+        self._buffers = Buffers(limit=(self.prefetch + 3) * len(self._names))
         self._warn_if_blocks_recompute_chunks()
 
     # -- validation -----------------------------------------------------------------
@@ -266,8 +269,15 @@ class BatchLoader:
     ) -> dict[str, np.ndarray] | None:
         """Block ``block``'s rows; or, with ``into=(out, dst)``, written to ``out[n][dst]``."""
         a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
-        if into is None:
-            return self._read(a, b)
+        if into is None:  # in order: read into reused buffers where rows are copied
+            self._prepare()
+            out = {
+                n: self._buffers.empty((b - a, *arr.shape[1:]), arr.dtype)
+                for n, arr in self._arrays.items()
+                if self._direct[n] is not None
+            }
+            done = self._scatter_direct(a, b, out, None)
+            return {n: out[n] for n in done} | self._read(a, b, skip=done)
         out, dst = into
         computed = self._read(a, b, skip=self._scatter_direct(a, b, out, dst))
         for name, rows in computed.items():
@@ -275,7 +285,7 @@ class BatchLoader:
         return None
 
     def _scatter_direct(
-        self, a: int, b: int, out: dict[str, np.ndarray], dst: np.ndarray
+        self, a: int, b: int, out: dict[str, np.ndarray], dst: np.ndarray | None
     ) -> set[str]:
         """Rows ``[a, b)`` copied from the file straight to ``out[n][dst]`` where the
         variable allows it (see :meth:`DirectSource.scatter`); the names done."""
@@ -283,7 +293,7 @@ class BatchLoader:
             return set()
         done = set()
         for name, src in self._direct.items():
-            if src is not None and src.scatter(a, b, out[name], dst):
+            if src is not None and name in out and src.scatter(a, b, out[name], dst):
                 done.add(name)
         return done
 
@@ -307,7 +317,10 @@ class BatchLoader:
         total = int(self.plan.sizes[w.blocks].sum())
         dest = np.empty(total, np.int64)
         dest[w.order] = np.arange(total)  # where each pooled row goes
-        out = {n: np.empty((total, *arr.shape[1:]), arr.dtype) for n, arr in self._arrays.items()}
+        out = {
+            n: self._buffers.empty((total, *arr.shape[1:]), arr.dtype)
+            for n, arr in self._arrays.items()
+        }
         at = 0
         for block in w.blocks:
             size = int(self.plan.sizes[block])

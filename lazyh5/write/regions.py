@@ -164,7 +164,8 @@ def _positions(view: xr.DataArray, dim: Hashable, n_file: int, label: str, scala
     index = view.indexes.get(dim)
     if isinstance(index, pd.RangeIndex):
         pos: AxisMap = range(index.start, index.stop, index.step)
-        lo, hi = (min(pos), max(pos)) if len(pos) else (0, 0)
+        ends = (pos[0], pos[-1]) if len(pos) else (0, 0)  # min()/max() would iterate
+        lo, hi = min(ends), max(ends)
     else:
         values = np.asarray(coord.values)
         if values.dtype.kind not in "iu":

@@ -1,0 +1,48 @@
+"""Block buffers, reused once nothing refers to them any more.
+
+A fresh 16 MiB array per block costs the kernel a page fault and a page of zeroes per
+4 KiB (the allocator hands big blocks back to the system when they are freed): measured
+on 2 cores, copying 100,000 rows of 12 KiB from the page cache ran at 1.0M rows/s into
+fresh blocks and 1.8M rows/s into reused ones (a hand-written h5py loop reading 32 rows
+at a time into a buffer that stays in the CPU cache: 1.6M rows/s).
+
+Batches are views of their block, and a view keeps its base array alive: a buffer is
+reused only when the pool holds the last reference to it, so no batch a caller still
+holds (nor a tensor sharing its memory) is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+
+import numpy as np
+
+
+class Buffers:
+    """Up to ``limit`` reusable byte buffers; arrays are views of them."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._held: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An uninitialised array of ``shape``/``dtype``, in a reused buffer if one is free."""
+        dtype = np.dtype(dtype)
+        nbytes = math.prod(shape) * dtype.itemsize
+        with self._lock:
+            buf = None
+            for i in range(len(self._held)):
+                # 2 references: the list's and getrefcount's argument; any view of the
+                # buffer (a batch, a tensor sharing memory) holds another.
+                if sys.getrefcount(self._held[i]) == 2 and nbytes <= self._held[i].size:
+                    buf = self._held[i]
+                    break
+            if buf is None:
+                if len(self._held) >= self.limit or nbytes == 0:
+                    return np.empty(shape, dtype)
+                buf = np.empty(max(nbytes, 1), np.uint8)
+                self._held.append(buf)
+        return buf[:nbytes].view(dtype).reshape(shape)
