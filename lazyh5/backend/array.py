@@ -40,9 +40,9 @@ class H5BackendArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR, self._getitem
         )
 
-    def _getitem(self, key: tuple) -> np.ndarray:
+    def _getitem(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
         try:
-            return self._read(key)
+            return self._read(key, out)
         except Exception as err:
             if not is_damage(err):
                 raise
@@ -51,14 +51,18 @@ class H5BackendArray(BackendArray):
                 f"or truncated where this dataset's data is stored ({err})"
             ) from err
 
-    def _read(self, key: tuple) -> np.ndarray:
+    def _read(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
+        """``dset[key]``; into ``out`` when given (numeric data, slices only)."""
         if not self._decode_strings:
             # Chunked, decodable datasets: only the raw-chunk read holds the lock.
-            out = decode.read(self._dataset_unlocked, self.store.lock, self.shape, key)
-            if out is not None:
-                return out
+            got = decode.read(self._dataset_unlocked, self.store.lock, self.shape, key, out=out)
+            if got is not None:
+                return got
         with self.store.lock:
             dset = self.get_array(needs_lock=False)
             if self._decode_strings:
                 return np.asarray(dset.asstr()[key], dtype=object)
+            if out is not None:
+                dset.read_direct(out, source_sel=tuple(key))
+                return out
             return np.asarray(dset[key])

@@ -419,8 +419,12 @@ def read(
     key: tuple,
     *,
     always: bool = False,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """``dset[key]`` decoded outside ``lock``; ``None`` when h5py must read it itself.
+
+    ``out``, when given, receives the values (its shape must be the selection's, with
+    no integer index in ``key``) and is returned.
 
     Unfiltered datasets chunked by whole rows, in files open read-only, are copied
     straight from the file (see :func:`row_copy`). Unless ``always``, other datasets
@@ -463,10 +467,11 @@ def read(
 
     if found is not None:
         copy, drop = found
-        out = copy.run()
+        out = copy.run(out)
         return np.asarray(out[0]) if drop else out
 
-    out = np.empty(tuple(a.size for a in axes), dtype=plan.dtype)
+    if out is None:
+        out = np.empty(tuple(a.size for a in axes), dtype=plan.dtype)
     n_arrays = sum(a.is_array for a in axes)
     bad: list[tuple] = []
 

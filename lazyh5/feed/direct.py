@@ -49,6 +49,13 @@ class DirectSource:
         out = self.array._getitem(self._key(a, b))
         return out if self.row_axis == 0 else np.moveaxis(out, self.row_axis, 0)
 
+    def read_into(self, a: int, b: int, out: np.ndarray) -> None:
+        """Rows ``[a, b)`` of the view into ``out`` (no fresh array where it can)."""
+        if self.row_axis == 0:
+            self.array._getitem(self._key(a, b), out)
+        else:
+            out[...] = self.read(a, b)
+
     def scatter(self, a: int, b: int, out: np.ndarray, dst: np.ndarray | None) -> bool:
         """Rows ``[a, b)`` written to ``out[dst]`` (``dst=None``: to ``out`` in order) by
         one ``preadv`` per run of rows in the file (no intermediate copy), when they are

@@ -184,7 +184,7 @@ class BatchLoader:
         self._arrays: dict[str, Any] | None = None
         self._direct: dict[str, DirectSource | None] = {}
         # blocks in flight, in order or shuffled (windows), with one spare
-        self._buffers = Buffers(limit=(self.prefetch + 3) * len(self._names))
+        self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
         self._warn_if_blocks_recompute_chunks()
 
     # -- validation -----------------------------------------------------------------
@@ -293,8 +293,17 @@ class BatchLoader:
             return set()
         done = set()
         for name, src in self._direct.items():
-            if src is not None and name in out and src.scatter(a, b, out[name], dst):
-                done.add(name)
+            if src is None or name not in out:
+                continue
+            if not src.scatter(a, b, out[name], dst):  # not copyable straight from the file
+                if dst is None:
+                    src.read_into(a, b, out[name])
+                else:  # read into a reused buffer, then put the rows in place
+                    rows = self._buffers.empty((b - a, *out[name].shape[1:]), out[name].dtype)
+                    src.read_into(a, b, rows)
+                    out[name][dst] = rows
+                    del rows
+            done.add(name)
         return done
 
     @staticmethod
