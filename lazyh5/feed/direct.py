@@ -28,6 +28,8 @@ from ..write.regions import _CF_KEYS, _find_array, _positions
 # Dask layers of a lazyh5 variable: the backend array, its chunking, and the slicing
 # xarray adds for isel/sel. Any other layer is a computation.
 _PLAIN_LAYERS = ("original-open_dataset-", "open_dataset-", "getitem-")
+# Rows smaller than this are read in a run and scattered by numpy (labels: 8 bytes).
+_MIN_SCATTER_ROW = 1024
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class DirectSource:
         """
         if self.row_axis != 0:
             return False
+        if dst is not None and out[:1].nbytes < _MIN_SCATTER_ROW:
+            return False  # one iovec per row costs more than a numpy scatter afterwards
         arr = self.array
         with arr.store.lock:
             found = decode.row_copy(arr._dataset_unlocked(), arr.shape, self._key(a, b))
