@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
+import lazyh5
 from lazyh5.cli.show import parse_index
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -57,6 +58,9 @@ def test_parse_index():
     assert parse_index("1,-1", 10, 16) == [1, 9]
     with pytest.raises(ValueError, match="out of range"):
         parse_index("10", 10, 16)
+    for bad in ("a:b", "1,x", "1:2:3:4"):
+        with pytest.raises(lazyh5.Lazyh5Error, match="expected START:STOP"):
+            parse_index(bad, 10, 16)
 
 
 def test_show_reads_only_requested_rows(tmp_path):

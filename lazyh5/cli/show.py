@@ -32,15 +32,21 @@ def parse_index(spec: str | None, n: int, default: int) -> slice | list[int]:
     """``"2:10:2"`` → slice, ``"1,5,9"`` → list; validated against the axis length ``n``."""
     if spec is None:
         return slice(0, min(n, default))
+    expected = f"--index {spec!r}: expected START:STOP[:STEP] or I,J,K (integers)"
+    try:
+        if "," in spec or spec.strip().lstrip("-").isdigit():
+            rows = [int(s) for s in spec.split(",") if s.strip()]
+        else:
+            parts = [int(p) if p.strip() else None for p in spec.split(":")]
+    except ValueError:
+        raise InvalidArgumentError(expected) from None
     if "," in spec or spec.strip().lstrip("-").isdigit():
-        rows = [int(s) for s in spec.split(",") if s.strip()]
         bad = [r for r in rows if not -n <= r < n]
         if bad:
             raise InvalidArgumentError(f"--index {spec!r}: rows {bad} out of range for length {n}")
         return [r % n for r in rows]
-    parts = [int(p) if p.strip() else None for p in spec.split(":")]
     if len(parts) > 3:
-        raise InvalidArgumentError(f"--index {spec!r}: expected START:STOP[:STEP] or I,J,K")
+        raise InvalidArgumentError(expected)
     return slice(*parts)
 
 
