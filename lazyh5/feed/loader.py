@@ -212,7 +212,9 @@ class BatchLoader:
             if name not in self._ds.variables:
                 raise ObjectNotFoundError(
                     f"no variable '{name}' in {self._where}; available: "
-                    f"{sorted(map(str, self._ds.data_vars))}"
+                    f"{sorted(map(str, self._ds.data_vars))} (datasets lazyh5 cannot read, "
+                    "such as variable-length numeric ones, are skipped with a warning when "
+                    "the file is opened)"
                 )
             var = self._ds[name]
             if var.ndim == 0 or self.dim not in var.dims:
