@@ -301,3 +301,26 @@ def test_reused_buffers_never_overwrite_batches_still_held(tmp_path, shuffle):
     for x, _ in loader:
         bases.add(id(x.base))
     assert len(bases) <= loader._buffers.limit
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_unwritten_chunks_feed_their_fill_value(tmp_path, shuffle):
+    path = tmp_path / "holes.h5"
+    with h5py.File(path, "w") as f:
+        x = f.create_dataset("x", (1000, 300), "f4", chunks=(50, 300), fillvalue=-1.0)
+        x[:200] = 1.0
+        x[600:] = 2.0  # rows 200..599: chunks never written
+        f.create_dataset("y", data=np.arange(1000), chunks=(100,))
+    loader = BatchLoader(
+        lazyh5.open_dataset(path),
+        "x",
+        "y",
+        batch_size=64,
+        shuffle=shuffle,
+        seed=1,
+        block_size="200KiB",
+    )
+    for _ in range(2):  # the second epoch reads through the cached chunk addresses
+        for x, y in loader:
+            want = np.where(y < 200, 1.0, np.where(y < 600, -1.0, 2.0))
+            np.testing.assert_array_equal(x, np.broadcast_to(want[:, None], x.shape))
