@@ -16,6 +16,7 @@ import xarray as xr
 from dask.array.core import concatenate3
 from dask.utils import parse_bytes
 
+from ..backend import decode
 from ..errors import (
     DimensionError,
     InvalidArgumentError,
@@ -73,6 +74,16 @@ def _compute_uncopied(arrays: list[da.Array]) -> list[np.ndarray]:
 
 def _as_lists(nested: Any) -> Any:
     return [_as_lists(x) for x in nested] if isinstance(nested, tuple | list) else nested
+
+
+def _place(out: np.ndarray, dst: np.ndarray, rows: np.ndarray, placing: list | None) -> None:
+    """``out[dst] = rows``; with a ``placing`` list, in a decode thread while the next
+    block is read (numpy releases the GIL for it): shuffling an lzf file, decoding a
+    block took 1.2 ms and placing its rows 0.6 ms, one after the other."""
+    if placing is None:
+        out[dst] = rows
+    else:
+        placing.append(decode._get_pool(decode.decode_threads()).submit(out.__setitem__, dst, rows))
 
 
 class BatchLoader:
@@ -267,7 +278,7 @@ class BatchLoader:
 
     # -- reading --------------------------------------------------------------------
     def _fetch(
-        self, block: int, into: tuple[dict[str, np.ndarray], np.ndarray] | None = None
+        self, block: int, into: tuple[dict[str, np.ndarray], np.ndarray, list | None] | None = None
     ) -> dict[str, np.ndarray] | None:
         """Block ``block``'s rows; or, with ``into=(out, dst)``, written to ``out[n][dst]``."""
         a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
@@ -280,14 +291,19 @@ class BatchLoader:
             }
             done = self._scatter_direct(a, b, out, None)
             return {n: out[n] for n in done} | self._read(a, b, skip=done)
-        out, dst = into
-        computed = self._read(a, b, skip=self._scatter_direct(a, b, out, dst))
+        out, dst, placing = into
+        computed = self._read(a, b, skip=self._scatter_direct(a, b, out, dst, placing))
         for name, rows in computed.items():
             out[name][dst] = rows
         return None
 
     def _scatter_direct(
-        self, a: int, b: int, out: dict[str, np.ndarray], dst: np.ndarray | None
+        self,
+        a: int,
+        b: int,
+        out: dict[str, np.ndarray],
+        dst: np.ndarray | None,
+        placing: list | None = None,
     ) -> set[str]:
         """Rows ``[a, b)`` copied from the file straight to ``out[n][dst]`` where the
         variable allows it (see :meth:`DirectSource.scatter`); the names done."""
@@ -303,7 +319,7 @@ class BatchLoader:
                 else:  # read into a reused buffer, then put the rows in place
                     rows = self._buffers.empty((b - a, *out[name].shape[1:]), out[name].dtype)
                     src.read_into(a, b, rows)
-                    out[name][dst] = rows
+                    _place(out[name], dst, rows, placing)
                     del rows
             done.add(name)
         return done
@@ -333,10 +349,15 @@ class BatchLoader:
             for n, arr in self._arrays.items()
         }
         at = 0
-        for block in w.blocks:
-            size = int(self.plan.sizes[block])
-            self._fetch(int(block), (out, dest[at : at + size]))
-            at += size
+        placing: list | None = [] if decode.decode_threads() > 1 else None
+        try:
+            for block in w.blocks:
+                size = int(self.plan.sizes[block])
+                self._fetch(int(block), (out, dest[at : at + size], placing))
+                at += size
+        finally:
+            for placed in placing or ():
+                placed.result()
         return out
 
     def _prepare(self) -> None:
