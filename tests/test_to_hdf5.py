@@ -195,3 +195,29 @@ def test_resume_after_a_kill_during_layout_starts_over(raw, tmp_path):
         f.create_group("_lazyh5_progress")  # no fingerprint yet: layout was not finished
     lazyh5.to_hdf5(raw["label"], out, progress=False, resume=True)
     np.testing.assert_array_equal(lazyh5.open_dataset(out)["label"].values, raw["label"].values)
+
+
+def test_shuffle_filter_for_all_or_some_variables_and_kept_by_rechunk(tmp_path):
+    from lazyh5.cli.main import main
+
+    src = tmp_path / "src.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(src, "w") as f:
+        f.create_dataset(
+            "a", data=rng.random((500, 6)), chunks=(50, 6), compression="gzip", shuffle=True
+        )
+        f.create_dataset("b", data=np.arange(500), chunks=(100,), compression="gzip")
+    ds = lazyh5.open_dataset(src)
+    lazyh5.to_hdf5(ds, tmp_path / "all.h5", compression="gzip", shuffle=True, progress=False)
+    lazyh5.to_hdf5(
+        ds, tmp_path / "some.h5", compression="gzip", shuffle={"a": True}, progress=False
+    )
+    assert main(["rechunk", str(src), str(tmp_path / "re.h5"), "--no-progress"]) == 0
+    with h5py.File(tmp_path / "all.h5") as f:
+        assert f["a"].shuffle and f["b"].shuffle
+    for name in ("some.h5", "re.h5"):
+        with h5py.File(tmp_path / name) as f, h5py.File(src) as g:
+            assert f["a"].shuffle and not f["b"].shuffle, name
+            assert f["a"].compression == "gzip", name
+            np.testing.assert_array_equal(f["a"][:], g["a"][:])
+            np.testing.assert_array_equal(f["b"][:], g["b"][:])

@@ -209,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
     dim = _sample_dim(ds, args.dim, where)
     chunks = _chunks(ds, dim, args.for_training, _parse_rows(args.chunks, ds, dim, where))
     compression, opts = _compression(args.compression, ds, args.for_training)
+    # Keeping a variable's filter keeps its shuffle filter too (gzip+shuffle stays so).
+    shuffle = (
+        {str(n): bool(v.encoding.get("shuffle")) for n, v in ds.variables.items()}
+        if args.compression is None and not args.for_training
+        else False
+    )
     note = _partial_note(partial_path(out), args.resume)
     if note:
         print(note, flush=True)
@@ -221,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         chunks=chunks,
         compression=compression,
         compression_opts=opts,
+        shuffle=shuffle,
         progress=args.progress,
         resume=args.resume,
     )

@@ -92,6 +92,7 @@ def to_hdf5(
     chunks: bool | tuple[int, ...] | Mapping[str, Any] | None = None,
     compression: Any = None,
     compression_opts: Any = None,
+    shuffle: bool | Mapping[str, bool] = False,
     progress: bool = True,
     resume: bool = False,
 ) -> None:
@@ -125,6 +126,9 @@ def to_hdf5(
     compression, compression_opts
         As in :func:`lazyh5.create` (``"gzip"``, ``"lzf"``, a gzip level,
         ``"blosc"``/``"zstd"``/``"lz4"`` with hdf5plugin), or per variable.
+    shuffle
+        Add HDF5's byte-shuffle filter before compression (helps numeric data), for all
+        variables or ``{name: bool}``.
     progress
         Show a progress bar (only when stderr is a terminal).
     resume
@@ -158,7 +162,7 @@ def to_hdf5(
     specs, plans, dim_names, arrays = {}, {}, {}, {}
     for name, var in variables.items():
         specs[prefix + name], plans[prefix + name] = _plan(
-            path, name, var, obj, chunks, compression, compression_opts
+            path, name, var, obj, chunks, compression, compression_opts, shuffle
         )
         dim_names[prefix + name] = tuple(str(d) for d in var.dims)
         arrays[prefix + name] = _lazy(var, plans[prefix + name])
@@ -253,6 +257,7 @@ def _plan(
     chunks: Any,
     compression: Any,
     compression_opts: Any,
+    shuffle: Any = False,
 ) -> tuple[tuple, dict[str, Any]]:
     dtype = h5py.string_dtype() if var.dtype.kind in "OU" else var.dtype
     shape = tuple(var.shape)
@@ -268,7 +273,10 @@ def _plan(
     elif vchunks is False:
         vchunks = None
     comp = _compression_kwargs(
-        path, _per_var(compression, name), _per_var(compression_opts, name), False
+        path,
+        _per_var(compression, name),
+        _per_var(compression_opts, name),
+        bool(_per_var(shuffle, name, False)),
     )
     if comp and vchunks is None and shape:
         vchunks = row_chunks(shape, dtype)
