@@ -221,3 +221,19 @@ def test_shuffle_filter_for_all_or_some_variables_and_kept_by_rechunk(tmp_path):
             assert f["a"].compression == "gzip", name
             np.testing.assert_array_equal(f["a"][:], g["a"][:])
             np.testing.assert_array_equal(f["b"][:], g["b"][:])
+
+
+def test_resume_refuses_other_filters(raw, tmp_path):
+    """A partial file started with one compression is not finished with another."""
+    from lazyh5.write import to_hdf5 as impl
+
+    out = tmp_path / "f.h5"
+    ds = raw["label"].to_dataset()
+    variables = impl._prepare(ds)
+    plans = {n: impl._plan(str(out), n, v, ds, None, "gzip", None)[1] for n, v in variables.items()}
+    with h5py.File(partial_path(out), "w") as f:  # as left by a killed gzip run
+        f.create_group("_lazyh5_progress").attrs["fingerprint"] = impl._fingerprint(
+            variables, plans
+        )
+    with pytest.raises(ValueError, match="filters differ"):
+        lazyh5.to_hdf5(ds, out, compression="lzf", progress=False, resume=True)

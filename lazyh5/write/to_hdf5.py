@@ -77,10 +77,26 @@ def _prepare(ds: xr.Dataset) -> dict[str, xr.Variable]:
 def _fingerprint(variables: Mapping[str, xr.Variable], plans: Mapping[str, Any]) -> str:
     return json.dumps(
         {
-            name: [list(var.dims), list(var.shape), str(var.dtype), repr(plans[name].get("chunks"))]
+            name: [
+                list(var.dims),
+                list(var.shape),
+                str(var.dtype),
+                repr(plans[name].get("chunks")),
+                [_filter_key(plans[name].get(k)) for k in _FILTER_KEYS],
+            ]
             for name, var in sorted(variables.items())
         }
     )
+
+
+_FILTER_KEYS = ("compression", "compression_opts", "shuffle")
+
+
+def _filter_key(value: Any) -> Any:
+    # hdf5plugin filters are objects without a stable repr: use their id and options.
+    if isinstance(value, h5py.filters.FilterRefBase):
+        return [value.filter_id, list(value.filter_options)]
+    return repr(value)
 
 
 def to_hdf5(
@@ -244,7 +260,8 @@ def _open_partial(tmp: str, fingerprint: str, resume: bool) -> h5py.File:
                 return open_h5file(tmp, "w")
             raise InvalidArgumentError(
                 f"cannot resume into '{tmp}': it was started for different data "
-                "(variables, shapes, dtypes or chunks differ); delete it or pass resume=False"
+                "(variables, shapes, dtypes, chunks or filters differ); delete it or pass "
+                "resume=False"
             )
     return open_h5file(tmp, "w")
 
