@@ -280,14 +280,16 @@ class BatchLoader:
     def _fetch(
         self, block: int, into: tuple[dict[str, np.ndarray], np.ndarray, list | None] | None = None
     ) -> dict[str, np.ndarray] | None:
-        """Block ``block``'s rows; or, with ``into=(out, dst)``, written to ``out[n][dst]``."""
+        """Block ``block``'s rows; or, with ``into=(out, dst, placing)``, written to
+        ``out[n][dst]`` (see :func:`_place` for ``placing``)."""
         a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
-        if into is None:  # in order: read into reused buffers where rows are copied
+        if into is None:  # in order: plain views of the file go into reused buffers
             self._prepare()
+            local = self._local()
             out = {
                 n: self._buffers.empty((b - a, *arr.shape[1:]), arr.dtype)
                 for n, arr in self._arrays.items()
-                if self._direct[n] is not None
+                if local and self._direct[n] is not None
             }
             done = self._scatter_direct(a, b, out, None)
             return {n: out[n] for n in done} | self._read(a, b, skip=done)
