@@ -396,20 +396,45 @@ def row_copy(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> tuple[RowC
     if step != 1 or dset.file.mode != "r" or dset.file.driver != "sec2":
         return None  # a file open for writing may hold newer data in HDF5's chunk cache
     stop = max(start, stop)
-    c = plan.chunks[0]
     row_bytes = math.prod(shape[1:]) * plan.dtype.itemsize
-    copies, fills = [], []
-    for ci in range(start // c, (stop - 1) // c + 1 if stop > start else 0):
-        lo, hi = max(start, ci * c), min(stop, (ci + 1) * c)
-        offset = (ci * c,) + (0,) * (len(shape) - 1)
-        where = dset.id.get_chunk_info_by_coord(offset).byte_offset
-        if where is None:
-            fills.append((lo - start, dset[lo:hi]))
-        else:
-            copies.append((where + (lo - ci * c) * row_bytes, lo - start, hi - lo))
+    tail = (0,) * (len(shape) - 1)
+    copies, holes = row_runs(
+        start,
+        stop,
+        plan.chunks[0],
+        row_bytes,
+        lambda row: dset.id.get_chunk_info_by_coord((row, *tail)).byte_offset,
+    )
+    fills = [(lo - start, dset[lo:hi]) for lo, hi in holes]
     fd = os.dup(dset.file.id.get_vfd_handle())
     copy = RowCopy(fd, stop - start, tuple(shape[1:]), plan.dtype, copies, fills)
     return copy, drop
+
+
+def row_runs(
+    start: int,
+    stop: int,
+    chunk_rows: int,
+    row_bytes: int,
+    address: Callable[[int], int | None],
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """Rows ``[start, stop)`` of a dataset chunked by whole rows, chunk by chunk.
+
+    ``address(first_row_of_chunk)`` is the chunk's byte offset in the file, ``None``
+    when unallocated. Returns the :class:`RowCopy` runs ``(file offset, first row,
+    rows)``, rows counted from ``start``, and the ``(lo, hi)`` file rows of
+    unallocated chunks.
+    """
+    c = chunk_rows
+    copies, holes = [], []
+    for ci in range(start // c, (stop - 1) // c + 1 if stop > start else 0):
+        lo, hi = max(start, ci * c), min(stop, (ci + 1) * c)
+        where = address(ci * c)
+        if where is None:
+            holes.append((lo, hi))
+        else:
+            copies.append((where + (lo - ci * c) * row_bytes, lo - start, hi - lo))
+    return copies, holes
 
 
 def read(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import dask.array as da
@@ -43,14 +43,26 @@ class _RowFile:
     our own duplicate of its descriptor, closed when the loader goes away.
     """
 
-    def __init__(self, fd: int, chunk_rows: int, row_bytes: int, row_shape, dtype):
-        self.fd = fd
+    def __init__(
+        self,
+        copy: decode.RowCopy,
+        chunk_rows: int,
+        lookup: Callable[[int], int | None],
+    ):
+        self.fd = copy.fd
         self.chunk_rows = chunk_rows
-        self.row_bytes = row_bytes
-        self.row_shape = tuple(row_shape)
-        self.dtype = dtype
-        self.offsets: dict[int, int | None] = {}  # chunk number -> byte offset
-        weakref.finalize(self, os.close, fd)
+        self.row_bytes = copy.row_bytes
+        self.row_shape = copy.row_shape
+        self.dtype = copy.dtype
+        self.lookup = lookup  # first row of a chunk -> its byte offset, asking HDF5
+        self.offsets: dict[int, int | None] = {}
+        weakref.finalize(self, os.close, self.fd)
+
+    def address(self, row: int) -> int | None:
+        """Byte offset of the chunk starting at ``row`` (asked of HDF5 once)."""
+        if row not in self.offsets:
+            self.offsets[row] = self.lookup(row)
+        return self.offsets[row]
 
 
 @dataclass
@@ -71,11 +83,16 @@ class DirectSource:
                 with arr.store.lock:
                     dset = arr._dataset_unlocked()
                     probe = decode.row_copy(dset, arr.shape, self._key(0, 0))
-                    if probe is not None:
-                        copy = probe[0]
-                        self._rows = _RowFile(
-                            copy.fd, dset.chunks[0], copy.row_bytes, copy.row_shape, copy.dtype
-                        )
+                    chunk_rows = dset.chunks[0] if dset.chunks else 0
+                if probe is not None:
+                    tail = (0,) * (len(arr.shape) - 1)
+
+                    def lookup(row: int) -> int | None:
+                        with arr.store.lock:
+                            dset = arr._dataset_unlocked()
+                            return dset.id.get_chunk_info_by_coord((row, *tail)).byte_offset
+
+                    self._rows = _RowFile(probe[0], chunk_rows, lookup)
         return self._rows
 
     def _copies(self, a: int, b: int) -> decode.RowCopy | None:
@@ -86,19 +103,9 @@ class DirectSource:
             return None
         first = self.key[0].start
         start, stop = first + a, first + b
-        c = rows.chunk_rows
-        copies = []
-        for ci in range(start // c, (stop - 1) // c + 1 if stop > start else 0):
-            if ci not in rows.offsets:
-                with self.array.store.lock:
-                    dset = self.array._dataset_unlocked()
-                    where = (ci * c,) + (0,) * (len(rows.row_shape))
-                    rows.offsets[ci] = dset.id.get_chunk_info_by_coord(where).byte_offset
-            offset = rows.offsets[ci]
-            if offset is None:
-                return None
-            lo, hi = max(start, ci * c), min(stop, (ci + 1) * c)
-            copies.append((offset + (lo - ci * c) * rows.row_bytes, lo - start, hi - lo))
+        copies, holes = decode.row_runs(start, stop, rows.chunk_rows, rows.row_bytes, rows.address)
+        if holes:
+            return None
         return decode.RowCopy(os.dup(rows.fd), stop - start, rows.row_shape, rows.dtype, copies, [])
 
     def _key(self, a: int, b: int) -> tuple[slice, ...]:
