@@ -106,6 +106,15 @@ def check_not_locked(path: str, mode: str) -> None:
         # Damaged, or locks unsupported here: nothing stops a replacement.
 
 
+def source_label(variables: Any) -> str:
+    """``"'path'"`` of the file a Dataset's variables were read from, for messages;
+    ``"the dataset"`` when none was (built in memory, or computed)."""
+    for var in variables.values():
+        if "source" in var.encoding:
+            return f"'{var.encoding['source']}'"
+    return "the dataset"
+
+
 def is_damage(err: BaseException) -> bool:
     """Whether ``err``, met while reading a file, is h5py reporting damaged contents.
 

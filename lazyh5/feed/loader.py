@@ -16,6 +16,7 @@ import xarray as xr
 from dask.array.core import concatenate3
 from dask.utils import parse_bytes
 
+from .._files import source_label
 from ..backend import decode
 from ..errors import (
     DimensionError,
@@ -31,13 +32,6 @@ from .prefetch import Prefetcher
 from .shuffle import Window, epoch_windows
 
 Names = str | Sequence[str] | Mapping[str, str] | None
-
-
-def _source(ds: xr.Dataset) -> str:
-    for var in ds.variables.values():
-        if "source" in var.encoding:
-            return f"'{var.encoding['source']}'"
-    return "the dataset"
 
 
 def _compute_uncopied(arrays: list[da.Array]) -> list[np.ndarray]:
@@ -168,7 +162,7 @@ class BatchLoader:
         if not isinstance(ds, xr.Dataset):
             raise TypeError(f"BatchLoader needs an xarray.Dataset, got {type(ds).__name__}")
         self._ds = ds
-        self._where = _source(ds)
+        self._where = source_label(ds.variables)
         if x is None:
             raise InvalidArgumentError(
                 f"BatchLoader over {self._where} needs at least one input variable x"

@@ -12,6 +12,7 @@ from typing import Any
 
 import xarray as xr
 
+from .._files import source_label
 from ..backend.store import STORAGE_ATTR
 from ..errors import InvalidIndexError, ObjectNotFoundError
 from .assign import assign
@@ -140,17 +141,9 @@ class H5DatasetAccessor:
         plans = []
         for name, value in values.items():
             if name not in self._obj.variables:
-                where = next(
-                    (
-                        f"'{v.encoding['source']}'"
-                        for v in self._obj.variables.values()
-                        if "source" in v.encoding
-                    ),
-                    "the dataset",
-                )
                 raise ObjectNotFoundError(
-                    f"cannot write to {where}: no variable '{name}'; expected one of "
-                    f"{sorted(map(str, self._obj.data_vars))}"
+                    f"cannot write to {source_label(self._obj.variables)}: no variable "
+                    f"'{name}'; expected one of {sorted(map(str, self._obj.data_vars))}"
                 )
             var = self._obj[name]
             sub = {d: k for d, k in key.items() if d in var.dims}
