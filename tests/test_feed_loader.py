@@ -303,8 +303,11 @@ def test_reused_buffers_never_overwrite_batches_still_held(tmp_path, shuffle):
     assert len(bases) <= loader._buffers.limit
 
 
+@pytest.mark.parametrize("table", [True, False], ids=["address-table", "chunk-by-chunk"])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_unwritten_chunks_feed_their_fill_value(tmp_path, shuffle):
+def test_unwritten_chunks_feed_their_fill_value(tmp_path, shuffle, table, monkeypatch):
+    if not table:  # datasets with too many chunks for one table ask HDF5 chunk by chunk
+        monkeypatch.setattr("lazyh5.feed.direct._TABLE_MAX", 0)
     path = tmp_path / "holes.h5"
     with h5py.File(path, "w") as f:
         x = f.create_dataset("x", (1000, 300), "f4", chunks=(50, 300), fillvalue=-1.0)
@@ -324,3 +327,5 @@ def test_unwritten_chunks_feed_their_fill_value(tmp_path, shuffle):
         for x, y in loader:
             want = np.where(y < 200, 1.0, np.where(y < 600, -1.0, 2.0))
             np.testing.assert_array_equal(x, np.broadcast_to(want[:, None], x.shape))
+    rows = loader._direct["x"]._rows
+    assert (rows.table is not None) == table
