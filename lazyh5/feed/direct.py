@@ -32,7 +32,7 @@ from ..write.regions import _CF_KEYS, _find_array, _positions
 # Dask layers of a lazyh5 variable: the backend array, its chunking, and the slicing
 # xarray adds for isel/sel. Any other layer is a computation.
 _PLAIN_LAYERS = ("original-open_dataset-", "open_dataset-", "getitem-")
-# Rows smaller than this are read in a run and scattered by numpy (labels: 8 bytes).
+# Rows smaller than this are read in runs and scattered by numpy (labels: 8 bytes).
 _MIN_SCATTER_ROW = 1024
 # Chunk address tables up to this many chunks (8 bytes each) are read in one pass.
 _TABLE_MAX = 1 << 20
@@ -160,12 +160,12 @@ class DirectSource:
     def scatter(self, a: int, b: int, out: np.ndarray, dst: np.ndarray | None) -> bool:
         """Rows ``[a, b)`` written to ``out[dst]`` (``dst=None``: to ``out`` in order) by
         one ``preadv`` per run of rows in the file (no intermediate copy), when they are
-        stored that way; else ``False``.
+        stored that way; else ``False``. Small rows (labels) are read in runs and placed
+        by numpy: one iovec per 8-byte row costs more than the copy.
         """
         if self.row_axis != 0:
             return False
-        if dst is not None and out[:1].nbytes < _MIN_SCATTER_ROW:
-            return False  # one iovec per row costs more than a numpy scatter afterwards
+        small = dst is not None and out[:1].nbytes < _MIN_SCATTER_ROW
         arr = self.array
         copy = self._copies(a, b)
         if copy is None:
@@ -175,7 +175,10 @@ class DirectSource:
                 return False
             copy = found[0]
         try:
-            copy.run(out, dst)
+            if small:
+                out[dst] = copy.run()
+            else:
+                copy.run(out, dst)
         except OSError as err:
             raise CorruptFileError(
                 f"cannot read '{arr.path}' in '{arr.store.filename}': the file is damaged "
