@@ -24,7 +24,7 @@ PIPELINES = {
     "gzip1": ({"compression": "gzip", "compression_opts": 1}, True),
     "gzip9+shuffle": ({"compression": "gzip", "compression_opts": 9, "shuffle": True}, True),
     "shuffle": ({"shuffle": True}, True),
-    "lzf": ({"compression": "lzf"}, False),
+    "lzf": ({"compression": "lzf"}, True),  # imagecodecs (the test extra has it)
     "fletcher32": ({"compression": "gzip", "fletcher32": True}, False),
     "scaleoffset": ({"scaleoffset": 0}, False),
     "blosc-lz4": (dict(hdf5plugin.Blosc("lz4", 5, hdf5plugin.Blosc.SHUFFLE)), True),
@@ -167,6 +167,30 @@ def test_chunks_skipped_by_the_filter_mask(tmp_path):
         got = _decoded(f["x"], (slice(None), slice(None)))
         np.testing.assert_array_equal(got, f["x"][...])
     np.testing.assert_array_equal(got[:8], data)
+
+
+def test_lzf_chunks_stored_raw_or_compressed_decode_like_h5py(tmp_path):
+    """h5py's LZF filter stores a chunk that does not shrink as is (mask bit set):
+    both kinds decode through imagecodecs, in parallel, exactly as h5py reads them."""
+    rng = np.random.default_rng(5)
+    data = rng.random((1024, 96)).astype("<f4")  # random floats: LZF gives up
+    data[512:] = np.round(data[512:] * 4)  # a few values: LZF compresses these
+    path = tmp_path / "lzf.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(256, 96), compression="lzf")
+    with h5py.File(path, "r") as f:
+        masks = []
+        f["x"].id.chunk_iter(lambda info: masks.append(info.filter_mask))
+        assert sorted(masks) == [0, 0, 1, 1]
+        assert decode.worthwhile(decode.plan_for(f["x"]))
+        got = _decoded(f["x"], (slice(3, 1000), slice(None)))
+        assert got.tobytes() == f["x"][3:1000].tobytes() == data[3:1000].tobytes()
+        # rows whose chunks are all stored as is are copied straight from the file
+        whole = (slice(None),)
+        assert decode.row_copy(f["x"], f["x"].shape, (slice(3, 500), *whole)) is not None
+        assert decode.row_copy(f["x"], f["x"].shape, (slice(3, 600), *whole)) is None
+        got = _decoded(f["x"], (slice(3, 500), slice(None)))
+        assert got.tobytes() == data[3:500].tobytes()
 
 
 def test_writes_through_r_plus_are_seen_before_flush(tmp_path):

@@ -305,6 +305,32 @@ def test_reused_buffers_never_overwrite_batches_still_held(tmp_path, shuffle):
 
 @pytest.mark.parametrize("table", [True, False], ids=["address-table", "chunk-by-chunk"])
 @pytest.mark.parametrize("shuffle", [False, True])
+def test_lzf_chunks_stored_as_is_and_compressed_feed_exact_rows(
+    tmp_path, shuffle, table, monkeypatch
+):
+    """Chunks LZF could not shrink are stored as is and copied straight from the file;
+    the others are decoded: a block mixing both kinds still feeds exact rows."""
+    if not table:
+        monkeypatch.setattr("lazyh5.feed.direct._TABLE_MAX", 0)
+    rng = np.random.default_rng(2)
+    data = rng.random((3000, 40)).astype("f4")
+    data[1000:2000] = np.round(data[1000:2000])  # these chunks compress
+    path = tmp_path / "mixed.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(100, 40), compression="lzf")
+        f.create_dataset("y", data=np.arange(3000), chunks=(500,), compression="lzf")
+    ds = lazyh5.open_dataset(path)
+    loader = BatchLoader(ds, "x", "y", batch_size=64, shuffle=shuffle, seed=3, block_size="64KiB")
+    for _ in range(2):
+        seen = []
+        for x, y in loader:
+            np.testing.assert_array_equal(x, data[y])
+            seen.append(y.copy())
+        assert sorted(np.concatenate(seen).tolist()) == list(range(3000))
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["address-table", "chunk-by-chunk"])
+@pytest.mark.parametrize("shuffle", [False, True])
 def test_unwritten_chunks_feed_their_fill_value(tmp_path, shuffle, table, monkeypatch):
     if not table:  # datasets with too many chunks for one table ask HDF5 chunk by chunk
         monkeypatch.setattr("lazyh5.feed.direct._TABLE_MAX", 0)

@@ -36,6 +36,7 @@ _PLAIN_LAYERS = ("original-open_dataset-", "open_dataset-", "getitem-")
 _MIN_SCATTER_ROW = 1024
 # Chunk address tables up to this many chunks (8 bytes each) are read in one pass.
 _TABLE_MAX = 1 << 20
+_COMPRESSED = -2  # in a chunk table: a chunk stored through its filters
 
 
 class _RowFile:
@@ -60,36 +61,42 @@ class _RowFile:
         self.row_shape = copy.row_shape
         self.dtype = copy.dtype
         self.lookup = lookup  # first row of a chunk -> its byte offset, asking HDF5
-        self.table = table  # every chunk's offset (-1: unallocated), when read in one pass
+        # every chunk's offset (-1: unallocated, -2: compressed), when read in one pass
+        self.table = table
         self.offsets: dict[int, int | None] = {}
         weakref.finalize(self, os.close, self.fd)
 
     def address(self, row: int) -> int | None:
-        """Byte offset of the chunk starting at ``row`` (asked of HDF5 once)."""
+        """Byte offset of the chunk starting at ``row`` (asked of HDF5 once): ``None``
+        if unallocated; raises :class:`decode.Compressed` if it has to be decoded."""
         if self.table is not None:
             where = int(self.table[row // self.chunk_rows])
+            if where == _COMPRESSED:
+                raise decode.Compressed(row)
             return None if where < 0 else where
         if row not in self.offsets:
             self.offsets[row] = self.lookup(row)
         return self.offsets[row]
 
 
-def _chunk_table(dset: h5py.Dataset, chunk_rows: int) -> np.ndarray | None:
+def _chunk_table(dset: h5py.Dataset, plan: decode.ChunkPlan) -> np.ndarray | None:
     """The byte offset of every chunk of a dataset chunked by whole rows (-1 where
-    unallocated), in one pass over its chunk index; ``None`` where HDF5 has no such
-    pass or the table would be large.
+    unallocated, -2 where stored compressed), in one pass over its chunk index;
+    ``None`` where HDF5 has no such pass or the table would be large.
 
     Asked chunk by chunk from the prefetch thread, the 391 addresses of a 100,000-row
     file cost ~30 ms of the first epoch (each lookup takes the HDF5 lock and the GIL
     from the training thread); ``chunk_iter`` reads them all in 0.4 ms.
     """
+    chunk_rows = plan.chunks[0]
     count = -(-dset.shape[0] // chunk_rows)
     if not hasattr(dset.id, "chunk_iter") or count > _TABLE_MAX:
         return None
     table = np.full(count, -1, np.int64)
 
     def seen(info: Any) -> None:
-        table[info.chunk_offset[0] // chunk_rows] = info.byte_offset
+        plain = decode.stored_plain(plan, info.filter_mask, info.size)
+        table[info.chunk_offset[0] // chunk_rows] = info.byte_offset if plain else _COMPRESSED
 
     dset.id.chunk_iter(seen)
     return table
@@ -113,22 +120,23 @@ class DirectSource:
                 with arr.store.lock:
                     dset = arr._dataset_unlocked()
                     probe = decode.row_copy(dset, arr.shape, self._key(0, 0))
-                    chunk_rows = dset.chunks[0] if dset.chunks else 0
-                    table = _chunk_table(dset, chunk_rows) if probe is not None else None
-                if probe is not None:
+                    plan = decode.plan_for(dset) if probe is not None else None
+                    table = _chunk_table(dset, plan) if plan is not None else None
+                if probe is not None and plan is not None:
                     tail = (0,) * (len(arr.shape) - 1)
 
                     def lookup(row: int) -> int | None:
                         with arr.store.lock:
                             dset = arr._dataset_unlocked()
-                            return dset.id.get_chunk_info_by_coord((row, *tail)).byte_offset
+                            return decode.chunk_offset(dset, plan, (row, *tail))
 
-                    self._rows = _RowFile(probe[0], chunk_rows, lookup, table)
+                    self._rows = _RowFile(probe[0], plan.chunks[0], lookup, table)
         return self._rows
 
     def _copies(self, a: int, b: int) -> decode.RowCopy | None:
         """A RowCopy of rows ``[a, b)`` from cached chunk addresses (``None`` if a chunk
-        is unallocated: then the fill value comes from h5py's path)."""
+        is unallocated: then the fill value comes from h5py's path); raises
+        :class:`decode.Compressed` if a chunk has to be decoded."""
         rows = self._row_file()
         if rows is None:
             return None
@@ -167,7 +175,10 @@ class DirectSource:
             return False
         small = dst is not None and out[:1].nbytes < _MIN_SCATTER_ROW
         arr = self.array
-        copy = self._copies(a, b)
+        try:
+            copy = self._copies(a, b)
+        except decode.Compressed:
+            return False  # read (and decoded in parallel) by the caller
         if copy is None:
             with arr.store.lock:
                 found = decode.row_copy(arr._dataset_unlocked(), arr.shape, self._key(a, b))
