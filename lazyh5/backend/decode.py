@@ -23,6 +23,7 @@ byte-identical to ``dset[key]``:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -348,40 +349,93 @@ class RowCopy:
         flowing to the training thread, and a scatter (``dst``) costs no extra copy:
         each run of rows is read by one ``preadv`` into the rows' destinations.
         """
-        size = self.row_bytes
         try:
             if out is None:
                 out = np.empty((self.rows, *self.row_shape), self.dtype)
-            flat = memoryview(out.reshape(-1).view(np.uint8))
-
-            def one(copy: tuple[int, int, int]) -> None:
-                where, first, n = copy
-                if dst is None:
-                    buffers = [flat[first * size : (first + n) * size]]
-                else:
-                    rows = dst[first : first + n].tolist()
-                    buffers = [flat[r * size : (r + 1) * size] for r in rows]
-                for i in range(0, len(buffers), _IOV_MAX):
-                    part = buffers[i : i + _IOV_MAX]
-                    want = sum(len(b) for b in part)
-                    if os.preadv(self.fd, part, where) != want:  # regular files: only at EOF
-                        raise OSError(f"the file ends inside a chunk at byte {where}")
-                    where += want
-
+            tasks = self.tasks(out, dst)
             threads = decode_threads()
-            if threads > 1 and len(self.copies) > 1 and self.rows * size >= _POOL_MIN_BYTES:
-                list(_get_pool(threads).map(one, self.copies))
+            if threads > 1 and len(tasks) > 1 and self.rows * self.row_bytes >= _POOL_MIN_BYTES:
+                list(_get_pool(threads).map(_call, tasks))
             else:
-                for copy in self.copies:
-                    one(copy)
+                for task in tasks:
+                    task()
         finally:
             os.close(self.fd)
+        self.fill(out, dst)
+        return out
+
+    def tasks(self, out: np.ndarray, dst: np.ndarray | None) -> list[Callable[[], None]]:
+        """One call per run of rows, copying it to ``out[dst]``; run them in any threads
+        and order, then :meth:`fill` and close ``fd`` (what :meth:`run` does)."""
+        size = self.row_bytes
+        flat = memoryview(out.reshape(-1).view(np.uint8))
+
+        def one(where: int, first: int, n: int) -> None:
+            if dst is None:
+                buffers = [flat[first * size : (first + n) * size]]
+            else:
+                buffers = [flat[r * size : (r + 1) * size] for r in dst[first : first + n].tolist()]
+            for i in range(0, len(buffers), _IOV_MAX):
+                part = buffers[i : i + _IOV_MAX]
+                want = sum(len(b) for b in part)
+                if os.preadv(self.fd, part, where) != want:  # regular files: only at EOF
+                    raise OSError(f"the file ends inside a chunk at byte {where}")
+                where += want
+
+        return [functools.partial(one, *copy) for copy in self.copies]
+
+    def fill(self, out: np.ndarray, dst: np.ndarray | None) -> None:
+        """The rows of unallocated chunks (their fill values) into ``out[dst]``."""
         for first, values in self.fills:
             if dst is None:
                 out[first : first + len(values)] = values
             else:
                 out[dst[first : first + len(values)]] = values
-        return out
+
+
+def _call(task: Callable[[], Any]) -> Any:
+    return task()
+
+
+class Pending:
+    """Work handed to the decode pool, and steps to run once all of it is done.
+
+    A shuffle window hands over the runs of rows of all its blocks: 20 chunk copies
+    spread evenly over 2 threads, where block by block 5 chunks split 3:2 and the
+    pool waited for the slower thread 4 times per window. :meth:`wait` waits for
+    everything, then runs the steps (closing descriptors), even after an error, and
+    re-raises the first error.
+    """
+
+    def __init__(self) -> None:
+        self._threads = decode_threads()
+        self._futures: list[Any] = []
+        self._after: list[Callable[[], Any]] = []
+
+    def submit(self, task: Callable[[], Any]) -> None:
+        if self._threads > 1:
+            self._futures.append(_get_pool(self._threads).submit(task))
+        else:
+            task()
+
+    def then(self, step: Callable[[], Any]) -> None:
+        self._after.append(step)
+
+    def wait(self) -> None:
+        error: BaseException | None = None
+        for future in self._futures:
+            try:
+                future.result()
+            except BaseException as err:  # wait for the others before raising
+                error = error or err
+        for step in self._after:
+            try:
+                step()
+            except BaseException as err:
+                error = error or err
+        self._futures, self._after = [], []
+        if error is not None:
+            raise error
 
 
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)

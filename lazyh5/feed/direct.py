@@ -13,6 +13,7 @@ backend array — the same decode path dask tasks use — and leaves everything 
 
 from __future__ import annotations
 
+import functools
 import os
 import weakref
 from collections.abc import Callable, Hashable
@@ -165,11 +166,20 @@ class DirectSource:
         else:
             out[...] = self.read(a, b)
 
-    def scatter(self, a: int, b: int, out: np.ndarray, dst: np.ndarray | None) -> bool:
+    def scatter(
+        self,
+        a: int,
+        b: int,
+        out: np.ndarray,
+        dst: np.ndarray | None,
+        pending: decode.Pending | None = None,
+    ) -> bool:
         """Rows ``[a, b)`` written to ``out[dst]`` (``dst=None``: to ``out`` in order) by
         one ``preadv`` per run of rows in the file (no intermediate copy), when they are
         stored that way; else ``False``. Small rows (labels) are read in runs and placed
-        by numpy: one iovec per 8-byte row costs more than the copy.
+        by numpy: one iovec per 8-byte row costs more than the copy. With ``pending``
+        the copies are handed to the decode pool: ``out`` is complete after
+        ``pending.wait()``.
         """
         if self.row_axis != 0:
             return False
@@ -185,17 +195,28 @@ class DirectSource:
             if found is None:
                 return False
             copy = found[0]
+        if pending is not None and not small:
+            pending.then(functools.partial(os.close, copy.fd))  # first: closed whatever happens
+            pending.then(functools.partial(copy.fill, out, dst))
+            for task in copy.tasks(out, dst):
+                pending.submit(functools.partial(self._checked, task))
+            return True
+        if small:
+            self._checked(lambda: out.__setitem__(dst, copy.run()))
+        else:
+            self._checked(functools.partial(copy.run, out, dst))
+        return True
+
+    def _checked(self, task: Callable[[], Any]) -> None:
+        """Run a copy from the file; a short read means a damaged or truncated file."""
         try:
-            if small:
-                out[dst] = copy.run()
-            else:
-                copy.run(out, dst)
+            task()
         except OSError as err:
+            arr = self.array
             raise CorruptFileError(
                 f"cannot read '{arr.path}' in '{arr.store.filename}': the file is damaged "
                 f"or truncated where this dataset's data is stored ({err})"
             ) from err
-        return True
 
 
 def direct_source(view: xr.DataArray, dim: Hashable) -> DirectSource | None:

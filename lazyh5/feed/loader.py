@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -70,14 +72,11 @@ def _as_lists(nested: Any) -> Any:
     return [_as_lists(x) for x in nested] if isinstance(nested, tuple | list) else nested
 
 
-def _place(out: np.ndarray, dst: np.ndarray, rows: np.ndarray, placing: list | None) -> None:
-    """``out[dst] = rows``; with a ``placing`` list, in a decode thread while the next
-    block is read (numpy releases the GIL for it): shuffling an lzf file, decoding a
-    block took 1.2 ms and placing its rows 0.6 ms, one after the other."""
-    if placing is None:
-        out[dst] = rows
-    else:
-        placing.append(decode._get_pool(decode.decode_threads()).submit(out.__setitem__, dst, rows))
+def _place(out: np.ndarray, dst: np.ndarray, rows: np.ndarray, pending: decode.Pending) -> None:
+    """``out[dst] = rows`` in a decode thread while the next block is read (numpy
+    releases the GIL for it): shuffling an lzf file, decoding a block took 1.2 ms and
+    placing its rows 0.6 ms, one after the other."""
+    pending.submit(functools.partial(out.__setitem__, dst, rows))
 
 
 class BatchLoader:
@@ -276,10 +275,12 @@ class BatchLoader:
 
     # -- reading --------------------------------------------------------------------
     def _fetch(
-        self, block: int, into: tuple[dict[str, np.ndarray], np.ndarray, list | None] | None = None
+        self,
+        block: int,
+        into: tuple[dict[str, np.ndarray], np.ndarray, decode.Pending] | None = None,
     ) -> dict[str, np.ndarray] | None:
-        """Block ``block``'s rows; or, with ``into=(out, dst, placing)``, written to
-        ``out[n][dst]`` (see :func:`_place` for ``placing``)."""
+        """Block ``block``'s rows; or, with ``into=(out, dst, pending)``, written to
+        ``out[n][dst]``, complete once ``pending.wait()`` returns."""
         a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
         if into is None:  # in order: plain views of the file go into reused buffers
             local = self._local()
@@ -290,8 +291,8 @@ class BatchLoader:
             }
             done = self._scatter_direct(a, b, out, None)
             return {n: out[n] for n in done} | self._read(a, b, skip=done)
-        out, dst, placing = into
-        computed = self._read(a, b, skip=self._scatter_direct(a, b, out, dst, placing))
+        out, dst, pending = into
+        computed = self._read(a, b, skip=self._scatter_direct(a, b, out, dst, pending))
         for name, rows in computed.items():
             out[name][dst] = rows
         return None
@@ -302,7 +303,7 @@ class BatchLoader:
         b: int,
         out: dict[str, np.ndarray],
         dst: np.ndarray | None,
-        placing: list | None = None,
+        pending: decode.Pending | None = None,
     ) -> set[str]:
         """Rows ``[a, b)`` copied from the file straight to ``out[n][dst]`` where the
         variable allows it (see :meth:`DirectSource.scatter`); the names done."""
@@ -312,13 +313,13 @@ class BatchLoader:
         for name, src in self._direct.items():
             if src is None or name not in out:
                 continue
-            if not src.scatter(a, b, out[name], dst):  # not copyable straight from the file
+            if not src.scatter(a, b, out[name], dst, pending):  # not copyable from the file
                 if dst is None:
                     src.read_into(a, b, out[name])
                 else:  # read into a reused buffer, then put the rows in place
                     rows = self._buffers.empty((b - a, *out[name].shape[1:]), out[name].dtype)
                     src.read_into(a, b, rows)
-                    _place(out[name], dst, rows, placing)
+                    _place(out[name], dst, rows, pending)
                     del rows
             done.add(name)
         return done
@@ -347,15 +348,18 @@ class BatchLoader:
             for n, arr in self._arrays.items()
         }
         at = 0
-        placing: list | None = [] if decode.decode_threads() > 1 else None
+        # The copies of all the window's blocks share the decode pool (see Pending).
+        pending = decode.Pending()
         try:
             for block in w.blocks:
                 size = int(self.plan.sizes[block])
-                self._fetch(int(block), (out, dest[at : at + size], placing))
+                self._fetch(int(block), (out, dest[at : at + size], pending))
                 at += size
-        finally:
-            for placed in placing or ():
-                placed.result()
+        except BaseException:
+            with contextlib.suppress(BaseException):  # the first error is the one to see
+                pending.wait()  # no copy may still write to the buffers; fds closed
+            raise
+        pending.wait()
         return out
 
     def _warn_if_blocks_recompute_chunks(self) -> None:
