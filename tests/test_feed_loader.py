@@ -355,3 +355,31 @@ def test_unwritten_chunks_feed_their_fill_value(tmp_path, shuffle, table, monkey
             np.testing.assert_array_equal(x, np.broadcast_to(want[:, None], x.shape))
     rows = loader._direct["x"]._rows
     assert (rows.table is not None) == table
+
+
+@pytest.mark.parametrize("last", ["x", "y"])  # the dataset stored last is cut
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_file_truncated_under_a_loader_raises_corrupt_file_and_closes_descriptors(
+    tmp_path, shuffle, last
+):
+    """Another program cuts the file short mid-training: reads come back short, the
+    loader says which file and dataset, and no descriptor is left open."""
+    import os
+
+    from lazyh5.errors import CorruptFileError
+
+    path = tmp_path / "cut.h5"
+    with h5py.File(path, "w") as f:
+        data = {"x": (np.ones((4000, 256), "f4"), (100, 256)), "y": (np.arange(4000), (1000,))}
+        for name in sorted(data, key=lambda n: n == last):
+            f.create_dataset(name, data=data[name][0], chunks=data[name][1])
+    loader = BatchLoader(
+        lazyh5.open_dataset(path), "x", "y", batch_size=50, shuffle=shuffle, block_size="400KiB"
+    )
+    assert sum(len(y) for _, y in loader) == 4000  # chunk addresses are now cached
+    fds = len(os.listdir("/proc/self/fd"))
+    os.truncate(path, os.path.getsize(path) // 2)
+    with pytest.raises(CorruptFileError, match=rf"'/?{last}'.*cut\.h5.*damaged or truncated"):
+        for _ in loader:
+            pass
+    assert len(os.listdir("/proc/self/fd")) == fds
