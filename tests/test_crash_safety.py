@@ -187,7 +187,12 @@ def test_sigkill_during_create_of_a_large_file(tmp_path):
         [sys.executable, "-c", _CREATE_LARGE, str(path)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout.readline().strip() == "start"
-    time.sleep(1.0)
+    # Kill while the layout is being written (about 1 s for 3,000 datasets here): a
+    # fixed sleep raced with it; the temporary file shows the layout has begun.
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".large.h5.*.tmp")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL  # killed before it finished

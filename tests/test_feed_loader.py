@@ -383,3 +383,34 @@ def test_file_truncated_under_a_loader_raises_corrupt_file_and_closes_descriptor
         for _ in loader:
             pass
     assert len(os.listdir("/proc/self/fd")) == fds
+
+
+@pytest.mark.parametrize("block_size", ["200KiB", "6KiB"], ids=["labels-whole", "labels-by-block"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_small_variables_read_whole_per_epoch_or_by_block(tmp_path, shuffle, block_size):
+    """Labels (rows under 1 KiB) are read whole once per epoch when they fit in 4
+    blocks, block by block otherwise; either way over start/end, every row once."""
+    path = tmp_path / "small.h5"
+    with h5py.File(path, "w") as f:
+        x = np.repeat(np.arange(5000, dtype="f4")[:, None], 300, axis=1)  # 1,200-byte rows
+        f.create_dataset("x", data=x, chunks=(50, 300))
+        f.create_dataset("y", data=np.arange(5000), chunks=(700,), compression="lzf")
+    ds = lazyh5.open_dataset(path)
+    loader = BatchLoader(
+        ds,
+        "x",
+        "y",
+        batch_size=30,
+        shuffle=shuffle,
+        seed=4,
+        start=123,
+        end=4321,
+        block_size=block_size,
+    )
+    assert loader._small == (["y"] if block_size == "200KiB" else [])
+    for _ in range(2):
+        ys = []
+        for x, y in loader:
+            np.testing.assert_array_equal(x[:, -1], y)
+            ys.append(y.copy())
+        assert sorted(np.concatenate(ys).tolist()) == list(range(123, 4321))

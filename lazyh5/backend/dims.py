@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
 import h5py
 
@@ -37,9 +38,15 @@ def is_dimension_scale(dset: h5py.Dataset) -> bool:
     return cls is not None and _decode(cls) == "DIMENSION_SCALE"
 
 
-def scale_name(scale: h5py.Dataset) -> tuple[str, bool]:
-    """The dimension name a scale gives, and whether it carries coordinate values."""
-    base = scale.name.rsplit("/", 1)[-1]
+def scale_name(scale: h5py.Dataset, base: str | None = None) -> tuple[str, bool]:
+    """The dimension name a scale gives, and whether it carries coordinate values.
+
+    ``base`` is the scale's own name in its group, when the caller knows it: h5py's
+    ``.name`` asks HDF5 to search the file for the object's path, 2 ms per call in a
+    group of 3,000 datasets.
+    """
+    if base is None:
+        base = scale.name.rsplit("/", 1)[-1]
     name = scale.attrs.get("NAME")
     if name is None:
         return base, True
@@ -49,15 +56,21 @@ def scale_name(scale: h5py.Dataset) -> tuple[str, bool]:
     return (name or base), True
 
 
-def scale_dims(dset: h5py.Dataset) -> list[str | None]:
-    """Names from dimension scales attached to each axis of ``dset`` (``None`` if none)."""
+def scale_dims(dset: h5py.Dataset, known: Mapping[Any, str] | None = None) -> list[str | None]:
+    """Names from dimension scales attached to each axis of ``dset`` (``None`` if none).
+
+    ``known`` maps the object ids (``scale.id``: file and address) of scales whose
+    dimension names are already known, so they are not looked up again.
+    """
     names: list[str | None] = [None] * dset.ndim
     if dset.ndim == 0 or "DIMENSION_LIST" not in dset.attrs:
         return names
+    known = known or {}
     for axis in range(dset.ndim):
         proxy = dset.dims[axis]
         if len(proxy):
-            names[axis] = scale_name(proxy[0])[0]
+            scale = proxy[0]
+            names[axis] = known.get(scale.id) or scale_name(scale)[0]
     return names
 
 

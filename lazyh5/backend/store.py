@@ -430,11 +430,18 @@ def _read_group(
     shapes: dict[str, tuple[int, ...]] = {}
     scales: dict[str, list[str | None]] = {}
     coord_scales: dict[str, str] = {}  # dataset name -> variable name of a coordinate
+    # this group's dimension scales: object id -> (dimension name, has coordinate values)
+    own_scales = {
+        dset.id: dimnames.scale_name(dset, name.rsplit("/", 1)[-1])
+        for name, dset in datasets.items()
+        if dset.shape is not None and dimnames.is_dimension_scale(dset)
+    }
+    known = {key: dim for key, (dim, _) in own_scales.items()}
     for name, dset in datasets.items():
         if dset.shape is None:  # HDF5 null dataspace: nothing to hold
             continue
-        if dimnames.is_dimension_scale(dset):
-            dim, has_values = dimnames.scale_name(dset)
+        if dset.id in own_scales:
+            dim, has_values = own_scales[dset.id]
             if not has_values:
                 continue  # a netCDF dimension without coordinate values
             if dset.ndim == 1:
@@ -443,7 +450,7 @@ def _read_group(
                 scales[name] = [dim]
                 continue
         shapes[name] = dset.shape
-        scales[name] = dimnames.scale_dims(dset)
+        scales[name] = dimnames.scale_dims(dset, known)
 
     dim_map = dimnames.assign_dims(filename, shapes, scales, dims)
     dim_map = _avoid_ancestor_conflicts(dim_map, shapes, inherited_dims or {}, grp.name)

@@ -25,7 +25,8 @@ import h5py
 import xarray as xr
 
 from .._files import check_readable_hdf5, open_h5file
-from .._filters import compression_label, filter_pipeline
+from .._filters import _KNOWN_FILTERS, compression_label, filter_pipeline
+from ..backend import decode
 from ..errors import DimensionError, InvalidArgumentError, ObjectNotFoundError
 from ..feed.layout import (
     H5PY_CHUNK_CACHE_BYTES,
@@ -40,8 +41,9 @@ DEFAULT_SECONDS = 3.0
 # A prefix of about this many bytes (all fed variables) is measured on big files: the
 # warm-up reads it once, and a few seconds per method cover it at least once.
 _PREFIX_BYTES = 256 << 20
-# Filters lazyh5 decodes in parallel threads; others are decoded by h5py, one at a time.
-_PARALLEL_FILTERS = {"gzip", "shuffle", "zstd", "lz4", "blosc"}
+# Filters lazyh5 decodes in parallel threads (lzf needs imagecodecs, blosc/zstd/lz4
+# numcodecs); others are decoded by h5py, one at a time.
+_PARALLEL_FILTERS = {_KNOWN_FILTERS[code] for code in decode.DECODERS if code in _KNOWN_FILTERS}
 # Filters that decode fast; a file using others (gzip, szip...) feeds faster with lzf.
 _FAST_FILTERS = {"lzf", "shuffle", "zstd", "lz4", "blosc", "blosc2", "bitshuffle"}
 # BatchLoader's default block_size.
@@ -281,18 +283,19 @@ def _filter_limits(layouts: list[_Layout]) -> list[str]:
             serial.setdefault(slow, []).append(v)
     if (os.cpu_count() or 1) > 1:
         for label, vs in serial.items():
+            extra = " (install imagecodecs to decode lzf in parallel)" if label == "lzf" else ""
             out.append(
                 f"{named(vs)}: {label} is decoded by h5py, one chunk at a time under its "
-                "global lock, so one core decodes (lazyh5 decodes gzip, shuffle, zstd, lz4 "
-                "and blosc in parallel threads)"
+                f"global lock, so one core decodes (lazyh5 decodes "
+                f"{', '.join(sorted(_PARALLEL_FILTERS))} in parallel threads){extra}"
             )
     for v in layouts:
         if v.filters and v.stored_bytes >= 0.95 * v.logical_bytes:
             out.append(
                 f"'{v.name}': {v.compression} does not compress this data (stored "
-                f"{_human(v.stored_bytes)} of {_human(v.logical_bytes)}): it saves no space, "
-                "while filtered chunks go through h5py one at a time (lazyh5 reads "
-                "uncompressed whole-row chunks in parallel)"
+                f"{_human(v.stored_bytes)} of {_human(v.logical_bytes)}): it saves no space "
+                "(lazyh5 copies whole-row chunks a filter left as is straight from the file, "
+                "like uncompressed ones)"
             )
     return out
 

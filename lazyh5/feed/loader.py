@@ -34,6 +34,8 @@ from .prefetch import Prefetcher
 from .shuffle import Window, epoch_windows
 
 Names = str | Sequence[str] | Mapping[str, str] | None
+# Rows smaller than this (bytes) make a small variable (see BatchLoader._small_columns).
+_SMALL_ROW = 1024
 
 
 def _compute_uncopied(arrays: list[da.Array]) -> list[np.ndarray]:
@@ -97,8 +99,11 @@ class BatchLoader:
     Memory held is at most ``prefetch + 2`` blocks in order, and
     ``(ceil(prefetch / window) + 2) * window`` blocks shuffled (the window in use, one
     ready, one being assembled): 192 MiB with the defaults, whatever the file size.
-    Batches are views of their block or window (of the variable itself when ``ds``
-    holds numpy arrays): copy one before modifying it in place or keeping it long.
+    Variables with rows under 1 KiB (labels, weights) are read whole once per epoch
+    when that takes at most 4 blocks' worth (800 KB for 100,000 int64 labels), so
+    each of their chunks is decoded once. Batches are views of their block or window
+    (of the variable itself when ``ds`` holds numpy arrays): copy one before modifying
+    it in place or keeping it long.
 
     Parameters
     ----------
@@ -191,6 +196,16 @@ class BatchLoader:
         self._direct: dict[str, DirectSource | None] = {
             n: direct_source(ds[n], dim) for n in self._names
         }
+        # Variables of small rows (labels), held whole per epoch (see _small_columns)
+        # when they take at most a few blocks' worth of memory.
+        budget = 4 * parse_bytes(block_size)
+        self._small = [
+            n
+            for n, src in self._direct.items()
+            if src is not None
+            and self._arrays[n][:1].nbytes < _SMALL_ROW
+            and self._arrays[n][:1].nbytes * self.rows <= budget
+        ]
         # blocks in flight, in order or shuffled (windows), with one spare
         self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
         self._warn_if_blocks_recompute_chunks()
@@ -278,24 +293,46 @@ class BatchLoader:
         self,
         block: int,
         into: tuple[dict[str, np.ndarray], np.ndarray, decode.Pending] | None = None,
+        columns: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray] | None:
         """Block ``block``'s rows; or, with ``into=(out, dst, pending)``, written to
-        ``out[n][dst]``, complete once ``pending.wait()`` returns."""
+        ``out[n][dst]``, complete once ``pending.wait()`` returns. ``columns`` holds
+        this epoch's small variables (see :meth:`_small_columns`)."""
         a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
+        small = self._small_columns(columns, a, b)
         if into is None:  # in order: plain views of the file go into reused buffers
             local = self._local()
             out = {
                 n: self._buffers.empty((b - a, *arr.shape[1:]), arr.dtype)
                 for n, arr in self._arrays.items()
-                if local and self._direct[n] is not None
+                if local and self._direct[n] is not None and n not in small
             }
             done = self._scatter_direct(a, b, out, None)
-            return {n: out[n] for n in done} | self._read(a, b, skip=done)
+            return small | {n: out[n] for n in done} | self._read(a, b, skip=done | set(small))
         out, dst, pending = into
-        computed = self._read(a, b, skip=self._scatter_direct(a, b, out, dst, pending))
+        skip = self._scatter_direct(a, b, out, dst, pending, skip=set(small)) | set(small)
+        computed = small | self._read(a, b, skip=skip)
         for name, rows in computed.items():
             out[name][dst] = rows
         return None
+
+    def _small_columns(
+        self, columns: dict[str, np.ndarray] | None, a: int, b: int
+    ) -> dict[str, np.ndarray]:
+        """Rows ``[a, b)`` of the small variables (labels, weights), read whole once
+        per epoch into ``columns``.
+
+        Read block by block, a 4,096-row label chunk was decoded again for each
+        1,280-row block that needs it, and each read cost a pass through h5py under its
+        lock: 0.3 ms per block of an lzf label, 30% of a shuffled epoch. Read whole,
+        each chunk is decoded once per epoch (each epoch still reads the file).
+        """
+        if columns is None or not self._small:
+            return {}
+        for name in self._small:
+            if name not in columns:
+                columns[name] = self._direct[name].read(self.start, self.end)
+        return {n: columns[n][a - self.start : b - self.start] for n in self._small}
 
     def _scatter_direct(
         self,
@@ -304,6 +341,7 @@ class BatchLoader:
         out: dict[str, np.ndarray],
         dst: np.ndarray | None,
         pending: decode.Pending | None = None,
+        skip: set[str] = frozenset(),
     ) -> set[str]:
         """Rows ``[a, b)`` copied from the file straight to ``out[n][dst]`` where the
         variable allows it (see :meth:`DirectSource.scatter`); the names done."""
@@ -311,7 +349,7 @@ class BatchLoader:
             return set()
         done = set()
         for name, src in self._direct.items():
-            if src is None or name not in out:
+            if src is None or name not in out or name in skip:
                 continue
             if not src.scatter(a, b, out[name], dst, pending):  # not copyable from the file
                 if dst is None:
@@ -330,7 +368,9 @@ class BatchLoader:
         # distributed client every block is computed on the workers.
         return dask.base.get_scheduler() in (None, dask.threaded.get, dask.local.get_sync)
 
-    def _window(self, w: Window) -> dict[str, np.ndarray]:
+    def _window(
+        self, w: Window, columns: dict[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
         """The rows of a window's blocks in emission order, one array per variable.
 
         In order, a window is one block, returned as read (batches are views of it).
@@ -339,7 +379,7 @@ class BatchLoader:
         background thread: the training thread only takes views.
         """
         if not self.shuffle:
-            return self._fetch(int(w.blocks[0]))
+            return self._fetch(int(w.blocks[0]), columns=columns)
         total = int(self.plan.sizes[w.blocks].sum())
         dest = np.empty(total, np.int64)
         dest[w.order] = np.arange(total)  # where each pooled row goes
@@ -353,7 +393,7 @@ class BatchLoader:
         try:
             for block in w.blocks:
                 size = int(self.plan.sizes[block])
-                self._fetch(int(block), (out, dest[at : at + size], pending))
+                self._fetch(int(block), (out, dest[at : at + size], pending), columns)
                 at += size
         except BaseException:
             with contextlib.suppress(BaseException):  # the first error is the one to see
@@ -430,7 +470,9 @@ class BatchLoader:
         # prefetch counts blocks; shuffled, whole windows are prepared ahead
         depth = -(-self.prefetch // self.window) if self.shuffle else self.prefetch
         bs, names, first = self.batch_size, self._names, self._names[0]
-        with Prefetcher(self._window, windows, depth=depth) as prefetcher:
+        # small variables of this epoch, read whole by the prefetch thread
+        fetch = functools.partial(self._window, columns={} if self._local() else None)
+        with Prefetcher(fetch, windows, depth=depth) as prefetcher:
             carry: dict[str, np.ndarray] | None = None
             for _, rows in prefetcher:
                 total, start = len(rows[first]), 0
