@@ -33,8 +33,9 @@ from ..write.regions import _CF_KEYS, _find_array, _positions
 # Dask layers of a lazyh5 variable: the backend array, its chunking, and the slicing
 # xarray adds for isel/sel. Any other layer is a computation.
 _PLAIN_LAYERS = ("original-open_dataset-", "open_dataset-", "getitem-")
-# Rows smaller than this are read in runs and scattered by numpy (labels: 8 bytes).
-_MIN_SCATTER_ROW = 1024
+# Rows smaller than this (labels: 8 bytes) are read in runs and scattered by numpy,
+# and the loader reads such variables whole per epoch (BatchLoader._small_columns).
+SMALL_ROW = 1024
 # Chunk address tables up to this many chunks (8 bytes each) are read in one pass.
 _TABLE_MAX = 1 << 20
 _COMPRESSED = -2  # in a chunk table: a chunk stored through its filters
@@ -183,7 +184,7 @@ class DirectSource:
         """
         if self.row_axis != 0:
             return False
-        small = dst is not None and out[:1].nbytes < _MIN_SCATTER_ROW
+        small = dst is not None and out[:1].nbytes < SMALL_ROW
         arr = self.array
         try:
             copy = self._copies(a, b)

@@ -28,14 +28,12 @@ from ..errors import (
     UnsupportedDtypeError,
 )
 from .buffers import Buffers
-from .direct import DirectSource, direct_source
+from .direct import SMALL_ROW, DirectSource, direct_source
 from .plan import BlockPlan, _chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
 from .shuffle import Window, epoch_windows
 
 Names = str | Sequence[str] | Mapping[str, str] | None
-# Rows smaller than this (bytes) make a small variable (see BatchLoader._small_columns).
-_SMALL_ROW = 1024
 
 
 def _compute_uncopied(arrays: list[da.Array]) -> list[np.ndarray]:
@@ -203,7 +201,7 @@ class BatchLoader:
             n
             for n, src in self._direct.items()
             if src is not None
-            and self._arrays[n][:1].nbytes < _SMALL_ROW
+            and self._arrays[n][:1].nbytes < SMALL_ROW
             and self._arrays[n][:1].nbytes * self.rows <= budget
         ]
         # blocks in flight, in order or shuffled (windows), with one spare
