@@ -181,6 +181,8 @@ def main() -> None:
     if args.child:
         return child(args)
 
+    if args.dir:
+        os.makedirs(args.dir, exist_ok=True)
     folder = tempfile.mkdtemp(prefix="lazyh5-preprocess-", dir=args.dir)
     dask.config.set({"array.chunk-size": args.block})
     budget = parse_bytes(args.block)

@@ -1,0 +1,62 @@
+"""The benchmark scripts run end to end at small sizes and print their tables.
+
+Their figures at these sizes mean nothing (fixed costs dominate); what is checked is that
+the scripts the performance claims come from still run against the current code.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(tmp_path: Path, script: str, *args: str) -> str:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def test_feed_benchmark_prints_every_method_file_and_floor(tmp_path):
+    out = _run(
+        tmp_path, "feed.py", "--n", "4096", "--repeat", "1", "--keras-n", "320", "--dir", "f"
+    )
+    head = next(line for line in out.splitlines() if line.startswith("method"))
+    for label in ("raw", "lzf", "lzf-q16"):
+        assert f"{label} samples/s" in head
+    for method in ("h5py-batches", "h5py-fancy", "xbatcher", "lazyh5 in order", "lazyh5 shuffled"):
+        assert any(line.startswith(method) for line in out.splitlines()), method
+    assert "lzf-q16: lzf: 16 of 16 chunks compressed" in out
+    assert out.count(">= ") == 8  # the floors of issue 4
+    assert out.count("lazyh5 BatchLoader") == 2  # Keras fit on both protocol files
+
+
+def test_open_benchmark(tmp_path):
+    out = _run(tmp_path, "open.py", "--datasets", "20")
+    assert "20 with dim. scales" in out and "10**12 elements" in out
+
+
+def test_preprocess_benchmark(tmp_path):
+    out = _run(tmp_path, "preprocess.py", "--n", "1024", "--repeat", "1", "--dir", "p")
+    assert "to_hdf5 normalise (default)" in out and "peak RSS" in out
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_scale_benchmark_with_a_local_cluster(tmp_path):
+    out = _run(
+        tmp_path, "scale.py", "--n", "2048", "--workers", "1", "--repeat", "1", "--path", "s.h5"
+    )
+    assert "lazyh5-threads" in out and "cluster-1w" in out
