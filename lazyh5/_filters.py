@@ -8,7 +8,7 @@ import h5py
 
 # HDF5 filter ids registered for the codecs hdf5plugin ships (see the HDF Group's
 # registered filter list), so files using them are described by name.
-_KNOWN_FILTERS = {
+KNOWN_FILTERS = {
     1: "gzip",
     2: "shuffle",
     3: "fletcher32",
@@ -46,7 +46,7 @@ def filter_pipeline(dset: h5py.Dataset) -> list[tuple[int, str, tuple[int, ...]]
     pipeline = []
     for i in range(plist.get_nfilters()):
         code, _flags, values, name = plist.get_filter(i)
-        label = _KNOWN_FILTERS.get(code) or (name.decode(errors="replace") or f"filter-{code}")
+        label = KNOWN_FILTERS.get(code) or (name.decode(errors="replace") or f"filter-{code}")
         pipeline.append((int(code), label, tuple(int(v) for v in values)))
     return pipeline
 

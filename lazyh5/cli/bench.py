@@ -25,7 +25,7 @@ import h5py
 import xarray as xr
 
 from .._files import check_readable_hdf5, open_h5file
-from .._filters import _KNOWN_FILTERS, compression_label, filter_pipeline
+from .._filters import KNOWN_FILTERS, compression_label, filter_pipeline
 from ..backend import decode
 from ..errors import DimensionError, InvalidArgumentError, ObjectNotFoundError
 from ..feed.layout import (
@@ -43,7 +43,7 @@ DEFAULT_SECONDS = 3.0
 _PREFIX_BYTES = 256 << 20
 # Filters lazyh5 decodes in parallel threads (lzf needs imagecodecs, blosc/zstd/lz4
 # numcodecs); others are decoded by h5py, one at a time.
-_PARALLEL_FILTERS = {_KNOWN_FILTERS[code] for code in decode.DECODERS if code in _KNOWN_FILTERS}
+_PARALLEL_FILTERS = {KNOWN_FILTERS[code] for code in decode.DECODERS if code in KNOWN_FILTERS}
 # Filters that decode fast; a file using others (gzip, szip...) feeds faster with lzf.
 _FAST_FILTERS = {"lzf", "shuffle", "zstd", "lz4", "blosc", "blosc2", "bitshuffle"}
 # BatchLoader's default block_size.
