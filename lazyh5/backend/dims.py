@@ -56,11 +56,13 @@ def scale_name(scale: h5py.Dataset, base: str | None = None) -> tuple[str, bool]
     return (name or base), True
 
 
-def scale_dims(dset: h5py.Dataset, known: Mapping[Any, str] | None = None) -> list[str | None]:
+def scale_dims(
+    dset: h5py.Dataset, known: Mapping[Any, tuple[str, bool]] | None = None
+) -> list[str | None]:
     """Names from dimension scales attached to each axis of ``dset`` (``None`` if none).
 
-    ``known`` maps the object ids (``scale.id``: file and address) of scales whose
-    dimension names are already known, so they are not looked up again.
+    ``known`` maps the object ids (``scale.id``: file and address) of scales already
+    named to their :func:`scale_name`, so they are not looked up again.
     """
     names: list[str | None] = [None] * dset.ndim
     if dset.ndim == 0 or "DIMENSION_LIST" not in dset.attrs:
@@ -70,7 +72,7 @@ def scale_dims(dset: h5py.Dataset, known: Mapping[Any, str] | None = None) -> li
         proxy = dset.dims[axis]
         if len(proxy):
             scale = proxy[0]
-            names[axis] = known.get(scale.id) or scale_name(scale)[0]
+            names[axis] = (known.get(scale.id) or scale_name(scale))[0]
     return names
 
 

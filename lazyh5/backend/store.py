@@ -436,7 +436,6 @@ def _read_group(
         for name, dset in datasets.items()
         if dset.shape is not None and dimnames.is_dimension_scale(dset)
     }
-    known = {key: dim for key, (dim, _) in own_scales.items()}
     for name, dset in datasets.items():
         if dset.shape is None:  # HDF5 null dataspace: nothing to hold
             continue
@@ -450,7 +449,7 @@ def _read_group(
                 scales[name] = [dim]
                 continue
         shapes[name] = dset.shape
-        scales[name] = dimnames.scale_dims(dset, known)
+        scales[name] = dimnames.scale_dims(dset, own_scales)
 
     dim_map = dimnames.assign_dims(filename, shapes, scales, dims)
     dim_map = _avoid_ancestor_conflicts(dim_map, shapes, inherited_dims or {}, grp.name)
