@@ -19,6 +19,7 @@ from typing import Any
 from .create import create
 from .errors import Lazyh5Error
 from .open import open_dataset, open_datatree
+from .options import set_options
 from .write import accessor as _accessor  # noqa: F401  (registers .h5)
 
 __version__ = "0.1.0"
@@ -31,6 +32,7 @@ __all__ = [
     "BatchLoader",
     "HDF5Matrix",
     "Lazyh5Error",
+    "set_options",
 ]
 
 # Heavier parts load on first use, so `import lazyh5` stays quick for the read path.

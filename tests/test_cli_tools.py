@@ -273,7 +273,8 @@ def test_rechunk_resumes_an_interrupted_run(awkward_file, tmp_path, monkeypatch)
     monkeypatch.setattr(writer, "store_blocks", interrupted)
     args = ["rechunk", str(awkward_file), str(out), "--for-training", "--no-progress"]
     with (
-        dask.config.set({"array.chunk-size": "128KiB", "scheduler": "sync"}),
+        lazyh5.set_options(memory_budget="256KiB"),
+        dask.config.set(scheduler="sync"),
         pytest.raises(RuntimeError, match="interrupted"),
     ):
         main(args)  # small dask blocks: several per variable, the fifth one fails

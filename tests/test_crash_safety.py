@@ -11,7 +11,6 @@ import sys
 import textwrap
 import time
 
-import dask
 import h5py
 import numpy as np
 
@@ -61,7 +60,7 @@ _ASSIGN = textwrap.dedent(
     """
     import sys, threading, time, dask, lazyh5
     # One HDF5 chunk (64 KiB) per block, so each block is one write of one chunk.
-    dask.config.set({"array.chunk-size": "64KiB"})
+    lazyh5.set_options(memory_budget="1KiB")  # never less than one HDF5 chunk
     ds = lazyh5.open_dataset(sys.argv[1], mode="r+")
     done, lock = [0], threading.Lock()
 
@@ -155,7 +154,7 @@ def test_completed_assignment_leaves_no_progress_marks(tmp_path):
     _assign_source(path)
     with h5py.File(path, "r") as f:
         x0 = f["x"][()]
-    with dask.config.set({"array.chunk-size": "64KiB"}):
+    with lazyh5.set_options(memory_budget="1KiB"):
         ds = lazyh5.open_dataset(path, mode="r+")
         ds["x"].h5[:] = ds["x"] * 2  # lazy, in place, 300 blocks
         ds["y"].h5[:] = np.ones(ROWS, dtype="i8")  # numpy value

@@ -209,8 +209,9 @@ def _assignments(path, dims):
 
 def test_h5_accessor_assignment_on_the_cluster_matches_local(client, tmp_path):
     dims = {"x": ("sample", "c"), "y": ("sample", "c")}
-    # 8 KiB blocks: 200 rows (two HDF5 chunks), five blocks per variable.
-    with dask.config.set({"array.chunk-size": "8KiB"}):
+    # 8 KiB blocks (as float64) per thread: 200 rows (two HDF5 chunks), five blocks per
+    # variable.
+    with dask.config.set(num_workers=2), lazyh5.set_options(memory_budget="16KiB"):
         with dask.config.set(scheduler="threads"):  # opened and written without the cluster
             local = _assignments(_write_inputs(tmp_path, "local.h5"), dims)
         path = _write_inputs(tmp_path, "cluster.h5")

@@ -63,15 +63,29 @@ def test_dask_chunks_are_whole_hdf5_chunks(seed_file):
     assert small["image"].chunks[0] == (100,) * 10
 
 
-def test_default_chunks_target_dask_chunk_size(tmp_path):
+@pytest.mark.parametrize("dtype", ["u1", "f4", "f8"])
+@pytest.mark.parametrize("threads", [2, 16])
+def test_default_chunks_share_the_memory_budget_as_float64(tmp_path, dtype, threads):
+    # A chunk holds budget / threads bytes once promoted to float64, whatever the file's
+    # dtype: uint8 and float64 files get the same number of rows.
     path = tmp_path / "big.h5"
     with h5py.File(path, "w") as f:
-        f.create_dataset("image", (200_000, 32, 32, 3), "f4", chunks=(256, 32, 32, 3))
-    with dask.config.set({"array.chunk-size": "64MiB"}):
+        f.create_dataset("image", (200_000, 32, 32, 3), dtype, chunks=(256, 32, 32, 3))
+    with dask.config.set(num_workers=threads), lazyh5.set_options(memory_budget="128MiB"):
         ds = lazyh5.open_dataset(path)
     rows = ds["image"].chunks[0][0]
+    share = (128 << 20) // threads
     assert rows % 256 == 0
-    assert 32 << 20 <= rows * 32 * 32 * 3 * 4 <= 64 << 20
+    assert share // 2 < rows * 32 * 32 * 3 * 8 <= share
+
+
+def test_an_hdf5_chunk_bigger_than_the_share_is_kept_whole(tmp_path):
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", (4_000, 32, 32, 3), "f8", chunks=(1000, 32, 32, 3))
+    with lazyh5.set_options(memory_budget="1MiB"):
+        ds = lazyh5.open_dataset(path)
+    assert ds["image"].chunks == ((1000,) * 4, (32,), (32,), (3,))
 
 
 def test_user_chunks_follow_xarray_conventions(seed_file):

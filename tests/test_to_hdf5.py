@@ -42,7 +42,7 @@ def test_normalise_roundtrip_labeled(raw, tmp_path):
     )
     out_ds["image"].attrs["units"] = "z-score"
     out = tmp_path / "norm.h5"
-    with dask.config.set({"array.chunk-size": "16KiB"}):
+    with lazyh5.set_options(memory_budget="16KiB"):
         lazyh5.to_hdf5(out_ds, out, progress=False)
     ref = raw["image"].values.astype("f4") / 255.0
     ref = (ref - ref.mean()) / ref.std()

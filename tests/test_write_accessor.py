@@ -118,7 +118,7 @@ def test_lazy_normalise_in_place_with_lazy_reductions(tmp_path):
     ref = ds["x"].values.copy()
     x = ds["x"]
     mean, std = x.mean(), x.std()  # lazy reductions over the very variable we overwrite
-    with dask.config.set({"array.chunk-size": "1KiB", "scheduler": "threads"}):
+    with lazyh5.set_options(memory_budget="1KiB"), dask.config.set(scheduler="threads"):
         ds = lazyh5.open_dataset(path, mode="r+", dims={"x": ("sample", "col")})
         x = ds["x"]
         assert x.data.numblocks[0] > 10  # many blocks, so a naive store would clobber
@@ -132,7 +132,7 @@ def test_lazy_reversed_self_read(tmp_path):
     path = tmp_path / "rev.h5"
     ds = _make(path, n=64)
     ref = ds["x"].values.copy()
-    with dask.config.set({"array.chunk-size": "200B"}):
+    with lazyh5.set_options(memory_budget="200B"):
         ds = lazyh5.open_dataset(path, mode="r+", dims={"x": ("sample", "col")})
         ds["x"].h5[:] = ds["x"].data[::-1]  # reads blocks it will overwrite
     np.testing.assert_array_equal(lazyh5.open_dataset(path)["x"].values, ref[::-1])
@@ -319,7 +319,7 @@ def test_in_place_only_when_each_block_reads_its_own_region(tmp_path):
 
     path = tmp_path / "safe.h5"
     _make(path, n=64).close()
-    with dask.config.set({"array.chunk-size": "200B"}):
+    with lazyh5.set_options(memory_budget="200B"):
         ds = lazyh5.open_dataset(path, mode="r+", dims={"x": ("sample", "col")})
         x = ds["x"]
         target = target_of(x).select(slice(None))

@@ -5,4 +5,13 @@
 - :mod:`.array` — the lazily indexed array wrapper (one HDF5 dataset).
 - :mod:`.dims` — dimension naming: HDF5 dimension scales, ``dims=``, the default rule.
 - :mod:`.security` — refuses links and virtual datasets that reach outside the folder.
+- :mod:`.chunking` — dask chunks from HDF5 chunks and the memory budget.
+- :mod:`.fusion` — a dask graph pass: index lists read only the rows they select.
 """
+
+from . import fusion
+
+# Installed on import of the backend, so graphs built from any lazyh5-opened file
+# (through lazyh5.open_dataset or xr.open_dataset(engine="lazyh5")) read only the rows
+# an index list selects. Other graphs pass through dask's own optimisation untouched.
+fusion.install()

@@ -23,9 +23,8 @@ import dask.array as da
 import h5py
 import numpy as np
 import xarray as xr
-from dask.utils import parse_bytes
 
-from ..backend.chunking import plan_chunks
+from ..backend.chunking import chunk_memory, plan_chunks
 from ..errors import DimensionError, InvalidArgumentError, UnsupportedDtypeError
 from .graph import (
     _distributed_client,
@@ -248,7 +247,7 @@ def _aligned_chunks(target: Target, blocks: list[int]) -> tuple[tuple[int, ...],
 
 
 def _slabs(shape: tuple[int, ...], itemsize: int) -> Iterator[tuple[slice, ...]]:
-    budget = parse_bytes(dask.config.get("array.chunk-size"))
+    budget = chunk_memory()  # the value is in memory already; this bounds h5py's copies
     if not shape:
         yield ()
         return
