@@ -60,3 +60,10 @@ def test_scale_benchmark_with_a_local_cluster(tmp_path):
         tmp_path, "scale.py", "--n", "2048", "--workers", "1", "--repeat", "1", "--path", "s.h5"
     )
     assert "lazyh5-threads" in out and "cluster-1w" in out
+
+
+def test_memory_benchmark(tmp_path):
+    out = _run(tmp_path, "memory.py", "--sizes", "0.02", "--threads", "2,4", "--dir", "m")
+    for method in ("h5netcdf", "lazyh5", "lazyh5-128MiB"):
+        assert f" {method} " in out
+    assert "lazyh5.open_dataset" in out and "h5py fancy" in out
