@@ -8,16 +8,13 @@ Prints, in one run:
 2. the in-place path ``ds["image"].h5[:] = (ds["image"] - m) / s`` (constants, and
    lazy mean/std of the same variable) against an h5py read-compute-write loop;
 3. peak RSS of ``to_hdf5`` for two file sizes, each in a fresh subprocess, with files
-   at least 8× lazyh5's block budget (dask's ``array.chunk-size``, set by --block):
-   the peak must not grow with the file. "default" opens the uint8 source with the
-   reader's blocks (16 MiB of uint8 = 64 MiB float32 blocks); "aligned" opens it with
-   blocks sized for the float32 result. With 64 MiB blocks and two threads, glibc's
-   heap fragments a little more with every block (flat with MALLOC_MMAP_THRESHOLD_=1048576
-   or one thread); the aligned run stays flat.
+   at least 8× lazyh5's memory budget (``lazyh5.set_options(memory_budget=...)``, set by
+   --budget): the peak must not grow with the file. The h5py loop reads blocks of the
+   same rows as lazyh5's dask chunks.
 
 The machine is often shared: contenders run interleaved, best of --repeat kept.
 
-    python benchmarks/preprocess.py            # N=32768, block budget 16 MiB
+    python benchmarks/preprocess.py            # N=32768, lazyh5's default memory budget
     python benchmarks/preprocess.py --n 4096   # quicker
 """
 
@@ -33,7 +30,6 @@ import sys
 import tempfile
 import time
 
-import dask
 import h5py
 import numpy as np
 import xarray as xr
@@ -54,22 +50,20 @@ def make_raw(path: str, n: int) -> None:
             d[start:stop] = rng.integers(0, 256, (stop - start, *SHAPE), dtype="u1")
 
 
-def block_rows(itemsize: int = 4) -> int:
-    budget = parse_bytes(dask.config.get("array.chunk-size"))
-    row = int(np.prod(SHAPE)) * itemsize
-    return max(CHUNK, budget // row // CHUNK * CHUNK)
+def block_rows() -> int:
+    """Rows of lazyh5's dask chunks for the uint8 source, used by the h5py loops too."""
+    from lazyh5.backend.chunking import plan_chunks
+
+    return plan_chunks((1 << 30, *SHAPE), (CHUNK, *SHAPE), np.dtype("u1"))[0]
 
 
 # ---------------------------------------------------------------- the two contenders
 
 
-def run_lazyh5(raw: str, out: str, aligned: bool = False) -> None:
+def run_lazyh5(raw: str, out: str) -> None:
     import lazyh5
 
-    # Default: the reader's blocks are planned for uint8, so float32 blocks are 4× the
-    # budget; aligned=True reads blocks sized for the float32 result instead.
-    chunks = {"sample": block_rows()} if aligned else None
-    ds = lazyh5.open_dataset(raw, dims={"image": ("sample", "y", "x", "channel")}, chunks=chunks)
+    ds = lazyh5.open_dataset(raw, dims={"image": ("sample", "y", "x", "channel")})
     mean = xr.DataArray(MEAN, dims="channel")
     std = xr.DataArray(STD, dims="channel")
     norm = ((ds["image"].astype("f4") / 255.0 - mean) / std).rename("image")
@@ -148,20 +142,20 @@ def _peak_kib() -> int:
 
 
 def child(args: argparse.Namespace) -> None:
-    with dask.config.set({"array.chunk-size": args.block}):
-        import lazyh5  # noqa: F401  (imports before the baseline)
+    import lazyh5  # imports before the baseline
 
+    with lazyh5.set_options(memory_budget=args.budget):
         base = _peak_kib()
-        if args.child.startswith("lazyh5"):
-            run_lazyh5(args.raw, args.out, aligned=args.child == "lazyh5-aligned")
+        if args.child == "lazyh5":
+            run_lazyh5(args.raw, args.out)
         else:
             run_h5py(args.raw, args.out)
     print(json.dumps({"base_kib": base, "peak_kib": _peak_kib()}))
 
 
-def peak_rss(which: str, raw: str, out: str, block: str) -> dict:
+def peak_rss(which: str, raw: str, out: str, budget: str) -> dict:
     cmd = [sys.executable, __file__, "--child", which, "--raw", raw, "--out", out]
-    res = subprocess.run([*cmd, "--block", block], capture_output=True, text=True, check=True)
+    res = subprocess.run([*cmd, "--budget", budget], capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -172,7 +166,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=32768, help="images in the throughput file")
     p.add_argument("--repeat", type=int, default=3, help="timed rounds (best kept)")
-    p.add_argument("--block", default="16MiB", help="lazyh5's block budget (array.chunk-size)")
+    p.add_argument("--budget", default="128MiB", help="lazyh5's memory budget")
     p.add_argument("--dir", default=None, help="folder for the files (default: a temp dir)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--raw", default=None, help=argparse.SUPPRESS)
@@ -184,15 +178,18 @@ def main() -> None:
     if args.dir:
         os.makedirs(args.dir, exist_ok=True)
     folder = tempfile.mkdtemp(prefix="lazyh5-preprocess-", dir=args.dir)
-    dask.config.set({"array.chunk-size": args.block})
-    budget = parse_bytes(args.block)
+    import lazyh5
+
+    lazyh5.set_options(memory_budget=args.budget)
+    budget = parse_bytes(args.budget)
     try:
         raw, out = os.path.join(folder, "raw.h5"), os.path.join(folder, "out.h5")
         n = args.n
         out_bytes = n * int(np.prod(SHAPE)) * 4
         print(
             f"N={n} images of {SHAPE} uint8 → float32, HDF5 chunks {CHUNK} rows, "
-            f"block budget {format_bytes(budget)}, output {format_bytes(out_bytes)}, "
+            f"memory budget {format_bytes(budget)}, dask chunks {block_rows()} rows, "
+            f"output {format_bytes(out_bytes)}, "
             f"{os.cpu_count()} CPUs, dask threads"
         )
         make_raw(raw, n)
@@ -202,11 +199,10 @@ def main() -> None:
         mb = out_bytes / 2**20
         contenders = {
             "default": lambda: run_lazyh5(raw, out),
-            "aligned": lambda: run_lazyh5(raw, out, aligned=True),
             "h5py": lambda: run_h5py(raw, out),
         }
         best = interleaved(contenders, args.repeat)
-        for name in ("default", "aligned"):
+        for name in ("default",):
             print(
                 f"to_hdf5 normalise ({name}) : lazyh5 {mb / best[name]:7.1f} MiB/s  h5py loop "
                 f"{mb / best['h5py']:7.1f} MiB/s  ratio {best['h5py'] / best[name]:.2f} "
@@ -237,9 +233,9 @@ def main() -> None:
         for m in sizes:
             make_raw(raw, m)
             size = m * int(np.prod(SHAPE)) * 4
-            print(f"peak RSS N={m} (output {format_bytes(size)}, {size / budget:.0f}× block):")
-            for which in ("lazyh5", "lazyh5-aligned", "h5py"):
-                r = peak_rss(which, raw, out, args.block)
+            print(f"peak RSS N={m} (output {format_bytes(size)}, {size / budget:.0f}× budget):")
+            for which in ("lazyh5", "h5py"):
+                r = peak_rss(which, raw, out, args.budget)
                 print(
                     f"    {which:15} {r['peak_kib'] / 1024:6.0f} MiB "
                     f"(+{(r['peak_kib'] - r['base_kib']) / 1024:.0f} MiB over imports)"

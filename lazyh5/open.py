@@ -14,9 +14,10 @@ ChunksArg = Mapping[Hashable, Any] | str | int | None
 
 
 def _xarray_chunks(chunks: ChunksArg) -> tuple[Any, str]:
-    # None means "lazyh5's blocks": whole multiples of the HDF5 chunks of about dask's
-    # array.chunk-size. Anything else follows xarray's conventions, checked against the
-    # true HDF5 chunks (so xarray warns when user chunks would split them).
+    # None means "lazyh5's blocks": whole multiples of the HDF5 chunks sized by the
+    # memory budget (backend.chunking.plan_chunks). Anything else follows xarray's
+    # conventions, checked against the true HDF5 chunks (so xarray warns when user
+    # chunks would split them).
     if chunks is None:
         return {}, "blocks"
     return chunks, "hdf5"
@@ -51,9 +52,12 @@ def open_dataset(
         default rule: axis 0 of the datasets sharing the most common leading length
         is ``sample``; other axes are ``{var}_dim_{i}``.
     chunks
-        ``None`` (default): about dask's ``array.chunk-size`` (128 MiB) per chunk, in
-        whole HDF5 chunks. Otherwise xarray's conventions: ``{}`` for the HDF5 chunks
-        themselves, ``"auto"``, or a ``{dim: size}`` mapping.
+        ``None`` (default): whole HDF5 chunks per dask chunk, as many as fit in the
+        memory budget's share of one thread counted as float64 (128 MiB / threads by
+        default: 64 MiB of float64 on 2 cores, 8 MiB on 16; see
+        :func:`lazyh5.set_options` and ``docs/concepts.md``). Otherwise xarray's
+        conventions: ``{}`` for the HDF5 chunks themselves, ``"auto"`` (dask's
+        ``array.chunk-size`` of stored bytes), or a ``{dim: size}`` mapping.
     mode
         ``"r"`` or ``"r+"`` (writable, for ``ds["x"].h5[...] = ...``).
     allow_external

@@ -49,8 +49,8 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
     - ``allow_external``: follow external links / virtual / external storage that
       leave the file's folder (refused by default).
     - ``preferred_chunks``: ``"hdf5"`` (default) reports the HDF5 chunks to xarray;
-      ``"blocks"`` reports whole multiples of them of about dask's
-      ``array.chunk-size``, so ``chunks={}`` gives block-sized dask chunks.
+      ``"blocks"`` reports whole multiples of them sized by lazyh5's memory budget
+      (see :func:`lazyh5.set_options`), so ``chunks={}`` gives those dask chunks.
     """
 
     description = "Open HDF5 files (h5py, netCDF4, nested groups) lazily with lazyh5"

@@ -48,9 +48,6 @@ CLASSES = (
 )
 IMAGE_SHAPE = (32, 32, 3)
 BATCH_SIZE = 128
-#: dask's ``array.chunk-size`` when the demo opens the raw file: blocks of whole HDF5 chunks
-#: of about 16 MiB of uint8 (64 MiB as float32 while normalising) keep peak memory low.
-BLOCK_SIZE = "16MiB"
 MB = 1e6
 
 
@@ -388,17 +385,17 @@ def _create(lazyh5: Any, path: Path, n: int, rng: np.random.Generator, report: R
 
 def _explore(lazyh5: Any, path: Path, report: Report) -> tuple[Any, float, float]:
     """Step 2: open lazily, slice, and compute the pixels' mean and std in one pass."""
-    import dask
     import xarray as xr
 
+    from lazyh5.options import memory_budget, threads
+
     t = time.perf_counter()
-    with dask.config.set({"array.chunk-size": BLOCK_SIZE}):  # blocks of whole HDF5 chunks
-        ds = lazyh5.open_dataset(path)
+    ds = lazyh5.open_dataset(path)  # dask chunks sized by lazyh5's memory budget
     _say(f"opened in {1000 * (time.perf_counter() - t):.0f} ms: metadata only, no image read")
     rows, hdf5_rows = ds["image"].chunks[0][0], ds["image"].encoding["chunksizes"][0]
     _say(
-        f"dask blocks of {rows:,} rows = {rows // hdf5_rows} HDF5 chunks (array.chunk-size "
-        f"{BLOCK_SIZE}: small blocks keep memory low)"
+        f"dask chunks of {rows:,} rows = {rows // hdf5_rows} HDF5 chunks: the memory budget "
+        f"({memory_budget() >> 20} MiB) shared by {threads()} threads, counted as float64"
     )
     print(ds, flush=True)
 

@@ -10,9 +10,11 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .. import options
 from .._files import check_readable_hdf5, is_damage, open_h5file
 from .._filters import compression_label
 from ..backend import dims as dimnames
+from ..backend.chunking import chunk_memory, plan_chunks
 from ..errors import CorruptFileError
 
 
@@ -79,7 +81,14 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
             f"cannot read '{path}': its structure (groups, dataset headers or attributes) "
             f"is damaged or truncated ({err})"
         ) from err
-    return {"file": path, "file_bytes": os.path.getsize(path), "groups": groups}
+    return {
+        "file": path,
+        "file_bytes": os.path.getsize(path),
+        # What lazyh5.open_dataset's dask chunks follow on this machine (see dask_chunks).
+        "memory_budget": options.memory_budget(),
+        "threads": options.threads(),
+        "groups": groups,
+    }
 
 
 def _describe_file(f: h5py.File, path: str, groups: dict[str, Any]) -> None:
@@ -114,6 +123,9 @@ def _describe_file(f: h5py.File, path: str, groups: dict[str, Any]) -> None:
                 "dtype": str(dset.dtype),
                 "dims": list(named[name]),
                 "chunks": list(dset.chunks) if dset.chunks else None,
+                "dask_chunks": list(plan_chunks(dset.shape, dset.chunks, dset.dtype))
+                if dset.ndim
+                else None,
                 "compression": compression_label(dset),
                 "logical_bytes": int(dset.size * dset.dtype.itemsize),
                 "stored_bytes": int(dset.id.get_storage_size()),
@@ -131,7 +143,13 @@ def _describe_file(f: h5py.File, path: str, groups: dict[str, Any]) -> None:
 
 def render(info: dict[str, Any]) -> str:
     """The human-readable tree printed by ``lazyh5 info``."""
-    lines = [f"{info['file']}  ({_human(info['file_bytes'])} on disk)"]
+    lines = [
+        f"{info['file']}  ({_human(info['file_bytes'])} on disk)",
+        f"dask chunks of lazyh5.open_dataset: up to "
+        f"{_human(chunk_memory(info['memory_budget'], info['threads']))} each as float64 "
+        f"(memory budget {_human(info['memory_budget'])} shared by {info['threads']} threads; "
+        "lazyh5.set_options(memory_budget=...))",
+    ]
     for gname, group in info["groups"].items():
         lines.append(f"{gname}")
         for key, value in group["attrs"].items():
@@ -150,6 +168,8 @@ def render(info: dict[str, Any]) -> str:
                 f"  {'':<16} {chunks}, {comp}, {_human(d['logical_bytes'])} logical, "
                 f"{_human(d['stored_bytes'])} stored" + (", virtual" if d["virtual"] else "")
             )
+            if d["dask_chunks"]:
+                lines.append(f"  {'':<16} dask chunks " + "×".join(map(str, d["dask_chunks"])))
             for key, value in d["attrs"].items():
                 lines.append(f"  {'':<16} @{key} = {value!r}")
     return "\n".join(lines)

@@ -424,9 +424,9 @@ class BatchLoader:
                     f"blocks of {rows} rows: each block computes its whole chunk, "
                     f"{factor:.1f}x the rows it needs (dask does not slice before a "
                     "transform). Open the file with dask chunks no bigger than a block "
-                    f"before transforming: with dask.config.set({{'array.chunk-size': "
-                    f"'{self.block_size}'}}): ds = lazyh5.open_dataset(path) — or pass "
-                    "BatchLoader a block_size as large as the dask chunks.",
+                    "before transforming (lazyh5.open_dataset's default chunks are; "
+                    f"or pass chunks={{'{self.dim}': {rows}}}), or pass BatchLoader a "
+                    "block_size as large as the dask chunks.",
                     UserWarning,
                     stacklevel=3,
                 )
