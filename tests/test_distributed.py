@@ -209,9 +209,9 @@ def _assignments(path, dims):
 
 def test_h5_accessor_assignment_on_the_cluster_matches_local(client, tmp_path):
     dims = {"x": ("sample", "c"), "y": ("sample", "c")}
-    # 8 KiB blocks (as float64) per thread: 200 rows (two HDF5 chunks), five blocks per
-    # variable.
-    with dask.config.set(num_workers=2), lazyh5.set_options(memory_budget="16KiB"):
+    # 8 KiB blocks (a budget of 64 KiB shared by 8): 200 rows (two HDF5 chunks), five
+    # blocks per variable.
+    with lazyh5.set_options(memory_budget="64KiB"):
         with dask.config.set(scheduler="threads"):  # opened and written without the cluster
             local = _assignments(_write_inputs(tmp_path, "local.h5"), dims)
         path = _write_inputs(tmp_path, "cluster.h5")

@@ -1,12 +1,13 @@
 """Dask chunks planned from HDF5 chunks and the memory budget: whole HDF5 chunks each.
 
 The rule (documented in ``docs/concepts.md``, "What bounds memory"): a dask chunk holds
-about ``memory_budget / threads`` bytes **counted as float64**, i.e. at most that many
+at most ``memory_budget / max(threads, 8)`` bytes **counted as float64**, i.e. that many
 bytes divided by ``max(itemsize, 8)`` elements, in whole HDF5 chunks along every axis and
 never less than one HDF5 chunk. Counting as float64 is what keeps ``ds["image"] / 255``
 of a uint8 file as small as the same expression over float64 data: before, chunks were
 sized by their stored bytes, and a 128 MiB uint8 chunk became 1 GiB of float64 per
-thread.
+thread. Dividing by at least 8 keeps a default chunk (16 MiB as float64) no bigger than
+a default BatchLoader block, so feeding a transformed Dataset computes each chunk once.
 """
 
 from __future__ import annotations
@@ -22,16 +23,20 @@ _OBJECT_ITEMSIZE = 16
 # What one element may become in a computation: numpy promotes integers and float32
 # divided by a Python float to float64.
 _PROMOTED = np.dtype("f8")
+# The budget is shared by at least this many threads (see the module docstring).
+_MIN_SHARES = 8
 
 
 def chunk_memory(budget: int | str | None = None, threads: int | None = None) -> int:
-    """Bytes (as float64) one dask chunk may take: the memory budget shared by the threads.
+    """Bytes (as float64) one dask chunk may take: the budget shared by the threads.
 
     >>> chunk_memory("128MiB", threads=16) // 2**20
     8
+    >>> chunk_memory("128MiB", threads=2) // 2**20  # shared by at least 8
+    16
     """
     budget = parse_bytes(budget) if budget is not None else options.memory_budget()
-    return max(1, budget // (threads or options.threads()))
+    return max(1, budget // max(threads or options.threads(), _MIN_SHARES))
 
 
 def plan_chunks(
