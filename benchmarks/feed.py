@@ -1,14 +1,14 @@
-"""Training-feed throughput: lazyh5.BatchLoader against the baselines of the protocol.
+"""Training-feed throughput: lazyh5.BatchLoader against h5py loops, dask, xbatcher, numpy.
 
-Prints one table: each row a method; for the uncompressed and the lzf file of the
-protocol, samples/s and the ratio to ``h5py-batches`` (the hand-written HDF5Matrix-style
+Prints one table: each row a method; for the uncompressed and the lzf file,
+samples/s and the ratio to ``h5py-batches`` (the hand-written HDF5Matrix-style
 loop) from the same run, after a warm-up pass that brings the file into the page cache.
-The protocol's random images do not compress, so HDF5 stores the lzf file's chunks as
+The random images do not compress, so HDF5 stores the lzf file's chunks as
 is; a third file (``lzf-q16``: images of 16 levels, which lzf does compress) measures
 real LZF decoding, for information (no floor). Full-epoch methods
 are timed ``--repeat`` times (best kept: the machine is shared and noisy); slow
-baselines on a limited number of batches (rates stay comparable). Then the floors of
-issue 4, and one epoch of Keras ``fit`` (Flatten → Dense(10)) from in-memory numpy vs
+baselines on a limited number of batches (rates stay comparable). Then the floors the
+loader must clear, and one epoch of Keras ``fit`` (Flatten → Dense(10)) from in-memory numpy vs
 from lazyh5.
 
     python benchmarks/feed.py [--n 100000] [--batch 32] [--quick] [--dir DIR] [--repeat 2]
@@ -31,7 +31,7 @@ import lazyh5
 CHUNK = 256
 
 
-# file label -> (compression, quantised): the protocol's random float32 images do not
+# file label -> (compression, quantised): the random float32 images do not
 # compress (HDF5 stores lzf chunks as is), so a third file holds images of 16 levels
 # that lzf does compress, to measure real decoding.
 FILES = {"raw": (None, False), "lzf": ("lzf", False), "lzf-q16": ("lzf", True)}
@@ -279,7 +279,7 @@ def main() -> None:
         print(f"  {label}: {stored(folder / f'feed_{n}_{label}.h5')}")
     raw = {k: v[0] for k, v in results["raw"].items()}
     lzf = {k: v[0] for k, v in results["lzf"].items()}
-    print("\nFloors (issue 4):")
+    print("\nFloors:")
     checks = [
         (
             "in order vs h5py-batches, uncompressed >= 1.0",

@@ -1,4 +1,4 @@
-"""Shared by the examples: make a small seed-like image file if it is not there yet."""
+"""Shared by the examples: make a small image file (image + label) if it is not there yet."""
 
 from __future__ import annotations
 

@@ -80,15 +80,15 @@ def open_dataset(
     Examples
     --------
     >>> import h5py, numpy as np, lazyh5
-    >>> with h5py.File("seed.h5", "w") as f:
+    >>> with h5py.File("images.h5", "w") as f:
     ...     _ = f.create_dataset("image", (1000, 32, 32, 3), "f4", chunks=(100, 32, 32, 3))
     ...     _ = f.create_dataset("label", data=np.arange(1000) % 10)
-    >>> ds = lazyh5.open_dataset("seed.h5")
+    >>> ds = lazyh5.open_dataset("images.h5")
     >>> ds["image"].dims
     ('sample', 'image_dim_1', 'image_dim_2', 'image_dim_3')
     >>> ds.isel(sample=slice(0, 800)).sizes["sample"]
     800
-    >>> ds = lazyh5.open_dataset("seed.h5", dims={"image": ("sample", "y", "x", "channel")})
+    >>> ds = lazyh5.open_dataset("images.h5", dims={"image": ("sample", "y", "x", "channel")})
     >>> ds["image"].dims
     ('sample', 'y', 'x', 'channel')
     """

@@ -9,7 +9,7 @@ import pytest
 
 @pytest.fixture
 def seed_file(tmp_path):
-    """The seed's layout: image (1000, 32, 32, 3) float32 + label (1000,), no dimension scales."""
+    """A plain h5py file: image (1000, 32, 32, 3) float32 + label (1000,), no dimension scales."""
     path = tmp_path / "seed.h5"
     rng = np.random.default_rng(0)
     with h5py.File(path, "w") as f:

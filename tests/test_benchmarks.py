@@ -40,7 +40,7 @@ def test_feed_benchmark_prints_every_method_file_and_floor(tmp_path):
     for method in ("h5py-batches", "h5py-fancy", "xbatcher", "lazyh5 in order", "lazyh5 shuffled"):
         assert any(line.startswith(method) for line in out.splitlines()), method
     assert "lzf-q16: lzf: 16 of 16 chunks compressed" in out
-    assert out.count(">= ") == 8  # the floors of issue 4
+    assert out.count(">= ") == 8  # the eight floors
     assert out.count("lazyh5 BatchLoader") == 2  # Keras fit on both protocol files
 
 

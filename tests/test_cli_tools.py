@@ -83,7 +83,7 @@ def _check_demo_folder(out) -> None:
     assert "images.h5" in files, files
     raw = lazyh5.open_dataset(out / "images.h5")
     assert raw["image"].shape == (1000, 32, 32, 3) and raw["image"].dtype == np.uint8
-    assert raw["label"][10:20].values.tolist() == list(range(10))  # the seed's assignment
+    assert raw["label"][10:20].values.tolist() == list(range(10))  # the assigned slice
     prepped = [f for f in files if f.endswith(".h5") and f != "images.h5"]
     assert prepped, f"no preprocessed file in {files}"
     pre = lazyh5.open_dataset(out / prepped[0])

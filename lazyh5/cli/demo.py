@@ -1,6 +1,6 @@
-"""``lazyh5 demo``: the seed's story end to end, on a generated data set of about 1 GB.
+"""``lazyh5 demo``: the h5py and Keras 2 recipe, redone with lazyh5, on ~1 GB of images.
 
-1. create an HDF5 file like the seed's (``image (N, 32, 32, 3) uint8`` and ``label (N,)``),
+1. create an HDF5 file as that recipe does (``image (N, 32, 32, 3) uint8`` and ``label (N,)``),
    fill it block by block through write-through assignment, and assign a slice;
 2. open it lazily, look around, and compute per-channel statistics in one streaming pass;
 3. preprocess out of core (uint8 → normalised float16) into a new file with ``to_hdf5``;
@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     names = ", ".join(f"{k}={v:,}" for k, v in SIZES.items())
     p = sub.add_parser(
         "demo",
-        help="run the end-to-end demo on generated data (about 1 GB, a few minutes)",
+        help="the h5py and Keras 2 recipe, redone with lazyh5, on generated images (about 1 GB)",
         description="Create, assign, open lazily, preprocess out of core and train a Keras "
         "model on generated images; leaves the files and summary.png in --out.",
     )
@@ -299,8 +299,9 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     print(
-        f"lazyh5 demo: {n:,} generated {'×'.join(map(str, IMAGE_SHAPE))} uint8 images "
-        f"({_gb(n * np.prod(IMAGE_SHAPE))}) in {out}/, {os.cpu_count()} CPUs",
+        f"lazyh5 demo: the h5py and Keras 2 recipe, redone with lazyh5, on {n:,} generated "
+        f"{'×'.join(map(str, IMAGE_SHAPE))} uint8 images ({_gb(n * np.prod(IMAGE_SHAPE))}) "
+        f"in {out}/, {os.cpu_count()} CPUs",
         flush=True,
     )
 
@@ -361,7 +362,7 @@ def _create(lazyh5: Any, path: Path, n: int, rng: np.random.Generator, report: R
                 writing += time.perf_counter() - tw
                 bar.update(stop - start)
         took = time.perf_counter() - t
-        # The seed's `image_set[10:20] = ...` / `label_set[10:20] = ...`: assign a slice.
+        # The recipe's `image_set[10:20] = ...` / `label_set[10:20] = ...`: assign a slice.
         ds["image"].h5[10:20] = synthetic_images(np.arange(10), rng)
         ds["label"].h5[10:20] = np.arange(10)
     finally:
@@ -373,7 +374,7 @@ def _create(lazyh5: Any, path: Path, n: int, rng: np.random.Generator, report: R
         f"write throughput {nbytes / writing / MB:,.0f} MB/s ({writing:.1f} s in .h5[...] = "
         f"assignments, the rest generating images)"
     )
-    _say("assigned rows 10..19: one image of each class, labels 0..9 (the seed's slice)")
+    _say("assigned rows 10..19: one image of each class, labels 0..9 (ds[v].h5[10:20] = ...)")
     ratio = size / (nbytes + 8 * n)
     _say(f"{path.name}: {_gb(size)} on disk ({ratio:.0%} of the data)")
     _say(f"peak memory so far {_peak_rss_mib():,.0f} MiB")
