@@ -104,9 +104,6 @@ def open_dataset(
         drop_variables=drop_variables,
         decode_cf=decode_cf,
         preferred_chunks=preferred,
-        # The backend already gives every dimension an index; xarray's own pass over
-        # the coordinates is quadratic in their number (seconds for 1,000 datasets).
-        create_default_indexes=kwargs.pop("create_default_indexes", False),
         **kwargs,
     )
 

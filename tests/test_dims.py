@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import xarray as xr
 import pytest
 
 import lazyh5
@@ -51,11 +52,18 @@ def test_sample_is_the_leading_length_of_the_largest_dataset(tmp_path):
         assert len(lengths) == 1
 
 
-def test_position_coordinates_are_lazy_and_select(seed_file):
+def test_no_position_coordinates_and_sel_as_in_xarray(seed_file):
     ds = lazyh5.open_dataset(seed_file)
+    # xarray creates no coordinate for a dimension the file gives no values for.
+    assert not ds.coords and not ds.indexes
     view = ds.isel(sample=slice(100, 200, 3))
-    np.testing.assert_array_equal(view["sample"].values, np.arange(100, 200, 3))
-    np.testing.assert_array_equal(ds["label"].sel(sample=[5, 7]).values, ds["label"].values[[5, 7]])
+    assert "sample" not in view.coords
+    np.testing.assert_array_equal(view["label"].values, ds["label"].values[100:200:3])
+    # .sel on a dimension without coordinates is positional, exactly as in xarray
+    plain = xr.Dataset({"label": ("sample", ds["label"].values)})
+    for sel in ([5, 7], slice(3, 6), 4):
+        got = ds[["label"]].drop_attrs().sel(sample=sel).load()
+        xr.testing.assert_identical(got, plain.sel(sample=sel))
 
 
 def test_sample_length_rule():

@@ -8,13 +8,12 @@ import os
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 import xarray as xr
 from dask.utils import format_bytes
 from xarray import conventions
@@ -28,27 +27,16 @@ from xarray.backends.locks import (
     get_write_lock,
 )
 from xarray.coding.strings import create_vlen_dtype
-from xarray.core.indexes import PandasIndex
+from xarray.core import indexing
+from xarray.core.utils import emit_user_level_warning
 
 from .._files import open_h5file
 from .._filters import compression_label
 from ..errors import FileBusyError, ObjectNotFoundError, UnsupportedDtypeError
 from . import dims as dimnames
 from .array import H5BackendArray
+from .attrs import read_attrs
 from .security import check_dataset, check_link
-
-# Attributes that encode HDF5/netCDF structure rather than user metadata.
-_HIDDEN_ATTRS = {
-    "CLASS",
-    "NAME",
-    "DIMENSION_LIST",
-    "REFERENCE_LIST",
-    "DIMENSION_LABELS",
-    "_Netcdf4Dimid",
-    "_Netcdf4Coordinates",
-    "_nc3_strict",
-    "_NCProperties",
-}
 
 
 def _is_cluster_lock(lock: Any) -> bool:
@@ -289,32 +277,14 @@ class H5Store:
         self.lock = self._make_lock()
 
 
-def _read_attrs(obj: h5py.HLObject, filename: str) -> dict[str, Any]:
-    attrs: dict[str, Any] = {}
-    for key in obj.attrs:
-        if key in _HIDDEN_ATTRS:
-            continue
-        try:
-            value = obj.attrs[key]
-        except (OSError, TypeError, ValueError) as err:
-            warnings.warn(
-                f"skipping attribute '{key}' of '{obj.name}' in '{filename}': "
-                f"h5py cannot read it ({err})",
-                UserWarning,
-                stacklevel=5,
-            )
-            continue
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        elif isinstance(value, np.ndarray) and value.dtype.kind in "SO":
-            value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
-        attrs[key] = value
-    return attrs
-
-
 def _xarray_dtype(dset: h5py.Dataset, filename: str) -> tuple[np.dtype, bool]:
-    """The dtype xarray will see, and whether strings must be decoded."""
-    if h5py.check_string_dtype(dset.dtype) is not None:
+    """The dtype xarray will see, and whether strings must be decoded.
+
+    As h5netcdf: variable-length strings are decoded to ``str``; fixed-length ones stay
+    bytes (``S1`` char arrays and ``_Encoding`` are xarray's CF decoders' business).
+    """
+    info = h5py.check_string_dtype(dset.dtype)
+    if info is not None and info.length is None:
         return create_vlen_dtype(str), True
     if h5py.check_vlen_dtype(dset.dtype) is not None or dset.dtype.kind == "O":
         raise UnsupportedDtypeError(
@@ -325,7 +295,6 @@ def _xarray_dtype(dset: h5py.Dataset, filename: str) -> tuple[np.dtype, bool]:
     return dset.dtype, False
 
 
-STORAGE_ATTR = "hdf5_storage"
 _LAYOUTS = {h5py.h5d.COMPACT: "compact", h5py.h5d.VIRTUAL: "virtual"}
 
 
@@ -340,28 +309,62 @@ def storage_label(dset: h5py.Dataset) -> str:
     return f"{label}, {comp}" if comp else f"{label}, uncompressed"
 
 
+# HDF5 filter ids (or names h5py uses) -> netCDF4-python's names, as h5netcdf's
+# Variable.filters() reports them (its ids and names, compressor flags and level).
+_NC4_COMPRESSORS = {
+    "1": "zlib", "2": "szip", "307": "bzip2", "32004": "blosc", "32015": "zstd",
+    "zlib": "zlib", "szip": "szip", "bzip2": "bzip2", "blosc": "blosc", "zstd": "zstd",
+}  # fmt: skip
+
+
+def _filters(dset: h5py.Dataset) -> dict[str, Any]:
+    """The filter flags h5netcdf's ``Variable.filters()`` gives xarray, the same way."""
+    flags: dict[str, Any] = dict.fromkeys(("zlib", "szip", "bzip2", "blosc", "zstd"), False)
+    flags.update(shuffle=dset.shuffle, fletcher32=dset.fletcher32)
+    if dset.compression == "gzip":
+        flags.update(zlib=True, complevel=dset.compression_opts)
+    for filter_id, opts in getattr(dset, "_filters", {}).items():
+        name = _NC4_COMPRESSORS.get(filter_id)
+        if name is not None:
+            flags[name] = True
+            if opts:
+                flags["complevel"] = opts[0]
+    return flags
+
+
 def _encoding(
-    filename: str, path: str, dset: h5py.Dataset, dim_names: Sequence[str]
+    filename: str, path: str, dset: h5py.Dataset, dim_names: Sequence[str], dtype: Any
 ) -> dict[str, Any]:
-    enc: dict[str, Any] = {
-        "source": filename,
-        "lazyh5_path": path,
-        "lazyh5_dims": tuple(dim_names),
-        "original_shape": dset.shape,
-        "dtype": dset.dtype,
-        "contiguous": dset.chunks is None,
-    }
-    if dset.chunks is not None:
+    """The encoding h5netcdf's xarray store gives, plus lazyh5's own ``lazyh5_*`` keys.
+
+    xarray's writers drop keys they do not know when the encoding comes from the
+    variable, so the ``lazyh5_*`` keys never reach a copy of the dataset.
+    """
+    enc: dict[str, Any] = {"dtype": dtype}
+    if dset.chunks:
+        enc["contiguous"] = False
         enc["chunksizes"] = dset.chunks
         enc["preferred_chunks"] = dict(zip(dim_names, dset.chunks, strict=True))
-        label = compression_label(dset)
-        if label:
-            enc["filters"] = label
-        if dset.compression in ("gzip", "lzf", "szip"):
-            enc["compression"] = dset.compression
-            enc["compression_opts"] = dset.compression_opts
-        enc["shuffle"] = dset.shuffle
-        enc["fletcher32"] = dset.fletcher32
+    else:
+        enc["contiguous"] = True
+        enc["chunksizes"] = None
+    enc.update(_filters(dset))
+    if dset.compression == "gzip":  # netCDF4-python's names, as h5netcdf's store does
+        enc["zlib"] = True
+        enc["complevel"] = dset.compression_opts
+    elif dset.compression is not None:
+        enc["compression"] = dset.compression
+        enc["compression_opts"] = dset.compression_opts
+    enc["source"] = filename
+    enc["original_shape"] = dset.shape
+    enc["lazyh5_path"] = path
+    enc["lazyh5_dims"] = tuple(dim_names)
+    # How the file stores it, for the .h5 accessor's reprs (never an attribute:
+    # attributes are written into copies of the dataset).
+    enc["lazyh5_storage"] = storage_label(dset)
+    label = compression_label(dset)
+    if label:
+        enc["lazyh5_filters"] = label
     return enc
 
 
@@ -374,19 +377,27 @@ def _members(
         check_link(store.filename, grp, name, store.allow_external)
         obj = grp.get(name)
         if obj is None:  # dangling soft link
-            warnings.warn(
+            emit_user_level_warning(
                 f"skipping '{grp.name.rstrip('/')}/{name}' in '{store.filename}': "
                 "it is a link to nothing",
                 UserWarning,
-                stacklevel=4,
             )
             continue
         if isinstance(obj, h5py.Group):
             subgroups.append(name)
-        elif isinstance(obj, h5py.Dataset) and name not in drop:
+        elif isinstance(obj, h5py.Dataset) and variable_name(name) not in drop:
             check_dataset(store.filename, obj, store.allow_external)
             datasets[name] = obj
     return datasets, subgroups
+
+
+def variable_name(name: str) -> str:
+    """The netCDF name of a dataset: netCDF-C hides a multi-dimensional variable named
+    like a dimension as ``_nc4_non_coord_<name>`` (h5netcdf renames it back too)."""
+    return name.removeprefix(NC4_NON_COORD)
+
+
+NC4_NON_COORD = "_nc4_non_coord_"
 
 
 def read_group(
@@ -399,111 +410,144 @@ def read_group(
     decode_kwargs: Mapping[str, Any] | None = None,
     warn_if_empty: bool = True,
 ) -> xr.Dataset:
-    """Build the lazy (not yet dask-chunked) Dataset for one group of ``store``."""
+    """Build the lazy (not yet dask-chunked) Dataset for one group of ``store``.
+
+    The steps: list the group's datasets, scan its dimension scales, name every axis
+    (scales first, then ``dims=``, then lazyh5's default rule), wrap each dataset as a
+    lazily indexed variable, and CF-decode them with xarray's own decoders.
+    """
     with store.session():
-        return _read_group(
-            store,
-            group,
-            dims=dims,
-            drop_variables=drop_variables,
-            inherited_dims=inherited_dims,
-            decode_kwargs=decode_kwargs,
-            warn_if_empty=warn_if_empty,
+        filename = store.filename
+        grp = store.group(group)
+        datasets, subgroups = _members(store, grp, set(drop_variables or ()))
+        scan = _scan_scales(grp, datasets)
+        dim_map = dimnames.assign_dims(filename, scan.shapes, scan.scales, dims)
+        dim_map = _avoid_ancestor_conflicts(dim_map, scan.shapes, inherited_dims or {}, grp.name)
+        prefix = "/" + (group or "").strip("/") if (group or "").strip("/") else ""
+        variables = _variables(store, prefix, datasets, scan, dim_map)
+        ds = _decode(variables, read_attrs(grp, filename), decode_kwargs or {})
+        ds.encoding["unlimited_dims"] = {
+            d for d in scan.unlimited if d in ds.dims or d not in (inherited_dims or {})
+        }
+    if warn_if_empty and not datasets and subgroups and grp.name == "/":
+        emit_user_level_warning(
+            f"'{filename}' has no datasets at its root, only groups {sorted(subgroups)}: "
+            "open one with group=..., or all of them with "
+            "xr.open_datatree(path, engine='lazyh5')",
+            UserWarning,
         )
+    return ds
 
 
-def _read_group(
-    store: H5Store,
-    group: str | None,
-    *,
-    dims: Mapping[str, Sequence[Hashable]] | None,
-    drop_variables: Iterable[str] | None,
-    inherited_dims: Mapping[str, int] | None,
-    decode_kwargs: Mapping[str, Any] | None,
-    warn_if_empty: bool,
-) -> xr.Dataset:
-    filename = store.filename
-    grp = store.group(group)
-    prefix = "/" + (group or "").strip("/") if (group or "").strip("/") else ""
-    datasets, subgroups = _members(store, grp, set(drop_variables or ()))
+@dataclass
+class _Scan:
+    """What a group's dimension scales say about its datasets."""
 
-    shapes: dict[str, tuple[int, ...]] = {}
-    scales: dict[str, list[str | None]] = {}
-    coord_scales: dict[str, str] = {}  # dataset name -> variable name of a coordinate
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    scales: dict[str, list[str | None]] = field(default_factory=dict)  # names per axis
+    coords: dict[str, str] = field(default_factory=dict)  # dataset -> coordinate name
+    unlimited: set[str] = field(default_factory=set)  # dimensions that can grow
+
+
+def _scan_scales(grp: h5py.Group, datasets: Mapping[str, h5py.Dataset]) -> _Scan:
+    """Dimension names from the group's HDF5 dimension scales (netCDF4's dimensions)."""
+    scan = _Scan()
     # this group's dimension scales: object id -> (dimension name, has coordinate values)
-    own_scales = {
-        dset.id: dimnames.scale_name(dset, name.rsplit("/", 1)[-1])
+    own = {
+        dset.id: dimnames.scale_name(dset, name)
         for name, dset in datasets.items()
         if dset.shape is not None and dimnames.is_dimension_scale(dset)
     }
     for name, dset in datasets.items():
         if dset.shape is None:  # HDF5 null dataspace: nothing to hold
             continue
-        if dset.id in own_scales:
-            dim, has_values = own_scales[dset.id]
+        if dset.id in own:
+            dim, has_values = own[dset.id]
+            if dset.ndim >= 1 and dset.maxshape[0] is None:
+                scan.unlimited.add(dim)
             if not has_values:
                 continue  # a netCDF dimension without coordinate values
             if dset.ndim == 1:
-                coord_scales[name] = dim
-                shapes[name] = dset.shape
-                scales[name] = [dim]
+                scan.coords[name] = dim
+                scan.shapes[name] = dset.shape
+                scan.scales[name] = [dim]
                 continue
-        shapes[name] = dset.shape
-        scales[name] = dimnames.scale_dims(dset, own_scales)
+            if "_Netcdf4Coordinates" in dset.attrs:
+                # A multi-dimensional coordinate (netCDF-C's char-array coordinates):
+                # its axes are named by netCDF dimension ids, as h5netcdf reads them.
+                scan.coords[name] = dim
+                scan.shapes[name] = dset.shape
+                scan.scales[name] = _names_of_dimids(grp, dset)
+                continue
+        scan.shapes[name] = dset.shape
+        scan.scales[name] = dimnames.scale_dims(dset, own)
+    return scan
 
-    dim_map = dimnames.assign_dims(filename, shapes, scales, dims)
-    dim_map = _avoid_ancestor_conflicts(dim_map, shapes, inherited_dims or {}, grp.name)
 
+def _names_of_dimids(grp: h5py.Group, dset: h5py.Dataset) -> list[str | None]:
+    """Names of the netCDF dimension ids in ``dset``'s ``_Netcdf4Coordinates``."""
+    by_id: dict[int, str] = {}
+    node: h5py.Group | None = grp
+    while node is not None:  # this group's dimensions shadow its ancestors'
+        for name in node:
+            obj = node.get(name)
+            # netCDF-C also writes _Netcdf4Dimid on variables: only scales are dimensions
+            if (
+                isinstance(obj, h5py.Dataset)
+                and "_Netcdf4Dimid" in obj.attrs
+                and dimnames.is_dimension_scale(obj)
+            ):
+                by_id.setdefault(int(obj.attrs["_Netcdf4Dimid"]), dimnames.scale_name(obj, name)[0])
+        node = None if node.name == "/" else node.parent
+    return [by_id.get(int(i)) for i in dset.attrs["_Netcdf4Coordinates"]]
+
+
+def _variables(
+    store: H5Store,
+    prefix: str,
+    datasets: Mapping[str, h5py.Dataset],
+    scan: _Scan,
+    dim_map: Mapping[str, tuple[str, ...]],
+) -> dict[str, xr.Variable]:
+    """Every named dataset as a lazily indexed ``xr.Variable`` (data not read)."""
+    filename = store.filename
     variables: dict[str, xr.Variable] = {}
-    for name in shapes:
+    for name in scan.shapes:
         dset = datasets[name]
         try:
             dtype, strings = _xarray_dtype(dset, filename)
         except UnsupportedDtypeError as err:
-            warnings.warn(f"skipping: {err}", UserWarning, stacklevel=3)
+            emit_user_level_warning(f"skipping: {err}", UserWarning)
             continue
         names = dim_map[name]
         # The path as reached from this file (dset.name would be the path inside the
         # target file when the group came through an external link).
         path = f"{prefix}/{name}"
         data = H5BackendArray(store, path, dset.shape, dtype, strings)
-        var_name = coord_scales.get(name, name)
+        var_name = scan.coords.get(name, variable_name(name))
         if var_name in variables:
             var_name = name
-        attrs = _read_attrs(dset, filename)
-        # Shown by xarray's text and HTML reprs (encoding is not): how the file stores it.
-        attrs.setdefault(STORAGE_ATTR, storage_label(dset))
         variables[var_name] = xr.Variable(
             names,
-            xr.core.indexing.LazilyIndexedArray(data),
-            attrs=attrs,
-            encoding=_encoding(filename, path, dset, names),
+            indexing.LazilyIndexedArray(data),
+            attrs=read_attrs(dset, filename),
+            encoding=_encoding(filename, path, dset, names, str if strings else dset.dtype),
         )
+    return variables
 
-    group_attrs = _read_attrs(grp, filename)
-    decode = {"mask_and_scale": True, "decode_times": True, "decode_coords": True}
-    decode.update(decode_kwargs or {})
-    if decode.pop("decode_cf", True):
-        vars_, attrs, coord_names = conventions.decode_cf_variables(
-            variables, group_attrs, **decode
-        )
+
+def _decode(
+    variables: dict[str, xr.Variable], attrs: dict[str, Any], decoders: Mapping[str, Any]
+) -> xr.Dataset:
+    """CF decoding exactly as xarray's ``StoreBackendEntrypoint`` does it."""
+    kwargs = {"mask_and_scale": True, "decode_times": True, "decode_coords": True}
+    kwargs.update(decoders)
+    if kwargs.pop("decode_cf", True):
+        vars_, attrs, coord_names = conventions.decode_cf_variables(variables, attrs, **kwargs)
     else:
-        vars_, attrs, coord_names = variables, group_attrs, set()
-    sizes: dict[Hashable, int] = {}
-    for var in vars_.values():
-        sizes.update(var.sizes)
-    positions = _position_coords(sizes, vars_, inherited_dims or {})
-    ds = xr.Dataset(vars_, coords=positions, attrs=attrs)
-    ds = ds.set_coords([c for c in coord_names if c in vars_])
-    if warn_if_empty and not datasets and subgroups and grp.name == "/":
-        warnings.warn(
-            f"'{filename}' has no datasets at its root, only groups {sorted(subgroups)}: "
-            "open one with group=..., or all of them with "
-            "xr.open_datatree(path, engine='lazyh5')",
-            UserWarning,
-            stacklevel=4,
-        )
-    return ds
+        vars_, coord_names = variables, set()
+    ds = xr.Dataset(vars_, attrs=attrs)
+    return ds.set_coords(coord_names.intersection(vars_))
 
 
 def _avoid_ancestor_conflicts(
@@ -523,24 +567,3 @@ def _avoid_ancestor_conflicts(
             for d, n in zip(names, shapes[var], strict=True)
         )
     return fixed
-
-
-def _position_coords(
-    sizes: Mapping[Hashable, int], existing: Iterable[Hashable], inherited: Mapping[str, int]
-) -> xr.Coordinates:
-    """An O(1)-memory integer index (file positions) for each dimension without one.
-
-    These positions are what lets ``.sel(sample=7)`` and the ``.h5`` write accessor
-    map a selected view back to rows of the file.
-    """
-    existing = set(existing)
-    variables: dict[Hashable, xr.Variable] = {}
-    indexes: dict[Hashable, PandasIndex] = {}
-    for dim, n in sizes.items():
-        if dim in existing or inherited.get(str(dim)) == n:
-            continue
-        index = PandasIndex(pd.RangeIndex(n, name=dim), dim)
-        indexes[dim] = index
-        variables.update(index.create_variables())
-    # Built in one go: merging coordinates one by one is quadratic in the number of dims.
-    return xr.Coordinates(variables, indexes)

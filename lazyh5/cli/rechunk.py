@@ -158,10 +158,12 @@ def _compression(spec: str | None, ds: xr.Dataset, for_training: bool) -> tuple[
         comp, opts = {}, {}
         for name, var in ds.variables.items():  # keep each variable's own filter
             enc = var.encoding
-            if enc.get("compression"):
+            if enc.get("zlib"):
+                comp[str(name)], opts[str(name)] = "gzip", enc.get("complevel")
+            elif enc.get("compression"):
                 comp[str(name)], opts[str(name)] = enc["compression"], enc.get("compression_opts")
             else:
-                label = str(enc.get("filters", ""))
+                label = str(enc.get("lazyh5_filters", ""))
                 plugin = next((p for p in ("zstd", "lz4", "blosc") if p in label.split("+")), None)
                 if plugin:
                     comp[str(name)] = plugin

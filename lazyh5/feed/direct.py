@@ -28,7 +28,8 @@ import xarray as xr
 from ..backend import decode
 from ..backend.array import H5BackendArray
 from ..errors import CorruptFileError, Lazyh5Error
-from ..write.regions import _CF_KEYS, _find_array, _positions
+from ..write.positions import Untraceable, view_positions
+from ..write.regions import _CF_KEYS, _find_array
 
 # Dask layers of a lazyh5 variable: the backend array, its chunking, and the slicing
 # xarray adds for isel/sel. Any other layer is a computation.
@@ -236,11 +237,8 @@ def direct_source(view: xr.DataArray, dim: Hashable) -> DirectSource | None:
     label = f"'{view.name}' ({enc['lazyh5_path']}) in '{enc.get('source')}'"
     try:
         arr = _find_array(view, label)
-        axes = [
-            _positions(view, d, n, label, scalar=False)
-            for d, n in zip(file_dims, enc["original_shape"], strict=True)
-        ]
-    except Lazyh5Error:
+        axes = view_positions(data, arr)
+    except (Lazyh5Error, Untraceable):
         return None
     if arr.dtype != view.dtype or arr._decode_strings or arr.shape != tuple(enc["original_shape"]):
         return None

@@ -11,6 +11,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InvalidArgumentError
+from ..write.graph import h5_sources
+from ..write.positions import Untraceable, view_positions
 
 
 @dataclass(frozen=True)
@@ -45,13 +47,17 @@ def _chunk_rows(var: xr.DataArray, dim: Hashable) -> int:
     return 1
 
 
-def _file_offset(ds: xr.Dataset, dim: Hashable) -> int:
-    """File row of the view's first row, when the dimension carries file positions."""
-    if dim in ds.indexes and ds.sizes[dim]:
-        first = ds.indexes[dim][0]
-        if isinstance(first, int | np.integer):
-            return int(first)
-    return 0
+def _file_offset(var: xr.DataArray, dim: Hashable) -> int:
+    """File row of the view's first row along ``dim`` (0 when it cannot be traced)."""
+    dims = var.encoding.get("lazyh5_dims")
+    sources = h5_sources(var.variable._data)
+    if not dims or dim not in dims or len(sources) != 1 or not var.sizes.get(dim):
+        return 0
+    try:
+        axis = view_positions(var.variable._data, sources[0])[list(dims).index(dim)]
+    except Untraceable:
+        return 0
+    return 0 if isinstance(axis, int) else int(axis[0])
 
 
 def plan_blocks(
@@ -82,7 +88,7 @@ def plan_blocks(
         return _blocks_of_chunks(sizes, start, end, block_rows)
     unit = _chunk_rows(ds[heaviest], dim)
     per_block = max(unit, block_rows // unit * unit)
-    offset = _file_offset(ds, dim)
+    offset = _file_offset(ds[heaviest], dim)
     # Edges at file rows that are multiples of `per_block` (so also of the chunk size).
     first_edge = ((offset + start) // per_block + 1) * per_block - offset
     edges = np.arange(first_edge, end, per_block, dtype=np.int64)

@@ -13,7 +13,6 @@ from typing import Any
 import xarray as xr
 
 from .._files import source_label
-from ..backend.store import STORAGE_ATTR
 from ..errors import InvalidIndexError, ObjectNotFoundError
 from .assign import assign
 from .regions import label_key, target_of
@@ -172,7 +171,7 @@ def _row(name: Hashable, var: xr.Variable | xr.DataArray) -> tuple[str, ...]:
         str(enc.get("lazyh5_path", "not from a file")),
         ", ".join(f"{d}: {n}" for d, n in var.sizes.items()),
         dask_chunks,
-        str(var.attrs.get(STORAGE_ATTR, "-")) if _from_file(var) else "-",
+        str(enc.get("lazyh5_storage", "-")) if _from_file(var) else "-",
     )
 
 

@@ -6,10 +6,9 @@ Every axis of the HDF5 dataset gets one of:
 - a ``range``: positions ``start, start+step, ...`` (slices, with any step);
 - a 1-D ``int64`` array: positions picked by an index array.
 
-Positions come from the view's index coordinates: lazyh5 gives every dimension
-without coordinate values a position index (``0 … n-1``), and xarray carries it
-through ``isel``/``sel``; real coordinates (netCDF dimension scales) are looked up in
-the full coordinate of the file.
+Positions come from the view's data (see :mod:`lazyh5.write.positions`): the key
+of a lazily indexed array, or the dask graph of slices from the file's blocks. No
+coordinate is needed, so views of dimensions without coordinates map back too.
 """
 
 from __future__ import annotations
@@ -31,8 +30,7 @@ from ..errors import (
     UnsupportedDtypeError,
 )
 from .graph import h5_sources
-
-AxisMap = int | range | np.ndarray
+from .positions import AxisMap, Untraceable, view_positions
 
 # Encoding keys that mean stored values differ from the values xarray shows.
 _CF_KEYS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "calendar")
@@ -135,78 +133,13 @@ def normalize_key(
     return out
 
 
-def _positions(view: xr.DataArray, dim: Hashable, n_file: int, label: str, scalar: bool) -> AxisMap:
-    """File positions of ``view`` along ``dim``, from its index coordinate."""
-    if dim not in view.coords:
-        if not scalar and view.sizes[dim] == n_file:
-            return range(n_file)
-        raise UnmappableViewError(
-            f"cannot write to {label}: the view has no coordinate '{dim}' to tell which "
-            "positions of the file it holds (was the index dropped?)"
-        )
-    coord = view.coords[dim]
-    if "lazyh5_path" in coord.encoding:  # real coordinate values: look them up
-        full = _full_coordinate(view, dim, coord, label)
-        wanted = np.atleast_1d(coord.values)
-        found = full.get_indexer(wanted)
-        if (found < 0).any():
+def _check_positions(axes: list[AxisMap], view: xr.DataArray, label: str) -> None:
+    for dim, axis in zip(view.dims, [a for a in axes if not isinstance(a, int)], strict=True):
+        if isinstance(axis, np.ndarray) and len(np.unique(axis)) != len(axis):
             raise UnmappableViewError(
-                f"cannot write to {label}: values of coordinate '{dim}' are not in the file"
+                f"cannot write to {label}: positions along '{dim}' repeat (a selection "
+                "that repeats an index, or a concatenation of overlapping views?)"
             )
-        return int(found[0]) if scalar else found.astype(np.int64)
-    if scalar:
-        value = coord.values
-        if coord.ndim != 0 or value.dtype.kind not in "iu" or not 0 <= int(value) < n_file:
-            raise UnmappableViewError(
-                f"cannot write to {label}: coordinate '{dim}' = {value!r} is not a file position"
-            )
-        return int(value)
-    index = view.indexes.get(dim)
-    if isinstance(index, pd.RangeIndex):
-        pos: AxisMap = range(index.start, index.stop, index.step)
-        ends = (pos[0], pos[-1]) if len(pos) else (0, 0)  # min()/max() would iterate
-        lo, hi = min(ends), max(ends)
-    else:
-        values = np.asarray(coord.values)
-        if values.dtype.kind not in "iu":
-            raise UnmappableViewError(
-                f"cannot write to {label}: coordinate '{dim}' holds {values.dtype} values, "
-                "not file positions"
-            )
-        pos = values.astype(np.int64)
-        if len(np.unique(pos)) != len(pos):
-            raise UnmappableViewError(
-                f"cannot write to {label}: positions along '{dim}' repeat (a concatenation "
-                "of overlapping views?)"
-            )
-        lo, hi = (int(pos.min()), int(pos.max())) if pos.size else (0, 0)
-    if len(pos) != view.sizes[dim] or lo < 0 or hi >= max(n_file, 1):
-        raise UnmappableViewError(
-            f"cannot write to {label}: positions along '{dim}' do not fit the file's "
-            f"length {n_file} (a concatenated or rebuilt variable?)"
-        )
-    return pos
-
-
-def _full_coordinate(
-    view: xr.DataArray, dim: Hashable, coord: xr.DataArray, label: str
-) -> pd.Index:
-    if coord.dtype.kind in "mMO":
-        raise UnmappableViewError(
-            f"cannot write to {label}: coordinate '{dim}' is decoded ({coord.dtype}); "
-            "select with positions (.h5[...] on the variable opened without isel/sel)"
-        )
-    arr = _find_array(view, label)
-    with arr.store.lock:
-        f = arr.store.acquire(needs_lock=False)
-        values = np.asarray(f[coord.encoding["lazyh5_path"]][()])
-    index = pd.Index(values)
-    if not index.is_unique:
-        raise UnmappableViewError(
-            f"cannot write to {label}: coordinate '{dim}' has repeated values in the file, "
-            "so labels do not identify positions"
-        )
-    return index
 
 
 def _find_array(view: xr.DataArray, label: str) -> H5BackendArray:
@@ -268,9 +201,14 @@ def target_of(view: xr.DataArray) -> Target:
             f"dims {file_dims} in file order (transposed, stacked or expanded?); "
             "write through the untransposed variable"
         )
-    axes: list[AxisMap] = []
-    for dim, n in zip(file_dims, file_shape, strict=True):
-        axes.append(_positions(view, dim, n, label, scalar=dim not in view.dims))
+    try:
+        axes = view_positions(view.variable._data, arr)
+    except Untraceable as err:
+        raise UnmappableViewError(
+            f"cannot write to {label}: the view's data does not map to positions of the "
+            f"file ({err}); select with isel/sel on the opened dataset and write through that"
+        ) from None
+    _check_positions(axes, view, label)
     return Target(source, path, name, arr, np.dtype(arr.dtype), file_shape, axes, view.dims)
 
 
@@ -283,9 +221,12 @@ def label_key(view: xr.DataArray, indexers: Mapping[Hashable, Any], label: str) 
                 f"cannot write to {label}: no dimension '{dim}' in {view.dims}"
             )
         index = view.indexes.get(dim)
-        if index is None:
+        if index is None:  # as xarray's .sel: labels along a dimension without one are positions
+            index = pd.RangeIndex(view.sizes[dim])
+        if not index.is_unique:
             raise UnmappableViewError(
-                f"cannot write to {label}: dimension '{dim}' has no index to look labels up in"
+                f"cannot write to {label}: coordinate '{dim}' has repeated values, so labels "
+                "do not identify positions; write with positions (.h5[...]) instead"
             )
         try:
             if isinstance(lab, slice):

@@ -6,19 +6,17 @@ import json
 import os
 import threading
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import dask.array as da
 import h5py
 import numpy as np
-import pandas as pd
 import xarray as xr
 from xarray import conventions
 
 from .._files import check_new_file_path, open_h5file
 from ..backend.chunking import plan_chunks
-from ..backend.store import STORAGE_ATTR
 from ..create import _compression_kwargs, _per_var, row_chunks, write_layout
 from ..errors import AlreadyExistsError, InvalidArgumentError
 from .graph import precompute_shared, store_blocks
@@ -39,25 +37,12 @@ def partial_path(path: str | os.PathLike) -> str:
     return os.path.join(folder, f".{base}.lazyh5-partial")
 
 
-def _is_positions(var: xr.Variable, name: Hashable, index: Any) -> bool:
-    # lazyh5's position index (0 … n-1) is implied by the dimension: write no values.
-    return (
-        isinstance(index, pd.RangeIndex)
-        and index.start == 0
-        and index.step == 1
-        and len(index) == var.shape[0]
-        and var.dims == (name,)
-    )
-
-
 def _prepare(ds: xr.Dataset) -> dict[str, xr.Variable]:
     """The variables to write, CF-encoded (times, fill values), by name."""
     out: dict[str, xr.Variable] = {}
     coords_of: dict[str, list[str]] = {}
     non_index = [c for c in ds.coords if c not in ds.indexes]
     for name, var in ds.variables.items():
-        if name in ds.indexes and _is_positions(var, name, ds.indexes[name]):
-            continue
         var = var.copy(deep=False)
         var.encoding = {k: v for k, v in var.encoding.items() if k in _CF_ENCODING}
         # xarray would add _FillValue=NaN to floats; lazyh5 files carry none unless the
@@ -119,7 +104,7 @@ def to_hdf5(
     block needs (``x.mean()``) are computed first. Dimensions, coordinates and
     attributes are written netCDF4-style like :func:`lazyh5.create`, so
     :func:`lazyh5.open_dataset` and xarray's ``h5netcdf`` engine read the file back
-    labeled; lazyh5's position indexes (``0 … n-1``) are written as plain dimensions.
+    labeled.
 
     The file is written as ``.<name>.lazyh5-partial`` in the same folder and renamed
     into place only when complete. It records which blocks are done, so after an
@@ -305,8 +290,7 @@ def _plan(
             f"{len(vchunks)} axes, the shape {shape} has {len(shape)}"
         )
     plan = dict(shape=shape, dtype=dtype, chunks=vchunks, **comp)
-    # hdf5_storage describes the file a variable was read from, not the new one.
-    attrs = {k: v for k, v in var.attrs.items() if v is not None and k != STORAGE_ATTR}
+    attrs = {k: v for k, v in var.attrs.items() if v is not None}
     return (shape, dtype, attrs), plan
 
 
