@@ -14,6 +14,7 @@ __all__ = [
     "NotHDF5Error",
     "CorruptFileError",
     "ObjectNotFoundError",
+    "GroupNotFoundError",
     "DimensionError",
     "ReadOnlyError",
     "ExternalReferenceError",
@@ -47,6 +48,11 @@ class ObjectNotFoundError(Lazyh5Error, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class GroupNotFoundError(ObjectNotFoundError, OSError):
+    """A group named by the caller does not exist (an ``OSError`` too, as xarray's
+    netCDF backends raise for a missing group)."""
 
 
 class DimensionError(Lazyh5Error, ValueError):

@@ -46,7 +46,7 @@ def test_compression(tmp_path, compression):
         f["x"][...] = np.arange(32000, dtype="f4").reshape(2000, 16)
     back = lazyh5.open_dataset(path)
     np.testing.assert_array_equal(back["x"].values, np.arange(32000, dtype="f4").reshape(2000, 16))
-    assert back["x"].encoding["filters"]
+    assert back["x"].encoding["lazyh5_filters"]
 
 
 def test_create_refuses_existing_file_and_leaves_it(tmp_path, seed_file):

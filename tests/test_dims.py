@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
-import xarray as xr
 import pytest
+import xarray as xr
 
 import lazyh5
 from lazyh5.backend.dims import assign_dims, sample_length

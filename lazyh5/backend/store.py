@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import sys
@@ -18,6 +19,7 @@ import xarray as xr
 from dask.utils import format_bytes
 from xarray import conventions
 from xarray.backends import CachingFileManager
+from xarray.backends.common import _decode_variable_name
 from xarray.backends.locks import (
     HDF5_LOCK,
     DummyLock,
@@ -32,7 +34,13 @@ from xarray.core.utils import emit_user_level_warning
 
 from .._files import open_h5file
 from .._filters import compression_label
-from ..errors import FileBusyError, ObjectNotFoundError, UnsupportedDtypeError
+from ..errors import (
+    FileBusyError,
+    GroupNotFoundError,
+    InvalidArgumentError,
+    ObjectNotFoundError,
+    UnsupportedDtypeError,
+)
 from . import dims as dimnames
 from .array import H5BackendArray
 from .attrs import read_attrs
@@ -238,6 +246,11 @@ class H5Store:
         self._manager.close()
 
     def group(self, path: str | None) -> h5py.Group:
+        if path is not None and not isinstance(path, str):
+            raise InvalidArgumentError(
+                f"cannot open group {path!r} of '{self.filename}': group must be a string "
+                "path such as 'a/b'"
+            )
         root = self.acquire()
         if path in (None, "", "/"):
             return root
@@ -247,7 +260,7 @@ class H5Store:
         for part in [p for p in parent.split("/") if p] + [name]:
             if part not in node:
                 groups = sorted(k for k in node if isinstance(node.get(k), h5py.Group))
-                raise ObjectNotFoundError(
+                raise GroupNotFoundError(
                     f"no group '{path}' in '{self.filename}'; groups at '{node.name}': {groups}"
                 )
             check_link(self.filename, node, part, self.allow_external)
@@ -539,15 +552,32 @@ def _variables(
 def _decode(
     variables: dict[str, xr.Variable], attrs: dict[str, Any], decoders: Mapping[str, Any]
 ) -> xr.Dataset:
-    """CF decoding exactly as xarray's ``StoreBackendEntrypoint`` does it."""
+    """CF decoding exactly as xarray's ``StoreBackendEntrypoint`` does it.
+
+    Coordinates get no index here: ``xr.open_dataset`` creates xarray's default ones
+    (or none, with ``create_default_indexes=False``), as for every backend.
+    """
+    variables = {_decode_variable_name(k): v for k, v in variables.items()}
     kwargs = {"mask_and_scale": True, "decode_times": True, "decode_coords": True}
     kwargs.update(decoders)
     if kwargs.pop("decode_cf", True):
         vars_, attrs, coord_names = conventions.decode_cf_variables(variables, attrs, **kwargs)
     else:
         vars_, coord_names = variables, set()
-    ds = xr.Dataset(vars_, attrs=attrs)
-    return ds.set_coords(coord_names.intersection(vars_))
+    coord_vars, data_vars = {}, {}
+    for name, var in vars_.items():
+        is_coord = name in coord_names or var.dims == (name,)
+        (coord_vars if is_coord else data_vars)[name] = var
+    if _XARRAY_CREATES_INDEXES:
+        coords = xr.Coordinates(coord_vars, indexes={})
+    else:  # xarray < 2025.07 creates no default indexes after the backend: make them
+        coords = xr.Coordinates(coord_vars)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+# xarray >= 2025.07 creates default indexes after the backend returns (its
+# ``create_default_indexes`` option); before, backends made them.
+_XARRAY_CREATES_INDEXES = "create_default_indexes" in inspect.signature(xr.open_dataset).parameters
 
 
 def _avoid_ancestor_conflicts(
