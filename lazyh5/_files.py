@@ -7,7 +7,9 @@ problems the same way.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +137,30 @@ def is_damage(err: BaseException) -> bool:
             tb = tb.tb_next
         return tb is not None and "h5py" in Path(tb.tb_frame.f_code.co_filename).parts
     return False
+
+
+@contextlib.contextmanager
+def damage_reported(what: str) -> Iterator[None]:
+    """Turn h5py's reports of damage met inside the block into a ``CorruptFileError``.
+
+    ``what`` says what was being read and where it is damaged, e.g. ``"'x' in
+    'data.h5': the file is damaged or truncated where this dataset's data is
+    stored"``; the message is ``cannot read {what} ({h5py's message})``. Other errors
+    pass through unchanged (see :func:`is_damage`).
+    """
+    try:
+        yield
+    except Exception as err:
+        if not is_damage(err):
+            raise
+        raise CorruptFileError(f"cannot read {what} ({err})") from err
+
+
+def structure_damaged(path: str) -> str:
+    """``what`` for :func:`damage_reported` while reading a file's metadata."""
+    return (
+        f"'{path}': its structure (groups, dataset headers or attributes) is damaged or truncated"
+    )
 
 
 def _translate_oserror(path: str, mode: str, err: OSError) -> Exception:

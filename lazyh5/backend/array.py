@@ -6,8 +6,7 @@ import numpy as np
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from .._files import is_damage
-from ..errors import CorruptFileError
+from .._files import damage_reported
 from . import decode
 
 
@@ -41,15 +40,11 @@ class H5BackendArray(BackendArray):
         )
 
     def _getitem(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
-        try:
+        with damage_reported(
+            f"'{self.path}' in '{self.store.filename}': the file is damaged or truncated "
+            "where this dataset's data is stored"
+        ):
             return self._read(key, out)
-        except Exception as err:
-            if not is_damage(err):
-                raise
-            raise CorruptFileError(
-                f"cannot read '{self.path}' in '{self.store.filename}': the file is damaged "
-                f"or truncated where this dataset's data is stored ({err})"
-            ) from err
 
     def _read(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
         """``dset[key]``; into ``out`` when given (numeric data, slices only)."""

@@ -9,9 +9,11 @@ from typing import Any, Literal
 import h5py
 import xarray as xr
 from xarray.backends import BackendEntrypoint
+from xarray.backends.common import datatree_from_dict_with_io_cleanup
+from xarray.core.utils import close_on_error
 
-from .._files import HDF5_SUFFIXES, has_hdf5_signature, is_damage
-from ..errors import CorruptFileError, InvalidArgumentError
+from .._files import HDF5_SUFFIXES, damage_reported, has_hdf5_signature, structure_damaged
+from ..errors import InvalidArgumentError
 from .chunking import plan_chunks
 from .store import H5Store, read_group
 
@@ -54,6 +56,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
     """
 
     description = "Open HDF5 files (h5py, netCDF4, nested groups) lazily with lazyh5"
+    supports_groups = True
     url = "https://github.com/lazyh5/lazyh5"
     open_dataset_parameters = (
         "filename_or_obj",
@@ -69,11 +72,15 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
+        """HDF5 files by their signature; paths that cannot be checked by suffix.
+
+        A netCDF3 ``.nc`` file is not HDF5, so it is not claimed.
+        """
         if not isinstance(filename_or_obj, (str, os.PathLike)):
             return False
         path = os.fspath(filename_or_obj)
-        if os.path.isfile(path) and has_hdf5_signature(path):
-            return True
+        if os.path.isfile(path) and os.access(path, os.R_OK):
+            return has_hdf5_signature(path)
         return path.lower().endswith(HDF5_SUFFIXES)
 
     def open_dataset(  # type: ignore[override]
@@ -95,14 +102,6 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         decode_coords: bool = True,
         concat_characters: bool = True,
     ) -> xr.Dataset:
-        _check_mode(filename_or_obj, mode)
-        store = H5Store(
-            _path(filename_or_obj),
-            mode,
-            lock=lock,
-            allow_external=allow_external,
-            file_kwargs=file_kwargs,
-        )
         decoders = {
             "mask_and_scale": mask_and_scale,
             "decode_times": decode_times,
@@ -111,22 +110,15 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
             "decode_coords": decode_coords,
             "concat_characters": concat_characters,
         }
-        try:
+        store = _open_store(filename_or_obj, mode, lock, allow_external, file_kwargs)
+        with close_on_error(store), damage_reported(structure_damaged(store.filename)):
             ds = read_group(
                 store,
                 group,
                 dims=dims,
-                drop_variables=[drop_variables]
-                if isinstance(drop_variables, str)
-                else drop_variables,
+                drop_variables=_names(drop_variables),
                 decode_kwargs=decoders,
             )
-        except BaseException as err:
-            store.close()
-            damaged = _damaged(store.filename, err)
-            if damaged is None:
-                raise
-            raise damaged from err
         if preferred_chunks == "blocks":
             _prefer_blocks(ds)
         ds.set_close(store.close)
@@ -146,21 +138,14 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         file_kwargs: Mapping[str, Any] | None = None,
         **decoders: Any,
     ) -> dict[str, xr.Dataset]:
-        _check_mode(filename_or_obj, mode)
         """Every group below ``group`` as a Dataset, keyed by its path.
 
         ``dims`` here maps a group path to that group's ``dims=`` mapping. Dimension
         names stay consistent down each branch: a default name that an ancestor uses
         with another length gets the group's name as a suffix.
         """
-        store = H5Store(
-            _path(filename_or_obj),
-            mode,
-            lock=lock,
-            allow_external=allow_external,
-            file_kwargs=file_kwargs,
-        )
-        drop = [drop_variables] if isinstance(drop_variables, str) else drop_variables
+        store = _open_store(filename_or_obj, mode, lock, allow_external, file_kwargs)
+        drop = _names(drop_variables)
         dims = dims or {}
         root = "/" + (group or "").strip("/")
         result: dict[str, xr.Dataset] = {}
@@ -185,25 +170,44 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
                 if isinstance(grp.get(name), h5py.Group):
                     visit(f"{path.rstrip('/')}/{name}", here)
 
-        try:
-            with store.session():  # a cluster-locked file stays open for the whole walk
-                visit(root, {})
-        except BaseException as err:
-            store.close()
-            damaged = _damaged(store.filename, err)
-            if damaged is None:
-                raise
-            raise damaged from err
+        with (
+            close_on_error(store),
+            damage_reported(structure_damaged(store.filename)),
+            store.session(),  # a cluster-locked file stays open for the whole walk
+        ):
+            visit(root, {})
         for ds in result.values():
             ds.set_close(store.close)
         return result
 
     def open_datatree(self, filename_or_obj: Any, **kwargs: Any) -> xr.DataTree:  # type: ignore[override]
-        groups = self.open_groups_as_dict(filename_or_obj, **kwargs)
-        tree = xr.DataTree.from_dict(groups)
-        for path, ds in groups.items():  # from_dict drops the datasets' closers
-            tree[path].set_close(ds._close)
-        return tree
+        return datatree_from_dict_with_io_cleanup(
+            self.open_groups_as_dict(filename_or_obj, **kwargs)
+        )
+
+
+def _open_store(
+    filename_or_obj: Any,
+    mode: str,
+    lock: Any,
+    allow_external: bool,
+    file_kwargs: Mapping[str, Any] | None,
+) -> H5Store:
+    """The one place the backend opens a file: checked mode, path, store."""
+    _check_mode(filename_or_obj, mode)
+    return H5Store(
+        _path(filename_or_obj),
+        mode,
+        lock=lock,
+        allow_external=allow_external,
+        file_kwargs=file_kwargs,
+    )
+
+
+def _names(drop_variables: str | Iterable[str] | None) -> list[str] | None:
+    if isinstance(drop_variables, str):
+        return [drop_variables]
+    return None if drop_variables is None else list(drop_variables)
 
 
 def _check_mode(filename_or_obj: Any, mode: str) -> None:
@@ -212,20 +216,6 @@ def _check_mode(filename_or_obj: Any, mode: str) -> None:
             f"cannot open '{_path(filename_or_obj)}' with mode={mode!r}: mode must be 'r' "
             "(read) or 'r+' (read and write through ds[name].h5[...])"
         )
-
-
-def _damaged(filename: str, err: BaseException) -> CorruptFileError | None:
-    """The error to raise instead of ``err``, met while reading a file's metadata.
-
-    h5py's reports of damage (see :func:`lazyh5._files.is_damage`) become a
-    :class:`CorruptFileError` naming the file; ``None``: raise ``err`` as it is.
-    """
-    if not is_damage(err):
-        return None
-    return CorruptFileError(
-        f"cannot read '{filename}': its structure (groups, dataset headers or attributes) "
-        f"is damaged or truncated ({err})"
-    )
 
 
 def _prefer_blocks(ds: xr.Dataset) -> None:

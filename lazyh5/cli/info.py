@@ -11,11 +11,10 @@ import h5py
 import numpy as np
 
 from .. import options
-from .._files import check_readable_hdf5, is_damage, open_h5file
+from .._files import check_readable_hdf5, damage_reported, open_h5file, structure_damaged
 from .._filters import compression_label
 from ..backend import dims as dimnames
 from ..backend.chunking import chunk_memory, plan_chunks
-from ..errors import CorruptFileError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,16 +70,8 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = check_readable_hdf5(path)
     groups: dict[str, Any] = {}
-    try:
-        with open_h5file(path, "r") as f:
-            _describe_file(f, path, groups)
-    except Exception as err:
-        if not is_damage(err):
-            raise
-        raise CorruptFileError(
-            f"cannot read '{path}': its structure (groups, dataset headers or attributes) "
-            f"is damaged or truncated ({err})"
-        ) from err
+    with damage_reported(structure_damaged(path)), open_h5file(path, "r") as f:
+        _describe_file(f, path, groups)
     return {
         "file": path,
         "file_bytes": os.path.getsize(path),

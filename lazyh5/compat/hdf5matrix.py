@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .._files import is_damage, open_h5file
+from .._files import damage_reported, open_h5file
 from ..errors import (
-    CorruptFileError,
     DimensionError,
     InvalidArgumentError,
     InvalidIndexError,
@@ -186,17 +185,8 @@ class HDF5Matrix:
         self._file.close()
 
 
-@contextlib.contextmanager
-def _damaged(path: str, dataset: str) -> Iterator[None]:
-    """Turn h5py's errors about damaged files into a :class:`CorruptFileError`."""
-    try:
-        yield
-    except Exception as err:
-        if not is_damage(err):
-            raise
-        raise CorruptFileError(
-            f"cannot read '{dataset}' in '{path}': the file is damaged or truncated ({err})"
-        ) from err
+def _damaged(path: str, dataset: str) -> contextlib.AbstractContextManager[None]:
+    return damage_reported(f"'{dataset}' in '{path}': the file is damaged or truncated")
 
 
 def _loader(x: HDF5Matrix, y: HDF5Matrix | None, batch_size: int, shuffle: bool):
