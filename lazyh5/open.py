@@ -74,8 +74,9 @@ def open_dataset(
     Returns
     -------
     xarray.Dataset
-        Variables are dask arrays; dimensions without coordinate values get an
-        integer position index (``0 … n-1``, no memory used).
+        Variables are dask arrays. Dimensions without coordinate values get no
+        coordinate, as in xarray: select them by position with ``isel``. On netCDF4
+        files the content is what ``engine="h5netcdf"`` gives (docs/concepts.md).
 
     Examples
     --------

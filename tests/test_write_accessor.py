@@ -346,3 +346,49 @@ def test_view_without_dask_is_not_loaded_and_maps(tmp_path):
     np.testing.assert_array_equal(
         np.flatnonzero(lazyh5.open_dataset(path)["label"].values == -5.0), [2, 8]
     )
+
+
+def test_views_map_back_without_any_coordinate(tmp_path):
+    # lazyh5 adds no position coordinates: views trace back through their data alone.
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.zeros((40, 6)), chunks=(7, 4))
+    ref = np.zeros((40, 6))
+    ds = lazyh5.open_dataset(path, mode="r+")
+    assert not ds.coords
+    view = ds.isel(sample=slice(5, 35, 2)).isel(x_dim_1=[4, 1])
+    view["x"].h5[1:3] = [[1.0, 2.0], [3.0, 4.0]]
+    ref[5:35:2][1:3][:, [4, 1]] = [[1.0, 2.0], [3.0, 4.0]]
+    # xarray's lazily indexed variables (no dask) map back through their key
+    lazy = xr.open_dataset(path, engine="lazyh5", mode="r+")
+    lazy.isel(sample=[30, 3], x_dim_1=0)["x"].h5[...] = [8.0, 9.0]
+    ref[[30, 3], 0] = [8.0, 9.0]
+    # and so do lazily indexed variables chunked afterwards
+    lazy.isel(sample=slice(10, 12)).chunk()["x"].h5[:, 5] = 7.0
+    ref[10:12, 5] = 7.0
+    # an in-memory assignment changes the Dataset, not the file, and moves no rows
+    ds["x"][0] = 5.0
+    ds["x"].h5[-1] = 6.0
+    ref[-1] = 6.0
+    np.testing.assert_array_equal(lazyh5.open_dataset(path)["x"].values, ref)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: x.isel(sample=xr.DataArray([1, 2]), x_dim_1=xr.DataArray([0, 1])),
+        lambda x: x.copy(data=x.data * 2),
+        lambda x: x.isel(sample=[3, 3]),
+        lambda x: xr.concat([x.isel(sample=[1, 2]), x.isel(sample=[2])], "sample"),
+    ],
+    ids=["pointwise", "arithmetic", "repeated", "concatenated"],
+)
+def test_views_that_are_not_positions_of_the_file_are_refused(tmp_path, make):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.zeros((10, 3)))
+    x = lazyh5.open_dataset(path, mode="r+")["x"]
+    before = _file_bytes(path)
+    with pytest.raises(UnmappableViewError, match="plain.h5"):
+        make(x).h5[...] = 1.0
+    assert _file_bytes(path) == before

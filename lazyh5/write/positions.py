@@ -98,6 +98,13 @@ class Positions:
                 axes[i] = axes[i][arr]
         return Positions(axes)
 
+    def copy(self) -> Positions:
+        return Positions(list(self.axes))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        # Assigning values in memory (ds["x"][i] = v) moves no data: positions stay.
+        pass
+
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         raise Untraceable("the data was converted to numpy values (computed)")
 
