@@ -271,7 +271,7 @@ def view_positions(data: Any, arr: H5BackendArray) -> list[AxisMap]:
         if cached is None:
             cached = [_as_map(a) for a in _replay(data, arr).axes]
             if len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE)))
+                _CACHE.pop(next(iter(_CACHE), None), None)
             _CACHE[data.name] = cached
         return cached
     stand_in = _stand_in(data, arr)
