@@ -52,6 +52,7 @@ DECODER_OPTIONS = [
     {"decode_coords": False},
     {"decode_coords": "all"},
     {"drop_variables": ["sm", "name"]},
+    {"drop_variables": ["time", "lat", "x"]},
     {"chunks": None},
     {"chunks": {}},
     {"chunks": {"x": 2}},
@@ -308,3 +309,18 @@ def test_guess_can_open(tmp_path):
     assert entry.guess_can_open(tmp_path / "not-yet-there.h5")  # suffix, unchecked
     assert not entry.guess_can_open(tmp_path / "not-yet-there.txt")
     assert "lazyh5" in xr.backends.list_engines()
+
+
+def test_groupby_with_the_documented_one_line_fix(tmp_path):
+    # docs/index.md: grouping by a lazy variable needs its values (xarray's rule for
+    # chunked arrays); `.compute()` on the labels is the one-line fix.
+    path = tmp_path / "g.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.arange(20.0).reshape(10, 2)
+        f["label"] = np.arange(10) % 3
+    ds = lazyh5.open_dataset(path)
+    with pytest.raises(ValueError, match="labels"):
+        ds.groupby("label").mean()
+    got = ds.groupby(ds["label"].compute()).mean()
+    expected = xr.open_dataset(path, engine="lazyh5").load().groupby("label").mean()
+    xr.testing.assert_allclose(got.load(), expected)

@@ -383,9 +383,12 @@ def _encoding(
 
 def _members(
     store: H5Store, grp: h5py.Group, drop: set[str]
-) -> tuple[dict[str, h5py.Dataset], list[str]]:
+) -> tuple[dict[str, h5py.Dataset], list[str], set[str]]:
+    """The group's datasets (less ``drop``), its subgroups, and the unlimited
+    dimensions of the dimension scales dropped."""
     datasets: dict[str, h5py.Dataset] = {}
     subgroups: list[str] = []
+    unlimited: set[str] = set()
     for name in grp:
         check_link(store.filename, grp, name, store.allow_external)
         obj = grp.get(name)
@@ -401,7 +404,19 @@ def _members(
         elif isinstance(obj, h5py.Dataset) and variable_name(name) not in drop:
             check_dataset(store.filename, obj, store.allow_external)
             datasets[name] = obj
-    return datasets, subgroups
+        elif isinstance(obj, h5py.Dataset) and _unlimited_scale(obj):
+            # a dropped variable's dimension stays in the file's dimensions (h5netcdf)
+            unlimited.add(dimnames.scale_name(obj, name)[0])
+    return datasets, subgroups, unlimited
+
+
+def _unlimited_scale(dset: h5py.Dataset) -> bool:
+    return (
+        dset.shape is not None
+        and dset.ndim >= 1
+        and dset.maxshape[0] is None
+        and dimnames.is_dimension_scale(dset)
+    )
 
 
 def variable_name(name: str) -> str:
@@ -432,16 +447,15 @@ def read_group(
     with store.session():
         filename = store.filename
         grp = store.group(group)
-        datasets, subgroups = _members(store, grp, set(drop_variables or ()))
+        datasets, subgroups, dropped_unlimited = _members(store, grp, set(drop_variables or ()))
         scan = _scan_scales(grp, datasets)
+        scan.unlimited |= dropped_unlimited
         dim_map = dimnames.assign_dims(filename, scan.shapes, scan.scales, dims)
-        dim_map = _avoid_ancestor_conflicts(dim_map, scan.shapes, inherited_dims or {}, grp.name)
+        dim_map = _avoid_ancestor_conflicts(dim_map, scan, inherited_dims or {}, grp.name)
         prefix = "/" + (group or "").strip("/") if (group or "").strip("/") else ""
         variables = _variables(store, prefix, datasets, scan, dim_map)
         ds = _decode(variables, read_attrs(grp, filename), decode_kwargs or {})
-        ds.encoding["unlimited_dims"] = {
-            d for d in scan.unlimited if d in ds.dims or d not in (inherited_dims or {})
-        }
+        ds.encoding["unlimited_dims"] = set(scan.unlimited)  # this group's, as h5netcdf
     if warn_if_empty and not datasets and subgroups and grp.name == "/":
         emit_user_level_warning(
             f"'{filename}' has no datasets at its root, only groups {sorted(subgroups)}: "
@@ -476,7 +490,7 @@ def _scan_scales(grp: h5py.Group, datasets: Mapping[str, h5py.Dataset]) -> _Scan
             continue
         if dset.id in own:
             dim, has_values = own[dset.id]
-            if dset.ndim >= 1 and dset.maxshape[0] is None:
+            if _unlimited_scale(dset):
                 scan.unlimited.add(dim)
             if not has_values:
                 continue  # a netCDF dimension without coordinate values
@@ -582,18 +596,21 @@ _XARRAY_CREATES_INDEXES = "create_default_indexes" in inspect.signature(xr.open_
 
 def _avoid_ancestor_conflicts(
     dim_map: dict[str, tuple[str, ...]],
-    shapes: Mapping[str, tuple[int, ...]],
+    scan: _Scan,
     inherited: Mapping[str, int],
     group_name: str,
 ) -> dict[str, tuple[str, ...]]:
-    """In a tree, a name an ancestor uses with another length gets the group's suffix."""
+    """In a tree, a default name an ancestor uses with another length gets the group's
+    suffix. Names from dimension scales are the file's own and stay as h5netcdf gives
+    them (xarray then refuses the tree, as it does with h5netcdf)."""
     if not inherited:
         return dim_map
     suffix = group_name.rstrip("/").rsplit("/", 1)[-1]
+    from_file = {d for names in scan.scales.values() for d in names if d is not None}
     fixed = {}
     for var, names in dim_map.items():
         fixed[var] = tuple(
-            f"{d}_{suffix}" if d in inherited and inherited[d] != n else d
-            for d, n in zip(names, shapes[var], strict=True)
+            f"{d}_{suffix}" if d in inherited and inherited[d] != n and d not in from_file else d
+            for d, n in zip(names, scan.shapes[var], strict=True)
         )
     return fixed
