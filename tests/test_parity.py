@@ -324,3 +324,14 @@ def test_groupby_with_the_documented_one_line_fix(tmp_path):
     got = ds.groupby(ds["label"].compute()).mean()
     expected = xr.open_dataset(path, engine="lazyh5").load().groupby("label").mean()
     xr.testing.assert_allclose(got.load(), expected)
+
+
+@pytest.mark.parametrize("options", [{}, {"concat_characters": False}, {"decode_cf": False}])
+def test_string_coordinates_keep_their_dims(tmp_path, options):
+    path = tmp_path / "stations.nc"
+    ds = xr.Dataset({"v": ("station", [1.0, 2.0])}, coords={"station": ["ab", "cdé"]})
+    ds["station"].encoding = {"dtype": "S1"}  # a char array with _Encoding, as netCDF-C
+    ds.to_netcdf(path, engine="h5netcdf")
+    actual = xr.open_dataset(path, engine="lazyh5", **options).load()
+    xr.testing.assert_identical(actual, xr.open_dataset(path, engine="h5netcdf", **options))
+    assert actual["station"].dims[0] == "station"
