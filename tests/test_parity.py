@@ -9,6 +9,7 @@ compare identical, encoding included. No file may change by being opened or read
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from pathlib import Path
 
@@ -335,3 +336,11 @@ def test_string_coordinates_keep_their_dims(tmp_path, options):
     actual = xr.open_dataset(path, engine="lazyh5", **options).load()
     xr.testing.assert_identical(actual, xr.open_dataset(path, engine="h5netcdf", **options))
     assert actual["station"].dims[0] == "station"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_leftover_files():
+    # Datasets opened and dropped here hold files through reference cycles; closing
+    # them now keeps later tests' open-file counts (tests/test_soak.py) exact.
+    yield
+    gc.collect()

@@ -54,6 +54,9 @@ def path(tmp_path_factory):
 
 
 def _fds() -> int:
+    # Collected first: files left open by garbage of earlier tests (reference cycles)
+    # would otherwise close mid-soak and read as a change.
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 
 import pytest
@@ -106,3 +107,11 @@ def test_the_redirect_reads_through_lazyh5(tmp_path):
             assert ds["v"].encoding["lazyh5_path"] == "/v"
     with xr_tests.open_dataset(path, engine="h5netcdf", phony_dims="sort") as ds:
         assert "lazyh5_path" not in ds["v"].encoding
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_leftover_files():
+    # Datasets opened and dropped here hold files through reference cycles; closing
+    # them now keeps later tests' open-file counts (tests/test_soak.py) exact.
+    yield
+    gc.collect()
