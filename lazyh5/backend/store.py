@@ -600,17 +600,18 @@ def _avoid_ancestor_conflicts(
     inherited: Mapping[str, int],
     group_name: str,
 ) -> dict[str, tuple[str, ...]]:
-    """In a tree, a default name an ancestor uses with another length gets the group's
-    suffix. Names from dimension scales are the file's own and stay as h5netcdf gives
-    them (xarray then refuses the tree, as it does with h5netcdf)."""
+    """In a tree, a name an ancestor uses with another length gets the group's suffix.
+
+    Where h5netcdf's tree would be refused by xarray (a group reusing a dimension name
+    with another length, as files by ``lazyh5.create`` with default names can), lazyh5
+    gives the tree with the group's name appended to that dimension."""
     if not inherited:
         return dim_map
     suffix = group_name.rstrip("/").rsplit("/", 1)[-1]
-    from_file = {d for names in scan.scales.values() for d in names if d is not None}
     fixed = {}
     for var, names in dim_map.items():
         fixed[var] = tuple(
-            f"{d}_{suffix}" if d in inherited and inherited[d] != n and d not in from_file else d
+            f"{d}_{suffix}" if d in inherited and inherited[d] != n else d
             for d, n in zip(names, scan.shapes[var], strict=True)
         )
     return fixed
