@@ -7,8 +7,10 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from .._files import is_damage
-from ..errors import CorruptFileError
+from .._filters import missing_filters, provider
+from ..errors import CorruptFileError, MissingFilterError
 from . import decode
+from .types import VariableType
 
 
 class H5BackendArray(BackendArray):
@@ -18,14 +20,25 @@ class H5BackendArray(BackendArray):
     an h5py object, so it pickles and reopens the file by path on dask workers.
     """
 
-    __slots__ = ("_decode_strings", "dtype", "path", "shape", "store")
+    __slots__ = (
+        "_decode_strings",
+        "_element_ndim",
+        "_read_dtype",
+        "dtype",
+        "path",
+        "shape",
+        "store",
+    )
 
-    def __init__(self, store, path: str, shape: tuple[int, ...], dtype: np.dtype, strings: bool):
+    def __init__(self, store, path: str, shape: tuple[int, ...], kind: VariableType):
         self.store = store
         self.path = path
         self.shape = shape
-        self.dtype = dtype
-        self._decode_strings = strings
+        self.dtype = kind.dtype
+        self._decode_strings = kind.strings
+        # Trailing axes of an HDF5 array element type: h5py returns them whole.
+        self._element_ndim = len(kind.element_shape)
+        self._read_dtype = kind.read_dtype
 
     def get_array(self, needs_lock: bool = True):
         return self.store.acquire(needs_lock)[self.path]
@@ -46,13 +59,30 @@ class H5BackendArray(BackendArray):
         except Exception as err:
             if not is_damage(err):
                 raise
+            missing = self._missing_filter()
+            if missing is not None:
+                raise missing from err
             raise CorruptFileError(
                 f"cannot read '{self.path}' in '{self.store.filename}': the file is damaged "
                 f"or truncated where this dataset's data is stored ({err})"
             ) from err
 
+    def _missing_filter(self) -> MissingFilterError | None:
+        """The error for a failed read of a dataset whose filter is not installed."""
+        with self.store.lock:
+            missing = missing_filters(self.get_array(needs_lock=False))
+        if not missing:
+            return None
+        code, name = missing[0]
+        return MissingFilterError(
+            f"cannot read '{self.path}' in '{self.store.filename}': its data is encoded "
+            f"with HDF5 filter {code} ('{name}'), which is not installed; {provider(code)}"
+        )
+
     def _read(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
         """``dset[key]``; into ``out`` when given (numeric data, slices only)."""
+        if self._element_ndim or self._read_dtype is not None:
+            return self._read_converted(key, out)
         if not self._decode_strings:
             # Chunked, decodable datasets: only the raw-chunk read holds the lock.
             got = decode.read(self._dataset_unlocked, self.store.lock, self.shape, key, out=out)
@@ -66,3 +96,28 @@ class H5BackendArray(BackendArray):
                 dset.read_direct(out, source_sel=tuple(key))
                 return out
             return np.asarray(dset[key])
+
+    def _read_converted(self, key: tuple, out: np.ndarray | None) -> np.ndarray:
+        """``dset[key]`` of a dataset HDF5 converts (byte order of a compound) or whose
+        array element type adds trailing axes, which h5py cannot index: they are read
+        whole and indexed here, one axis at a time (outer indexing, as xarray asks)."""
+        key = tuple(key) + (slice(None),) * (len(self.shape) - len(key))
+        n = len(self.shape) - self._element_ndim
+        file_key, element_key = key[:n], key[n:]
+        with self.store.lock:
+            dset = self.get_array(needs_lock=False)
+            if self._decode_strings:
+                dset = dset.asstr()
+            elif self._read_dtype is not None:
+                dset = dset.astype(self._read_dtype)
+            values = np.asarray(dset[file_key])
+        kept = sum(not isinstance(k, int | np.integer) for k in file_key)
+        # Last axis first, so the positions of the axes before it do not move.
+        for axis in reversed(range(len(element_key))):
+            values = values[(slice(None),) * (kept + axis) + (element_key[axis],)]
+        if self._decode_strings:
+            values = values.astype(object)
+        if out is None:
+            return values
+        out[...] = values
+        return out

@@ -1,0 +1,201 @@
+"""What each HDF5 datatype becomes in xarray: a numpy dtype, extra dimensions, or a skip.
+
+HDF5 has more types than numpy and xarray can hold. lazyh5 decides from the HDF5 type
+itself (not from h5py's numpy dtype, which h5py cannot even build for some types) so
+that one unreadable dataset is skipped, with a warning naming it and its type, while
+the rest of the file opens:
+
+==========================  ==========================================================
+HDF5 type                   variable
+==========================  ==========================================================
+integer, float, complex     h5py's dtype (byte order as stored)
+bitfield (PyTables bools)   unsigned integer of the same size, as h5py reads it
+enum                        its base integer type; the mapping is kept in
+                            ``encoding["dtype"].metadata["enum"]`` (as xarray's
+                            h5netcdf and netCDF4 backends keep it); h5py's
+                            FALSE/TRUE enum is ``bool``
+fixed-length string         ``S{n}`` bytes
+variable-length string      ``str`` (object), decoded from UTF-8
+compound (nested too)       a structured dtype in native byte order (HDF5 converts)
+array element ``T[3]``      ``T``, with one more trailing dimension per array axis
+time, opaque, references,   skipped with a warning
+variable-length sequences,
+floats numpy cannot hold
+(quad precision)
+==========================  ==========================================================
+
+A compound is read only if every member is; otherwise the warning names the member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+from h5py import h5t
+from xarray.coding.strings import create_vlen_dtype
+from xarray.core.utils import emit_user_level_warning
+
+from ..errors import UnsupportedDtypeError
+
+__all__ = ["VariableType", "describe", "readable_types", "variable_type"]
+
+
+@dataclass(frozen=True)
+class VariableType:
+    """How one HDF5 dataset is presented as an xarray variable.
+
+    Attributes
+    ----------
+    dtype
+        The variable's dtype.
+    element_shape
+        Trailing dimensions from an HDF5 array element type (``()`` otherwise).
+    strings
+        Variable-length strings, decoded to ``str`` on read.
+    read_dtype
+        The dtype HDF5 converts the values to on read (compounds stored in another byte
+        order), including the element shape; ``None`` when values are read as stored.
+    encoding
+        Entries for the variable's ``encoding`` (its ``dtype``, with an enum's mapping).
+    """
+
+    dtype: np.dtype
+    element_shape: tuple[int, ...] = ()
+    strings: bool = False
+    read_dtype: np.dtype | None = None
+    encoding: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _Unreadable(Exception):
+    """An HDF5 type (or a compound member of one) lazyh5 cannot present."""
+
+    def __init__(self, label: str, member: str = ""):
+        super().__init__(label)
+        self.label = label
+        self.member = member
+
+
+_CLASS_LABELS = {
+    h5t.TIME: "time",
+    h5t.OPAQUE: "opaque",
+    h5t.REFERENCE: "reference",
+    h5t.VLEN: "variable-length sequence",
+}
+
+
+def describe(tid: h5t.TypeID) -> str:
+    """A short description of an HDF5 type for messages, e.g. ``"128-bit float"``."""
+    cls = tid.get_class()
+    size = tid.get_size()
+    if cls == h5t.TIME:
+        return f"H5T_TIME ({8 * size}-bit time)"
+    if cls == h5t.FLOAT:
+        return f"{8 * size}-bit float (precision {tid.get_precision()} bits)"
+    if cls == h5t.INTEGER:
+        return f"{8 * size}-bit integer"
+    if cls == h5t.OPAQUE:
+        tag = tid.get_tag().decode("utf-8", "replace")
+        return f"opaque ({size} bytes{f', tag {tag!r}' if tag else ''})"
+    if cls == h5t.REFERENCE:
+        if tid.equal(h5t.STD_REF_DSETREG):
+            return "region reference"
+        return "object reference" if tid.equal(h5t.STD_REF_OBJ) else "reference"
+    if cls == h5t.VLEN:
+        if isinstance(tid, h5t.TypeStringID):  # older h5py reports vlen strings this way
+            return "variable-length string"
+        return f"variable-length sequence of {describe(tid.get_super())}"
+    if cls == h5t.ARRAY:
+        return f"array {tid.get_array_dims()} of {describe(tid.get_super())}"
+    if cls == h5t.STRING:
+        return "variable-length string" if tid.is_variable_str() else f"{size}-byte string"
+    if cls == h5t.COMPOUND:
+        return f"compound of {tid.get_nmembers()} members"
+    if cls == h5t.ENUM:
+        return f"enum of {describe(tid.get_super())}"
+    if cls == h5t.BITFIELD:
+        return f"{8 * size}-bit bitfield"
+    return f"HDF5 type class {cls}"
+
+
+def _check(tid: h5t.TypeID, member: str = "") -> None:
+    """Raise :class:`_Unreadable` if ``tid`` or any part of it cannot be presented."""
+    cls = tid.get_class()
+    if cls in _CLASS_LABELS and not (cls == h5t.VLEN and isinstance(tid, h5t.TypeStringID)):
+        raise _Unreadable(describe(tid), member)
+    if cls == h5t.COMPOUND:
+        for i in range(tid.get_nmembers()):
+            name = tid.get_member_name(i).decode("utf-8", "replace")
+            _check(tid.get_member_type(i), f"{member}/{name}" if member else name)
+    elif cls == h5t.ARRAY:
+        _check(tid.get_super(), member)
+    elif cls in (h5t.FLOAT, h5t.INTEGER, h5t.BITFIELD, h5t.ENUM):
+        try:
+            tid.dtype  # noqa: B018  h5py refuses what numpy cannot hold (quad floats)
+        except (TypeError, ValueError) as err:
+            raise _Unreadable(f"{describe(tid)} that numpy cannot hold", member) from err
+
+
+def _enum_encoding(tid: h5t.TypeID, dtype: np.dtype) -> dict[str, Any]:
+    mapping = h5py.check_enum_dtype(dtype)
+    if mapping is None:  # h5py's FALSE/TRUE enum, read as bool
+        return {}
+    meta: dict[str, Any] = {"enum": dict(mapping)}
+    if tid.committed():  # a named type (netCDF4 enums are): xarray writes it back by name
+        meta["enum_name"] = h5py.h5i.get_name(tid).decode().rsplit("/", 1)[-1]
+    return {"dtype": np.dtype(dtype.str, metadata=meta)}
+
+
+def variable_type(dset: h5py.Dataset, filename: str, path: str) -> VariableType:
+    """How dataset ``path`` of ``filename`` becomes a variable.
+
+    Raises
+    ------
+    UnsupportedDtypeError
+        The dataset's type (or a member of its compound type) has no numpy or xarray
+        counterpart; the message names the file, the dataset and the HDF5 type.
+    """
+    tid = dset.id.get_type()
+    try:
+        _check(tid)
+    except _Unreadable as err:
+        where = f" (member '{err.member}')" if err.member else ""
+        raise UnsupportedDtypeError(
+            f"dataset '{path}' in '{filename}' has the HDF5 type {err.label}{where}, "
+            "which lazyh5 does not read; the file's other datasets are read"
+        ) from None
+    element: tuple[int, ...] = ()
+    if tid.get_class() == h5t.ARRAY:
+        element = tuple(tid.get_array_dims())
+        tid = tid.get_super()
+    dtype = tid.dtype
+    if h5py.check_string_dtype(dtype) is not None and dtype.kind == "O":
+        return VariableType(create_vlen_dtype(str), element, strings=True)
+    if tid.get_class() == h5t.ENUM:
+        return VariableType(np.dtype(dtype.str), element, encoding=_enum_encoding(tid, dtype))
+    if dtype.names is None:
+        return VariableType(dtype, element, encoding={"dtype": dtype} if element else {})
+    native = dtype.newbyteorder("=")
+    converted = native != dtype
+    read_dtype = (np.dtype((native, element)) if element else native) if converted else None
+    return VariableType(native, element, read_dtype=read_dtype, encoding={"dtype": native})
+
+
+def readable_types(
+    filename: str, datasets: Mapping[str, h5py.Dataset], prefix: str = ""
+) -> dict[str, VariableType]:
+    """The :class:`VariableType` of each dataset lazyh5 can read, by name.
+
+    Each of the others is left out with a ``UserWarning`` naming the file, the dataset
+    and its HDF5 type.
+    """
+    found: dict[str, VariableType] = {}
+    for name, dset in datasets.items():
+        try:
+            found[name] = variable_type(dset, filename, f"{prefix}/{name}")
+        except UnsupportedDtypeError as err:
+            emit_user_level_warning(f"skipping: {err}", UserWarning)
+    return found
