@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from h5py import h5s, h5t
+from h5py._hl import selections
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
@@ -106,11 +108,12 @@ class H5BackendArray(BackendArray):
         file_key, element_key = key[:n], key[n:]
         with self.store.lock:
             dset = self.get_array(needs_lock=False)
-            if self._decode_strings:
-                dset = dset.asstr()
-            elif self._read_dtype is not None:
-                dset = dset.astype(self._read_dtype)
-            values = np.asarray(dset[file_key])
+            if self._read_dtype is not None:
+                values = _read_as(dset, file_key, self._read_dtype)
+            elif self._decode_strings:
+                values = np.asarray(dset.asstr()[file_key])
+            else:
+                values = np.asarray(dset[file_key])
         kept = sum(not isinstance(k, int | np.integer) for k in file_key)
         # Last axis first, so the positions of the axes before it do not move.
         for axis in reversed(range(len(element_key))):
@@ -121,3 +124,19 @@ class H5BackendArray(BackendArray):
             return values
         out[...] = values
         return out
+
+
+def _read_as(dset, key: tuple, dtype: np.dtype) -> np.ndarray:
+    """``dset[key]`` converted by HDF5 to ``dtype``.
+
+    Done with h5py's low-level read: ``dset.astype`` asks for the dataset's own numpy
+    dtype first, which h5py cannot build when a compound has a member of a type numpy
+    has no counterpart for (PyTables' time columns), even though HDF5 reads the others.
+    """
+    sel = selections.select(dset.shape, key, dset)
+    out = np.empty(sel.array_shape, dtype)
+    if sel.nselect == 0:
+        return out
+    mspace = h5s.create_simple(sel.mshape) if sel.mshape else h5s.create(h5s.SCALAR)
+    dset.id.read(mspace, sel.id, out, h5t.py_create(dtype))
+    return out

@@ -24,7 +24,8 @@ floats numpy cannot hold
 (quad precision)
 ==========================  ==========================================================
 
-A compound is read only if every member is; otherwise the warning names the member.
+Compound members of the skipped kinds (PyTables' ``Time64Col`` is an ``H5T_TIME``) are
+left out of the variable, with a warning naming them; the other members are read.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ class VariableType:
         The dtype HDF5 converts the values to on read (compounds stored in another byte
         order), including the element shape; ``None`` when values are read as stored.
     encoding
-        Entries for the variable's ``encoding`` (its ``dtype``, with an enum's mapping).
+        Entries for the variable's ``encoding``: its ``dtype`` (with an enum's mapping).
+    left_out
+        Compound members not read, as ``(member path, HDF5 type)``.
     """
 
     dtype: np.dtype
@@ -68,15 +71,7 @@ class VariableType:
     strings: bool = False
     read_dtype: np.dtype | None = None
     encoding: Mapping[str, Any] = field(default_factory=dict)
-
-
-class _Unreadable(Exception):
-    """An HDF5 type (or a compound member of one) lazyh5 cannot present."""
-
-    def __init__(self, label: str, member: str = ""):
-        super().__init__(label)
-        self.label = label
-        self.member = member
+    left_out: tuple[tuple[str, str], ...] = ()
 
 
 _CLASS_LABELS = {
@@ -121,28 +116,57 @@ def describe(tid: h5t.TypeID) -> str:
     return f"HDF5 type class {cls}"
 
 
-def _check(tid: h5t.TypeID, member: str = "") -> None:
-    """Raise :class:`_Unreadable` if ``tid`` or any part of it cannot be presented."""
+def _unreadable(tid: h5t.TypeID, member: str = "") -> list[tuple[str, str]]:
+    """The parts of ``tid`` that cannot be presented, as ``(member, HDF5 type)``.
+
+    ``member`` is ``""`` for the whole type; compound members are reported by their
+    path (``"nested/t"``), so the rest of a compound can still be read.
+    """
     cls = tid.get_class()
-    if cls in _CLASS_LABELS and not (cls == h5t.VLEN and isinstance(tid, h5t.TypeStringID)):
-        raise _Unreadable(describe(tid), member)
+    if cls in _CLASS_LABELS and not isinstance(tid, h5t.TypeStringID):
+        return [(member, describe(tid))]
     if cls == h5t.COMPOUND:
+        found = []
         for i in range(tid.get_nmembers()):
             name = tid.get_member_name(i).decode("utf-8", "replace")
-            _check(tid.get_member_type(i), f"{member}/{name}" if member else name)
-    elif cls == h5t.ARRAY:
-        _check(tid.get_super(), member)
-    elif cls in (h5t.FLOAT, h5t.INTEGER, h5t.BITFIELD, h5t.ENUM):
+            found += _unreadable(tid.get_member_type(i), f"{member}/{name}" if member else name)
+        return found
+    if cls == h5t.ARRAY:
+        inner = _unreadable(tid.get_super(), member)
+        return [(member, describe(tid))] if inner else []
+    if cls in (h5t.FLOAT, h5t.INTEGER, h5t.BITFIELD, h5t.ENUM):
         try:
             tid.dtype  # noqa: B018  h5py refuses what numpy cannot hold (quad floats)
-        except (TypeError, ValueError) as err:
-            raise _Unreadable(f"{describe(tid)} that numpy cannot hold", member) from err
+        except (TypeError, ValueError):
+            return [(member, f"{describe(tid)} that numpy cannot hold")]
+    return []
+
+
+def _native(tid: h5t.TypeID, skip: set[str], member: str = "") -> np.dtype | None:
+    """The dtype to read ``tid`` into: native byte order, members in ``skip`` left out;
+    ``None`` when nothing of it is left. HDF5 converts compounds member by member,
+    matched by name, so this layout need not be the file's."""
+    if member in skip:
+        return None
+    cls = tid.get_class()
+    if cls == h5t.ARRAY:
+        base = _native(tid.get_super(), skip, member)
+        return None if base is None else np.dtype((base, tuple(tid.get_array_dims())))
+    if cls != h5t.COMPOUND or not any(m.startswith(f"{member}/") or not member for m in skip):
+        return tid.dtype.newbyteorder("=")  # h5py's (complex numbers are compounds in HDF5)
+    fields = []
+    for i in range(tid.get_nmembers()):
+        name = tid.get_member_name(i).decode("utf-8", "replace")
+        sub = _native(tid.get_member_type(i), skip, f"{member}/{name}" if member else name)
+        if sub is not None:
+            fields.append((name, sub))
+    return np.dtype(fields) if fields else None
 
 
 def _enum_encoding(tid: h5t.TypeID, dtype: np.dtype) -> dict[str, Any]:
     mapping = h5py.check_enum_dtype(dtype)
     if mapping is None:  # h5py's FALSE/TRUE enum, read as bool
-        return {}
+        return {"dtype": dtype}
     meta: dict[str, Any] = {"enum": dict(mapping)}
     if tid.committed():  # a named type (netCDF4 enums are): xarray writes it back by name
         meta["enum_name"] = h5py.h5i.get_name(tid).decode().rsplit("/", 1)[-1]
@@ -155,30 +179,40 @@ def variable_type(dset: h5py.Dataset, filename: str, path: str) -> VariableType:
     Raises
     ------
     UnsupportedDtypeError
-        The dataset's type (or a member of its compound type) has no numpy or xarray
-        counterpart; the message names the file, the dataset and the HDF5 type.
+        The dataset's type (or every member of its compound type) has no numpy or
+        xarray counterpart; the message names the file, the dataset and the HDF5 type.
     """
     tid = dset.id.get_type()
-    try:
-        _check(tid)
-    except _Unreadable as err:
-        where = f" (member '{err.member}')" if err.member else ""
-        raise UnsupportedDtypeError(
-            f"dataset '{path}' in '{filename}' has the HDF5 type {err.label}{where}, "
-            "which lazyh5 does not read; the file's other datasets are read"
-        ) from None
     element: tuple[int, ...] = ()
     if tid.get_class() == h5t.ARRAY:
         element = tuple(tid.get_array_dims())
         tid = tid.get_super()
+    bad = _unreadable(tid)
+    if bad and (bad[0][0] == "" or _native(tid, {m for m, _ in bad}) is None):
+        label = "; ".join(f"{t} (member '{m}')" if m else t for m, t in bad)
+        raise UnsupportedDtypeError(
+            f"dataset '{path}' in '{filename}' has the HDF5 type {label}, "
+            "which lazyh5 does not read; the file's other datasets are read"
+        )
+    if bad:  # a compound with some members lazyh5 cannot read: read the others
+        native = _native(tid, {m for m, _ in bad})
+        return VariableType(
+            native,
+            element,
+            read_dtype=np.dtype((native, element)) if element else native,
+            encoding={"dtype": native},
+            left_out=tuple(bad),
+        )
     dtype = tid.dtype
     if h5py.check_string_dtype(dtype) is not None and dtype.kind == "O":
-        return VariableType(create_vlen_dtype(str), element, strings=True)
+        return VariableType(
+            create_vlen_dtype(str), element, strings=True, encoding={"dtype": dtype}
+        )
     if tid.get_class() == h5t.ENUM:
         return VariableType(np.dtype(dtype.str), element, encoding=_enum_encoding(tid, dtype))
     if dtype.names is None:
-        return VariableType(dtype, element, encoding={"dtype": dtype} if element else {})
-    native = dtype.newbyteorder("=")
+        return VariableType(dtype, element, encoding={"dtype": dtype})
+    native = dtype.newbyteorder("=")  # keeps h5py's layout (offsets, itemsize)
     converted = native != dtype
     read_dtype = (np.dtype((native, element)) if element else native) if converted else None
     return VariableType(native, element, read_dtype=read_dtype, encoding={"dtype": native})
@@ -194,8 +228,17 @@ def readable_types(
     """
     found: dict[str, VariableType] = {}
     for name, dset in datasets.items():
+        path = f"{prefix}/{name}"
         try:
-            found[name] = variable_type(dset, filename, f"{prefix}/{name}")
+            found[name] = kind = variable_type(dset, filename, path)
         except UnsupportedDtypeError as err:
             emit_user_level_warning(f"skipping: {err}", UserWarning)
+            continue
+        for member, label in kind.left_out:
+            emit_user_level_warning(
+                f"leaving out member '{member}' of dataset '{path}' in '{filename}': it "
+                f"has the HDF5 type {label}, which lazyh5 does not read; the dataset's "
+                "other members are read",
+                UserWarning,
+            )
     return found
