@@ -5,24 +5,15 @@ itself (not from h5py's numpy dtype, which h5py cannot even build for some types
 that one unreadable dataset is skipped, with a warning naming it and its type, while
 the rest of the file opens:
 
-==========================  ==========================================================
-HDF5 type                   variable
-==========================  ==========================================================
-integer, float, complex     h5py's dtype (byte order as stored)
-bitfield (PyTables bools)   unsigned integer of the same size, as h5py reads it
-enum                        its base integer type; the mapping is kept in
-                            ``encoding["dtype"].metadata["enum"]`` (as xarray's
-                            h5netcdf and netCDF4 backends keep it); h5py's
-                            FALSE/TRUE enum is ``bool``
-fixed-length string         ``S{n}`` bytes
-variable-length string      ``str`` (object), decoded from UTF-8
-compound (nested too)       a structured dtype in native byte order (HDF5 converts)
-array element ``T[3]``      ``T``, with one more trailing dimension per array axis
-time, opaque, references,   skipped with a warning
-variable-length sequences,
-floats numpy cannot hold
-(quad precision)
-==========================  ==========================================================
+- integer, float, complex: h5py's dtype (byte order as stored);
+- bitfield (PyTables' bools): the unsigned integer of its size, as h5py reads it;
+- enum: its base integer type, the mapping kept in ``encoding["dtype"].metadata["enum"]``
+  (where xarray's h5netcdf and netCDF4 backends keep it); h5py's FALSE/TRUE enum: bool;
+- string, fixed or variable length: ``str`` (object), decoded as h5py's ``asstr()`` does;
+- compound, nested too: a structured dtype in native byte order (HDF5 converts);
+- array element ``T[3]``: ``T``, with one more trailing dimension per array axis;
+- time, opaque, references, variable-length sequences, floats numpy cannot hold
+  (quad precision): skipped with a warning.
 
 Compound members of the skipped kinds (PyTables' ``Time64Col`` is an ``H5T_TIME``) are
 left out of the variable, with a warning naming them; the other members are read.
@@ -30,6 +21,9 @@ left out of the variable, with a warning naming them; the other members are read
 
 from __future__ import annotations
 
+import inspect
+import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +32,6 @@ import h5py
 import numpy as np
 from h5py import h5t
 from xarray.coding.strings import create_vlen_dtype
-from xarray.core.utils import emit_user_level_warning
 
 from ..errors import UnsupportedDtypeError
 
@@ -163,14 +156,11 @@ def _native(tid: h5t.TypeID, skip: set[str], member: str = "") -> np.dtype | Non
     return np.dtype(fields) if fields else None
 
 
-def _enum_encoding(tid: h5t.TypeID, dtype: np.dtype) -> dict[str, Any]:
+def _enum_encoding(dtype: np.dtype) -> dict[str, Any]:
     mapping = h5py.check_enum_dtype(dtype)
     if mapping is None:  # h5py's FALSE/TRUE enum, read as bool
         return {"dtype": dtype}
-    meta: dict[str, Any] = {"enum": dict(mapping)}
-    if tid.committed():  # a named type (netCDF4 enums are): xarray writes it back by name
-        meta["enum_name"] = h5py.h5i.get_name(tid).decode().rsplit("/", 1)[-1]
-    return {"dtype": np.dtype(dtype.str, metadata=meta)}
+    return {"dtype": np.dtype(dtype.str, metadata={"enum": dict(mapping)})}
 
 
 def variable_type(dset: h5py.Dataset, filename: str, path: str) -> VariableType:
@@ -190,6 +180,7 @@ def variable_type(dset: h5py.Dataset, filename: str, path: str) -> VariableType:
     bad = _unreadable(tid)
     if bad and (bad[0][0] == "" or _native(tid, {m for m, _ in bad}) is None):
         label = "; ".join(f"{t} (member '{m}')" if m else t for m, t in bad)
+        label = f"array {element} of {label}" if element else label
         raise UnsupportedDtypeError(
             f"dataset '{path}' in '{filename}' has the HDF5 type {label}, "
             "which lazyh5 does not read; the file's other datasets are read"
@@ -204,12 +195,12 @@ def variable_type(dset: h5py.Dataset, filename: str, path: str) -> VariableType:
             left_out=tuple(bad),
         )
     dtype = tid.dtype
-    if h5py.check_string_dtype(dtype) is not None and dtype.kind == "O":
+    if h5py.check_string_dtype(dtype) is not None:  # fixed-length ones too
         return VariableType(
             create_vlen_dtype(str), element, strings=True, encoding={"dtype": dtype}
         )
     if tid.get_class() == h5t.ENUM:
-        return VariableType(np.dtype(dtype.str), element, encoding=_enum_encoding(tid, dtype))
+        return VariableType(np.dtype(dtype.str), element, encoding=_enum_encoding(dtype))
     if dtype.names is None:
         return VariableType(dtype, element, encoding={"dtype": dtype})
     native = dtype.newbyteorder("=")  # keeps h5py's layout (offsets, itemsize)
@@ -232,13 +223,25 @@ def readable_types(
         try:
             found[name] = kind = variable_type(dset, filename, path)
         except UnsupportedDtypeError as err:
-            emit_user_level_warning(f"skipping: {err}", UserWarning)
+            _warn(f"skipping: {err}")
             continue
         for member, label in kind.left_out:
-            emit_user_level_warning(
+            _warn(
                 f"leaving out member '{member}' of dataset '{path}' in '{filename}': it "
                 f"has the HDF5 type {label}, which lazyh5 does not read; the dataset's "
-                "other members are read",
-                UserWarning,
+                "other members are read"
             )
     return found
+
+
+_INTERNAL = tuple(
+    os.path.dirname(__import__(package).__file__) + os.sep for package in ("lazyh5", "xarray")
+)
+
+
+def _warn(message: str) -> None:
+    """Warn at the caller's line: past lazyh5's frames and xarray's (open_dataset)."""
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
