@@ -95,6 +95,22 @@ def provider(code: int) -> str:
     return f"install the HDF5 filter plugin for filter {code} (registered ids: {REGISTRY_URL})"
 
 
+def missing_filter_error(dset: h5py.Dataset, path: str, filename: str) -> Exception | None:
+    """The :class:`~lazyh5.errors.MissingFilterError` to raise for a failed read of
+    ``dset`` (``path`` in ``filename``) if one of its filters is not installed, else
+    ``None`` (then the failure is something else: damage)."""
+    from .errors import MissingFilterError
+
+    missing = missing_filters(dset)
+    if not missing:
+        return None
+    code, name = missing[0]
+    return MissingFilterError(
+        f"cannot read '{path}' in '{filename}': its data is encoded with HDF5 filter "
+        f"{code} ('{name}'), which is not installed; {provider(code)}"
+    )
+
+
 def compression_label(dset: h5py.Dataset) -> str | None:
     """A short human label for the compression, e.g. ``"gzip(4)+shuffle"``."""
     parts = []

@@ -451,7 +451,8 @@ def test_array_element_type_is_a_trailing_dimension(tmp_path):
     ds = lazyh5.open_dataset(path)
     assert ds["a"].dims == ("sample", "a_dim_1", "a_dim_2")
     assert ds["a"].shape == (5, 4, 3) and ds["a"].dtype == np.float64
-    assert ds["a"].encoding["chunksizes" if "chunksizes" in ds["a"].encoding else "dtype"]
+    assert ds["a"].encoding["dtype"] == np.float64  # what a writer should store
+    assert ds["a"].encoding["original_shape"] == (5, 4, 3)
     assert float(ds["a"].mean()) == values.mean()
     np.testing.assert_array_equal(ds["a"].load().values, values)
     for key in [
@@ -478,6 +479,7 @@ def test_big_endian_compound_computes_in_native_order(tmp_path):
     _assert_equal_fields(ds["rec"][[7, 2]].values, got[[7, 2]], "rec[[7, 2]]")
 
 
+@pytest.mark.filterwarnings("ignore:skipping:UserWarning")
 def test_enum_keeps_its_mapping_in_encoding(foreign):
     ds = lazyh5.open_dataset(foreign["lowlevel.h5"])
     assert ds["enum"].dtype == np.int8
@@ -506,3 +508,47 @@ def test_blosc_without_hdf5plugin_names_the_package(foreign):
     message = out.stdout
     for part in ("pytables.h5", "/carray_blosc", "32001", "'blosc'", "pip install hdf5plugin"):
         assert part in message, message
+
+
+def test_missing_filter_error_is_an_oserror_and_a_lazyh5_error():
+    assert issubclass(MissingFilterError, lazyh5.Lazyh5Error)
+    assert issubclass(MissingFilterError, OSError)  # what h5py raised for it before
+
+
+def test_hdf5matrix_names_the_missing_filter(foreign):
+    from lazyh5 import HDF5Matrix
+
+    with pytest.raises(MissingFilterError, match="filter 305 \\('lzo'\\)"):
+        HDF5Matrix(foreign["lowlevel.h5"], "lzo")
+
+
+def test_cli_info_lists_types_it_cannot_read(foreign):
+    from lazyh5.cli.info import describe
+
+    before = _sha256(foreign["lowlevel.h5"])
+    datasets = describe(foreign["lowlevel.h5"])["groups"]["/"]["datasets"]
+    assert datasets["time"]["dtype"] == "H5T_TIME (64-bit time) (no numpy dtype)"
+    assert datasets["quad"]["dtype"].startswith("128-bit float")
+    assert datasets["quad"]["logical_bytes"] == 3 * 16
+    tables_info = describe(foreign["pytables.h5"])["groups"]["/"]["datasets"]
+    assert tables_info["table_time"]["dtype"] == "compound of 2 members (no numpy dtype)"
+    assert _sha256(foreign["lowlevel.h5"]) == before
+
+
+def test_array_element_type_feeds_and_refuses_writes(tmp_path):
+    path = tmp_path / "element.h5"
+    values = np.arange(72.0).reshape(6, 4, 3)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("a", (6, 4), np.dtype(("<f8", (3,))), chunks=(2, 4))[...] = values
+        f["label"] = np.arange(6)
+    ds = lazyh5.open_dataset(path)
+    loader = lazyh5.BatchLoader(ds, x="a", y="label", batch_size=4, shuffle=True, seed=0)
+    for x, y in loader:
+        np.testing.assert_array_equal(x, values[y])
+    ds.close()
+    before = _sha256(path)
+    ds = lazyh5.open_dataset(path, mode="r+")
+    with pytest.raises(lazyh5.errors.UnsupportedDtypeError, match="array element type"):
+        ds["a"].h5[1:2] = np.ones((1, 4, 3))
+    ds.close()
+    assert _sha256(path) == before

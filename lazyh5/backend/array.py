@@ -9,8 +9,8 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from .._files import is_damage
-from .._filters import missing_filters, provider
-from ..errors import CorruptFileError, MissingFilterError
+from .._filters import missing_filter_error
+from ..errors import CorruptFileError
 from . import decode
 from .types import VariableType
 
@@ -42,6 +42,11 @@ class H5BackendArray(BackendArray):
         self._element_ndim = len(kind.element_shape)
         self._read_dtype = kind.read_dtype
 
+    @property
+    def element_ndim(self) -> int:
+        """How many trailing dimensions come from an HDF5 array element type."""
+        return self._element_ndim
+
     def get_array(self, needs_lock: bool = True):
         return self.store.acquire(needs_lock)[self.path]
 
@@ -69,17 +74,11 @@ class H5BackendArray(BackendArray):
                 f"or truncated where this dataset's data is stored ({err})"
             ) from err
 
-    def _missing_filter(self) -> MissingFilterError | None:
+    def _missing_filter(self) -> Exception | None:
         """The error for a failed read of a dataset whose filter is not installed."""
         with self.store.lock:
-            missing = missing_filters(self.get_array(needs_lock=False))
-        if not missing:
-            return None
-        code, name = missing[0]
-        return MissingFilterError(
-            f"cannot read '{self.path}' in '{self.store.filename}': its data is encoded "
-            f"with HDF5 filter {code} ('{name}'), which is not installed; {provider(code)}"
-        )
+            dset = self.get_array(needs_lock=False)
+            return missing_filter_error(dset, self.path, self.store.filename)
 
     def _read(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
         """``dset[key]``; into ``out`` when given (numeric data, slices only)."""

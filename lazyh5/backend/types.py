@@ -35,7 +35,14 @@ from xarray.coding.strings import create_vlen_dtype
 
 from ..errors import UnsupportedDtypeError
 
-__all__ = ["VariableType", "describe", "readable_types", "variable_type"]
+__all__ = [
+    "VariableType",
+    "describe",
+    "dtype_label",
+    "readable_types",
+    "storage_dtype",
+    "variable_type",
+]
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,23 @@ def variable_type(dset: h5py.Dataset, filename: str, path: str) -> VariableType:
     converted = native != dtype
     read_dtype = (np.dtype((native, element)) if element else native) if converted else None
     return VariableType(native, element, read_dtype=read_dtype, encoding={"dtype": native})
+
+
+def dtype_label(dset: h5py.Dataset) -> str:
+    """h5py's dtype of ``dset`` as text; the HDF5 type's description where h5py has none
+    (``lazyh5 info`` lists every dataset, read or not)."""
+    try:
+        return str(dset.dtype)
+    except (TypeError, ValueError):
+        return f"{describe(dset.id.get_type())} (no numpy dtype)"
+
+
+def storage_dtype(dset: h5py.Dataset) -> np.dtype:
+    """h5py's dtype of ``dset``; raw bytes of the HDF5 type's size where h5py has none."""
+    try:
+        return dset.dtype
+    except (TypeError, ValueError):
+        return np.dtype(f"V{dset.id.get_type().get_size()}")
 
 
 def readable_types(
