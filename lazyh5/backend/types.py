@@ -74,12 +74,9 @@ class VariableType:
     left_out: tuple[tuple[str, str], ...] = ()
 
 
-_CLASS_LABELS = {
-    h5t.TIME: "time",
-    h5t.OPAQUE: "opaque",
-    h5t.REFERENCE: "reference",
-    h5t.VLEN: "variable-length sequence",
-}
+# Type classes skipped: h5py has no dtype for time; references, ragged sequences and
+# opaque blobs come back as Python objects or raw void bytes, not values to compute with.
+_NEVER_READ = frozenset({h5t.TIME, h5t.OPAQUE, h5t.REFERENCE, h5t.VLEN})
 
 
 def describe(tid: h5t.TypeID) -> str:
@@ -99,9 +96,7 @@ def describe(tid: h5t.TypeID) -> str:
         if tid.equal(h5t.STD_REF_DSETREG):
             return "region reference"
         return "object reference" if tid.equal(h5t.STD_REF_OBJ) else "reference"
-    if cls == h5t.VLEN:
-        if isinstance(tid, h5t.TypeStringID):  # older h5py reports vlen strings this way
-            return "variable-length string"
+    if cls == h5t.VLEN:  # variable-length strings are of the string class
         return f"variable-length sequence of {describe(tid.get_super())}"
     if cls == h5t.ARRAY:
         return f"array {tid.get_array_dims()} of {describe(tid.get_super())}"
@@ -123,7 +118,7 @@ def _unreadable(tid: h5t.TypeID, member: str = "") -> list[tuple[str, str]]:
     path (``"nested/t"``), so the rest of a compound can still be read.
     """
     cls = tid.get_class()
-    if cls in _CLASS_LABELS and not isinstance(tid, h5t.TypeStringID):
+    if cls in _NEVER_READ:
         return [(member, describe(tid))]
     if cls == h5t.COMPOUND:
         found = []
