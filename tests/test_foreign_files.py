@@ -47,7 +47,6 @@ OUTCOMES: dict[tuple[str, str], tuple] = {
     ("pytables.h5", "/table_time"): ("left out", "when", "H5T_TIME (64-bit time)"),
     ("pandas.h5", "/fixed/block2_values"): ("skip", "variable-length sequence"),
     ("lowlevel.h5", "/time"): ("skip", "H5T_TIME (64-bit time)"),
-    ("lowlevel.h5", "/quad"): ("skip", "128-bit float (precision 128 bits)"),
     ("lowlevel.h5", "/opaque"): ("skip", "opaque (4 bytes, tag 'raw bytes')"),
     ("lowlevel.h5", "/object_ref"): ("skip", "object reference"),
     ("lowlevel.h5", "/region_ref"): ("skip", "region reference"),
@@ -57,6 +56,8 @@ OUTCOMES: dict[tuple[str, str], tuple] = {
     ("lowlevel.h5", "/lzo"): ("filter", 305, "lzo"),
     ("h5netcdf.nc", "/t"): ("dimension", None),
 }
+if np.finfo(np.longdouble).nmant != 112:  # x86: longdouble is x87's 80 bits, not IEEE quad
+    OUTCOMES["lowlevel.h5", "/quad"] = ("skip", "128-bit float (precision 128 bits)")
 
 # Every dataset the generators below write, by file (checked against the files, so a
 # dataset a new library version adds cannot go untested).
@@ -195,7 +196,7 @@ def _write_pandas(path: Path) -> None:
         index=pd.Index(np.arange(10, 15)),
     )
     with pd.HDFStore(path, "w") as store, warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # pandas 3: track_times default
+        warnings.filterwarnings("ignore", ".*track_times")  # pandas 3 changes its default
         store.put("fixed", frame, format="fixed")
         store.put("table", frame, format="table", index=False)
         store.put("series", pd.Series(np.arange(3.0)), format="fixed")
@@ -532,8 +533,7 @@ def test_cli_info_lists_types_it_cannot_read(foreign):
     before = _sha256(foreign["lowlevel.h5"])
     datasets = describe(foreign["lowlevel.h5"])["groups"]["/"]["datasets"]
     assert datasets["time"]["dtype"] == "H5T_TIME (64-bit time) (no numpy dtype)"
-    assert datasets["quad"]["dtype"].startswith("128-bit float")
-    assert datasets["quad"]["logical_bytes"] == 3 * 16
+    assert datasets["time"]["logical_bytes"] == 3 * 8
     tables_info = describe(foreign["pytables.h5"])["groups"]["/"]["datasets"]
     assert tables_info["table_time"]["dtype"] == "compound of 2 members (no numpy dtype)"
     assert _sha256(foreign["lowlevel.h5"]) == before
