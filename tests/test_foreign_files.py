@@ -355,12 +355,13 @@ def _expected_variables(file: str, group: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("file", "dataset"), CASES, ids=[f"{f}:{d}" for f, d in CASES])
-def test_dataset(foreign, file, dataset):
+def test_dataset(foreign, file, dataset, request):
     path = foreign[file]
     before = _sha256(path)
     group, _, name = dataset.rpartition("/")
     outcome = OUTCOMES.get((file, dataset), (READ,))
     ds, said = _open(path, group)
+    request.addfinalizer(ds.close)  # closed even if an assertion fails
     about = [w for w in said if f"'{dataset}'" in w]
     # The rest of the group opens, whatever this dataset is (the only other variables
     # allowed are index coordinates of dimensions).
@@ -438,14 +439,17 @@ def test_whole_files_open_through_every_reader(foreign):
 def test_pytables_attribute_conventions(foreign):
     path = foreign["pytables.h5"]
     ds, _ = _open(path, "")
-    with h5py.File(path, "r") as f:
-        stored = dict(f["array_be"].attrs)
-    assert stored["CLASS"] == b"ARRAY"
-    # TITLE and VERSION are kept as text; CLASS is structural, as for dimension scales.
-    assert ds["array_be"].attrs["TITLE"] == "big"
-    assert ds["array_be"].attrs["VERSION"] == stored["VERSION"].decode()
-    assert "CLASS" not in ds["array_be"].attrs
-    assert ds.attrs["TITLE"] == "written by PyTables"
+    try:
+        with h5py.File(path, "r") as f:
+            stored = dict(f["array_be"].attrs)
+        assert stored["CLASS"] == b"ARRAY"
+        # TITLE and VERSION are kept as text; CLASS is structural, as for dimension scales.
+        assert ds["array_be"].attrs["TITLE"] == "big"
+        assert ds["array_be"].attrs["VERSION"] == stored["VERSION"].decode()
+        assert "CLASS" not in ds["array_be"].attrs
+        assert ds.attrs["TITLE"] == "written by PyTables"
+    finally:
+        ds.close()
 
 
 def test_array_element_type_is_a_trailing_dimension(tmp_path):
@@ -453,22 +457,22 @@ def test_array_element_type_is_a_trailing_dimension(tmp_path):
     values = np.arange(60.0).reshape(5, 4, 3)
     with h5py.File(path, "w") as f:
         f.create_dataset("a", (5, 4), np.dtype(("<f8", (3,))))[...] = values
-    ds = lazyh5.open_dataset(path)
-    assert ds["a"].dims == ("sample", "a_dim_1", "a_dim_2")
-    assert ds["a"].shape == (5, 4, 3) and ds["a"].dtype == np.float64
-    assert ds["a"].encoding["dtype"] == np.float64  # what a writer should store
-    assert ds["a"].encoding["original_shape"] == (5, 4, 3)
-    assert float(ds["a"].mean()) == values.mean()
-    np.testing.assert_array_equal(ds["a"].load().values, values)
-    for key in [
-        {"sample": 2},
-        {"a_dim_2": 1},
-        {"a_dim_2": [2, 0]},
-        {"sample": slice(1, 4), "a_dim_1": [0, 3], "a_dim_2": 2},
-        {"sample": [4, 0], "a_dim_2": slice(None, None, -1)},
-    ]:
-        want = xr.DataArray(values, dims=ds["a"].dims).isel(key).values
-        np.testing.assert_array_equal(ds["a"].isel(key).values, want, err_msg=str(key))
+    with lazyh5.open_dataset(path) as ds:
+        assert ds["a"].dims == ("sample", "a_dim_1", "a_dim_2")
+        assert ds["a"].shape == (5, 4, 3) and ds["a"].dtype == np.float64
+        assert ds["a"].encoding["dtype"] == np.float64  # what a writer should store
+        assert ds["a"].encoding["original_shape"] == (5, 4, 3)
+        assert float(ds["a"].mean()) == values.mean()
+        np.testing.assert_array_equal(ds["a"].load().values, values)
+        for key in [
+            {"sample": 2},
+            {"a_dim_2": 1},
+            {"a_dim_2": [2, 0]},
+            {"sample": slice(1, 4), "a_dim_1": [0, 3], "a_dim_2": 2},
+            {"sample": [4, 0], "a_dim_2": slice(None, None, -1)},
+        ]:
+            want = xr.DataArray(values, dims=ds["a"].dims).isel(key).values
+            np.testing.assert_array_equal(ds["a"].isel(key).values, want, err_msg=str(key))
 
 
 def test_big_endian_compound_computes_in_native_order(tmp_path):
@@ -477,19 +481,19 @@ def test_big_endian_compound_computes_in_native_order(tmp_path):
     data = np.array([(k, k / 3, (k * 7, -k)) for k in range(10)], be)
     with h5py.File(path, "w") as f:
         f.create_dataset("rec", data=data, chunks=(4,), compression="gzip")
-    ds = lazyh5.open_dataset(path)
-    assert ds["rec"].dtype == be.newbyteorder("=")
-    got = ds["rec"].compute().values
-    _assert_equal_fields(got, data.astype(be.newbyteorder("=")), "rec")
-    _assert_equal_fields(ds["rec"][[7, 2]].values, got[[7, 2]], "rec[[7, 2]]")
+    with lazyh5.open_dataset(path) as ds:
+        assert ds["rec"].dtype == be.newbyteorder("=")
+        got = ds["rec"].compute().values
+        _assert_equal_fields(got, data.astype(be.newbyteorder("=")), "rec")
+        _assert_equal_fields(ds["rec"][[7, 2]].values, got[[7, 2]], "rec[[7, 2]]")
 
 
 @pytest.mark.filterwarnings("ignore:skipping:UserWarning")
 def test_enum_keeps_its_mapping_in_encoding(foreign):
-    ds = lazyh5.open_dataset(foreign["lowlevel.h5"])
-    assert ds["enum"].dtype == np.int8
-    assert ds["enum"].encoding["dtype"].metadata["enum"] == {"RED": 0, "GREEN": 1, "BLUE": 2}
-    assert ds["bool"].dtype == bool
+    with lazyh5.open_dataset(foreign["lowlevel.h5"]) as ds:
+        assert ds["enum"].dtype == np.int8
+        assert ds["enum"].encoding["dtype"].metadata["enum"] == {"RED": 0, "GREEN": 1, "BLUE": 2}
+        assert ds["bool"].dtype == bool
 
 
 def test_blosc_without_hdf5plugin_names_the_package(foreign):
