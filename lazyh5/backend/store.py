@@ -27,15 +27,15 @@ from xarray.backends.locks import (
     ensure_lock,
     get_write_lock,
 )
-from xarray.coding.strings import create_vlen_dtype
 from xarray.core.indexes import PandasIndex
 
 from .._files import open_h5file
 from .._filters import compression_label
-from ..errors import FileBusyError, ObjectNotFoundError, UnsupportedDtypeError
+from ..errors import FileBusyError, ObjectNotFoundError
 from . import dims as dimnames
 from .array import H5BackendArray
 from .security import check_dataset, check_link
+from .types import VariableType, readable_types
 
 # Attributes that encode HDF5/netCDF structure rather than user metadata.
 _HIDDEN_ATTRS = {
@@ -312,19 +312,6 @@ def _read_attrs(obj: h5py.HLObject, filename: str) -> dict[str, Any]:
     return attrs
 
 
-def _xarray_dtype(dset: h5py.Dataset, filename: str) -> tuple[np.dtype, bool]:
-    """The dtype xarray will see, and whether strings must be decoded."""
-    if h5py.check_string_dtype(dset.dtype) is not None:
-        return create_vlen_dtype(str), True
-    if h5py.check_vlen_dtype(dset.dtype) is not None or dset.dtype.kind == "O":
-        raise UnsupportedDtypeError(
-            f"dataset '{dset.name}' in '{filename}' has a variable-length or reference "
-            f"type ({dset.dtype}); lazyh5 reads numeric, bool, complex, string and "
-            "compound datasets"
-        )
-    return dset.dtype, False
-
-
 STORAGE_ATTR = "hdf5_storage"
 _LAYOUTS = {h5py.h5d.COMPACT: "compact", h5py.h5d.VIRTUAL: "virtual"}
 
@@ -334,26 +321,29 @@ def storage_label(dset: h5py.Dataset) -> str:
     if dset.chunks is None:
         layout = _LAYOUTS.get(dset.id.get_create_plist().get_layout(), "contiguous")
         return f"{layout}, not chunked"
-    nbytes = math.prod(dset.chunks) * dset.dtype.itemsize
+    # The HDF5 type's size: h5py has no numpy dtype for some types read in part.
+    nbytes = math.prod(dset.chunks) * dset.id.get_type().get_size()
     label = f"chunks {dset.chunks} of {format_bytes(nbytes)}"
     comp = compression_label(dset)
     return f"{label}, {comp}" if comp else f"{label}, uncompressed"
 
 
 def _encoding(
-    filename: str, path: str, dset: h5py.Dataset, dim_names: Sequence[str]
+    filename: str, path: str, dset: h5py.Dataset, dim_names: Sequence[str], kind: VariableType
 ) -> dict[str, Any]:
+    # Shapes and chunks are the variable's: an array element type's axes are whole.
     enc: dict[str, Any] = {
         "source": filename,
         "lazyh5_path": path,
         "lazyh5_dims": tuple(dim_names),
-        "original_shape": dset.shape,
-        "dtype": dset.dtype,
+        "original_shape": dset.shape + kind.element_shape,
         "contiguous": dset.chunks is None,
+        **kind.encoding,  # "dtype" among them
     }
     if dset.chunks is not None:
-        enc["chunksizes"] = dset.chunks
-        enc["preferred_chunks"] = dict(zip(dim_names, dset.chunks, strict=True))
+        chunks = dset.chunks + kind.element_shape
+        enc["chunksizes"] = chunks
+        enc["preferred_chunks"] = dict(zip(dim_names, chunks, strict=True))
         label = compression_label(dset)
         if label:
             enc["filters"] = label
@@ -426,6 +416,8 @@ def _read_group(
     grp = store.group(group)
     prefix = "/" + (group or "").strip("/") if (group or "").strip("/") else ""
     datasets, subgroups = _members(store, grp, set(drop_variables or ()))
+    kinds = readable_types(filename, datasets, prefix)  # warns about the others
+    datasets = {name: dset for name, dset in datasets.items() if name in kinds}
 
     shapes: dict[str, tuple[int, ...]] = {}
     scales: dict[str, list[str | None]] = {}
@@ -443,30 +435,27 @@ def _read_group(
             dim, has_values = own_scales[dset.id]
             if not has_values:
                 continue  # a netCDF dimension without coordinate values
-            if dset.ndim == 1:
+            if dset.ndim == 1 and not kinds[name].element_shape:
                 coord_scales[name] = dim
                 shapes[name] = dset.shape
                 scales[name] = [dim]
                 continue
-        shapes[name] = dset.shape
-        scales[name] = dimnames.scale_dims(dset, own_scales)
+        # An array element type adds trailing axes, named by the default rule.
+        element = kinds[name].element_shape
+        shapes[name] = dset.shape + element
+        scales[name] = dimnames.scale_dims(dset, own_scales) + [None] * len(element)
 
     dim_map = dimnames.assign_dims(filename, shapes, scales, dims)
     dim_map = _avoid_ancestor_conflicts(dim_map, shapes, inherited_dims or {}, grp.name)
 
     variables: dict[str, xr.Variable] = {}
     for name in shapes:
-        dset = datasets[name]
-        try:
-            dtype, strings = _xarray_dtype(dset, filename)
-        except UnsupportedDtypeError as err:
-            warnings.warn(f"skipping: {err}", UserWarning, stacklevel=3)
-            continue
+        dset, kind = datasets[name], kinds[name]
         names = dim_map[name]
         # The path as reached from this file (dset.name would be the path inside the
         # target file when the group came through an external link).
         path = f"{prefix}/{name}"
-        data = H5BackendArray(store, path, dset.shape, dtype, strings)
+        data = H5BackendArray(store, path, shapes[name], kind)
         var_name = coord_scales.get(name, name)
         if var_name in variables:
             var_name = name
@@ -477,7 +466,7 @@ def _read_group(
             names,
             xr.core.indexing.LazilyIndexedArray(data),
             attrs=attrs,
-            encoding=_encoding(filename, path, dset, names),
+            encoding=_encoding(filename, path, dset, names, kind),
         )
 
     group_attrs = _read_attrs(grp, filename)

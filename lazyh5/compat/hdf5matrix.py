@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._files import is_damage, open_h5file
+from .._filters import missing_filter_error
 from ..errors import (
     CorruptFileError,
     DimensionError,
@@ -66,7 +67,7 @@ class HDF5Matrix:
         self.dataset = dataset
         self._file = open_h5file(self.datapath, "r")
         try:
-            with _damaged(self.datapath, dataset):
+            with _damaged(self.datapath, dataset, self):
                 self._open(dataset, start, end, normalizer)
         except BaseException:
             self._file.close()
@@ -133,7 +134,7 @@ class HDF5Matrix:
         return self.start + (i % n)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        with _damaged(self.datapath, self.dataset):
+        with _damaged(self.datapath, self.dataset, self):
             out = self._getitem(key)
         return self.normalizer(out) if self.normalizer is not None else out
 
@@ -187,13 +188,19 @@ class HDF5Matrix:
 
 
 @contextlib.contextmanager
-def _damaged(path: str, dataset: str) -> Iterator[None]:
-    """Turn h5py's errors about damaged files into a :class:`CorruptFileError`."""
+def _damaged(path: str, dataset: str, matrix: HDF5Matrix | None = None) -> Iterator[None]:
+    """Turn h5py's errors about damaged files into a :class:`CorruptFileError`, and
+    failed reads of ``matrix``'s dataset needing a filter that is not installed into a
+    :class:`MissingFilterError`."""
     try:
         yield
     except Exception as err:
         if not is_damage(err):
             raise
+        dset = getattr(matrix, "data", None)  # set once the dataset is found
+        missing = None if dset is None else missing_filter_error(dset, dataset, path)
+        if missing is not None:
+            raise missing from err
         raise CorruptFileError(
             f"cannot read '{dataset}' in '{path}': the file is damaged or truncated ({err})"
         ) from err
