@@ -16,7 +16,7 @@ Prints two tables.
    ``lazyh5-128MiB`` (the same calls with the dask chunks lazyh5 chose before the
    budget: 128 MiB of stored bytes; skipped above ``--before-max-threads`` threads,
    where it needs 14 GB for a 2 GB file). Columns: peak RSS over the opened dataset
-   (``ru_maxrss`` minus the resident size after opening), uint8 MB/s, and the rate as a
+   (``VmHWM`` minus the resident size after opening), uint8 MB/s, and the rate as a
    ratio to h5netcdf's and to lazyh5-128MiB's in the same run.
 
 2. Random access: 100 sorted random rows, ``ds["image"].isel(sample=idx).values``,
@@ -47,7 +47,7 @@ ROW = 32 * 32 * 3
 MiB = 1 << 20
 
 _CALL = """
-import json, os, resource, sys, time
+import json, os, sys, time
 import dask
 path, method, call, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 dask.config.set(num_workers=threads, scheduler="threads")  # as on a machine of this many cores
@@ -78,7 +78,9 @@ else:
     else:
         lazyh5.to_hdf5(result, out, progress=False)
 took = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's size at fork.
+with open("/proc/self/status") as f:
+    peak = int(f.read().split("VmHWM:")[1].split()[0]) * 1024
 if os.path.exists(out):
     os.remove(out)
 print(json.dumps({"peak": peak - base, "seconds": took, "rows": ds["image"].chunks[0][0]}))

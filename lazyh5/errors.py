@@ -13,6 +13,7 @@ __all__ = [
     "FileMissingError",
     "NotHDF5Error",
     "CorruptFileError",
+    "MissingFilterError",
     "ObjectNotFoundError",
     "GroupNotFoundError",
     "DimensionError",
@@ -41,6 +42,12 @@ class NotHDF5Error(Lazyh5Error, ValueError):
 
 class CorruptFileError(Lazyh5Error, OSError):
     """The file looks like HDF5 but cannot be read (truncated or damaged)."""
+
+
+class MissingFilterError(Lazyh5Error, OSError):
+    """A dataset's data is compressed (or otherwise filtered) with an HDF5 filter that is
+    not installed; the file itself is intact. The message names the filter and the
+    package that provides it."""
 
 
 class ObjectNotFoundError(Lazyh5Error, KeyError):

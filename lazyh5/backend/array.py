@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+from h5py import h5s, h5t
+from h5py._hl import selections
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from .._files import damage_reported
+from .._files import is_damage
+from .._filters import missing_filter_error
+from ..errors import CorruptFileError
 from . import decode
+from .types import VariableType
 
 
 class H5BackendArray(BackendArray):
@@ -17,14 +22,30 @@ class H5BackendArray(BackendArray):
     an h5py object, so it pickles and reopens the file by path on dask workers.
     """
 
-    __slots__ = ("_decode_strings", "dtype", "path", "shape", "store")
+    __slots__ = (
+        "_decode_strings",
+        "_element_ndim",
+        "_read_dtype",
+        "dtype",
+        "path",
+        "shape",
+        "store",
+    )
 
-    def __init__(self, store, path: str, shape: tuple[int, ...], dtype: np.dtype, strings: bool):
+    def __init__(self, store, path: str, shape: tuple[int, ...], kind: VariableType):
         self.store = store
         self.path = path
         self.shape = shape
-        self.dtype = dtype
-        self._decode_strings = strings
+        self.dtype = kind.dtype
+        self._decode_strings = kind.strings
+        # Trailing axes of an HDF5 array element type: h5py returns them whole.
+        self._element_ndim = len(kind.element_shape)
+        self._read_dtype = kind.read_dtype
+
+    @property
+    def element_ndim(self) -> int:
+        """How many trailing dimensions come from an HDF5 array element type."""
+        return self._element_ndim
 
     def get_array(self, needs_lock: bool = True):
         return self.store.acquire(needs_lock)[self.path]
@@ -40,14 +61,29 @@ class H5BackendArray(BackendArray):
         )
 
     def _getitem(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
-        with damage_reported(
-            f"'{self.path}' in '{self.store.filename}': the file is damaged or truncated "
-            "where this dataset's data is stored"
-        ):
+        try:
             return self._read(key, out)
+        except Exception as err:
+            if not is_damage(err):
+                raise
+            missing = self._missing_filter()
+            if missing is not None:
+                raise missing from err
+            raise CorruptFileError(
+                f"cannot read '{self.path}' in '{self.store.filename}': the file is damaged "
+                f"or truncated where this dataset's data is stored ({err})"
+            ) from err
+
+    def _missing_filter(self) -> Exception | None:
+        """The error for a failed read of a dataset whose filter is not installed."""
+        with self.store.lock:
+            dset = self.get_array(needs_lock=False)
+            return missing_filter_error(dset, self.path, self.store.filename)
 
     def _read(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
         """``dset[key]``; into ``out`` when given (numeric data, slices only)."""
+        if self._element_ndim or self._read_dtype is not None:
+            return self._read_converted(key, out)
         if not self._decode_strings:
             # Chunked, decodable datasets: only the raw-chunk read holds the lock.
             got = decode.read(self._dataset_unlocked, self.store.lock, self.shape, key, out=out)
@@ -61,3 +97,45 @@ class H5BackendArray(BackendArray):
                 dset.read_direct(out, source_sel=tuple(key))
                 return out
             return np.asarray(dset[key])
+
+    def _read_converted(self, key: tuple, out: np.ndarray | None) -> np.ndarray:
+        """``dset[key]`` of a dataset HDF5 converts (byte order of a compound) or whose
+        array element type adds trailing axes, which h5py cannot index: they are read
+        whole and indexed here, one axis at a time (outer indexing, as xarray asks)."""
+        key = tuple(key) + (slice(None),) * (len(self.shape) - len(key))
+        n = len(self.shape) - self._element_ndim
+        file_key, element_key = key[:n], key[n:]
+        with self.store.lock:
+            dset = self.get_array(needs_lock=False)
+            if self._read_dtype is not None:
+                values = _read_as(dset, file_key, self._read_dtype)
+            elif self._decode_strings:
+                values = np.asarray(dset.asstr()[file_key])
+            else:
+                values = np.asarray(dset[file_key])
+        kept = sum(not isinstance(k, int | np.integer) for k in file_key)
+        # Last axis first, so the positions of the axes before it do not move.
+        for axis in reversed(range(len(element_key))):
+            values = values[(slice(None),) * (kept + axis) + (element_key[axis],)]
+        if self._decode_strings:
+            values = values.astype(object)
+        if out is None:
+            return values
+        out[...] = values
+        return out
+
+
+def _read_as(dset, key: tuple, dtype: np.dtype) -> np.ndarray:
+    """``dset[key]`` converted by HDF5 to ``dtype``.
+
+    Done with h5py's low-level read: ``dset.astype`` asks for the dataset's own numpy
+    dtype first, which h5py cannot build when a compound has a member of a type numpy
+    has no counterpart for (PyTables' time columns), even though HDF5 reads the others.
+    """
+    sel = selections.select(dset.shape, key, dset)
+    out = np.empty(sel.array_shape, dtype)
+    if sel.nselect == 0:
+        return out
+    mspace = h5s.create_simple(sel.mshape) if sel.mshape else h5s.create(h5s.SCALAR)
+    dset.id.read(mspace, sel.id, out, h5t.py_create(dtype))
+    return out

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
-import numpy as np
 import xarray as xr
 from dask.utils import format_bytes
 from xarray import conventions
@@ -28,7 +27,6 @@ from xarray.backends.locks import (
     ensure_lock,
     get_write_lock,
 )
-from xarray.coding.strings import create_vlen_dtype
 from xarray.core import indexing
 from xarray.core.utils import emit_user_level_warning
 
@@ -39,12 +37,12 @@ from ..errors import (
     GroupNotFoundError,
     InvalidArgumentError,
     ObjectNotFoundError,
-    UnsupportedDtypeError,
 )
 from . import dims as dimnames
 from .array import H5BackendArray
 from .attrs import read_attrs
 from .security import check_dataset, check_link
+from .types import VariableType, readable_types
 
 
 def _is_cluster_lock(lock: Any) -> bool:
@@ -290,24 +288,6 @@ class H5Store:
         self.lock = self._make_lock()
 
 
-def _xarray_dtype(dset: h5py.Dataset, filename: str) -> tuple[np.dtype, bool]:
-    """The dtype xarray will see, and whether strings must be decoded.
-
-    As h5netcdf: variable-length strings are decoded to ``str``; fixed-length ones stay
-    bytes (``S1`` char arrays and ``_Encoding`` are xarray's CF decoders' business).
-    """
-    info = h5py.check_string_dtype(dset.dtype)
-    if info is not None and info.length is None:
-        return create_vlen_dtype(str), True
-    if h5py.check_vlen_dtype(dset.dtype) is not None or dset.dtype.kind == "O":
-        raise UnsupportedDtypeError(
-            f"dataset '{dset.name}' in '{filename}' has a variable-length or reference "
-            f"type ({dset.dtype}); lazyh5 reads numeric, bool, complex, string and "
-            "compound datasets"
-        )
-    return dset.dtype, False
-
-
 _LAYOUTS = {h5py.h5d.COMPACT: "compact", h5py.h5d.VIRTUAL: "virtual"}
 
 
@@ -346,18 +326,20 @@ def _filters(dset: h5py.Dataset) -> dict[str, Any]:
 
 
 def _encoding(
-    filename: str, path: str, dset: h5py.Dataset, dim_names: Sequence[str], dtype: Any
+    filename: str, path: str, dset: h5py.Dataset, dim_names: Sequence[str], kind: VariableType
 ) -> dict[str, Any]:
     """The encoding h5netcdf's xarray store gives, plus lazyh5's own ``lazyh5_*`` keys.
 
     xarray's writers drop keys they do not know when the encoding comes from the
     variable, so the ``lazyh5_*`` keys never reach a copy of the dataset.
     """
-    enc: dict[str, Any] = {"dtype": dtype}
+    # Shapes and chunks are the variable's: an array element type's axes are whole.
+    enc: dict[str, Any] = dict(kind.encoding)  # "dtype" among them
     if dset.chunks:
+        chunks = dset.chunks + kind.element_shape
         enc["contiguous"] = False
-        enc["chunksizes"] = dset.chunks
-        enc["preferred_chunks"] = dict(zip(dim_names, dset.chunks, strict=True))
+        enc["chunksizes"] = chunks
+        enc["preferred_chunks"] = dict(zip(dim_names, chunks, strict=True))
     else:
         enc["contiguous"] = True
         enc["chunksizes"] = None
@@ -369,7 +351,7 @@ def _encoding(
         enc["compression"] = dset.compression
         enc["compression_opts"] = dset.compression_opts
     enc["source"] = filename
-    enc["original_shape"] = dset.shape
+    enc["original_shape"] = dset.shape + kind.element_shape
     enc["lazyh5_path"] = path
     enc["lazyh5_dims"] = tuple(dim_names)
     # How the file stores it, for the .h5 accessor's reprs (never an attribute:
@@ -448,12 +430,14 @@ def read_group(
         filename = store.filename
         grp = store.group(group)
         datasets, subgroups, dropped_unlimited = _members(store, grp, set(drop_variables or ()))
-        scan = _scan_scales(grp, datasets)
+        prefix = "/" + (group or "").strip("/") if (group or "").strip("/") else ""
+        kinds = readable_types(filename, datasets, prefix)  # warns about the others
+        datasets = {name: dset for name, dset in datasets.items() if name in kinds}
+        scan = _scan_scales(grp, datasets, kinds)
         scan.unlimited |= dropped_unlimited
         dim_map = dimnames.assign_dims(filename, scan.shapes, scan.scales, dims)
         dim_map = _avoid_ancestor_conflicts(dim_map, scan, inherited_dims or {}, grp.name)
-        prefix = "/" + (group or "").strip("/") if (group or "").strip("/") else ""
-        variables = _variables(store, prefix, datasets, scan, dim_map)
+        variables = _variables(store, prefix, datasets, kinds, scan, dim_map)
         ds = _decode(variables, read_attrs(grp, filename), decode_kwargs or {})
         ds.encoding["unlimited_dims"] = set(scan.unlimited)  # this group's, as h5netcdf
     if warn_if_empty and not datasets and subgroups and grp.name == "/":
@@ -476,7 +460,11 @@ class _Scan:
     unlimited: set[str] = field(default_factory=set)  # dimensions that can grow
 
 
-def _scan_scales(grp: h5py.Group, datasets: Mapping[str, h5py.Dataset]) -> _Scan:
+def _scan_scales(
+    grp: h5py.Group,
+    datasets: Mapping[str, h5py.Dataset],
+    kinds: Mapping[str, VariableType],
+) -> _Scan:
     """Dimension names from the group's HDF5 dimension scales (netCDF4's dimensions)."""
     scan = _Scan()
     # this group's dimension scales: object id -> (dimension name, has coordinate values)
@@ -494,7 +482,7 @@ def _scan_scales(grp: h5py.Group, datasets: Mapping[str, h5py.Dataset]) -> _Scan
                 scan.unlimited.add(dim)
             if not has_values:
                 continue  # a netCDF dimension without coordinate values
-            if dset.ndim == 1:
+            if dset.ndim == 1 and not kinds[name].element_shape:
                 scan.coords[name] = dim
                 scan.shapes[name] = dset.shape
                 scan.scales[name] = [dim]
@@ -506,8 +494,10 @@ def _scan_scales(grp: h5py.Group, datasets: Mapping[str, h5py.Dataset]) -> _Scan
                 scan.shapes[name] = dset.shape
                 scan.scales[name] = _names_of_dimids(grp, dset)
                 continue
-        scan.shapes[name] = dset.shape
-        scan.scales[name] = dimnames.scale_dims(dset, own)
+        # An array element type adds trailing axes, named by the default rule.
+        element = kinds[name].element_shape
+        scan.shapes[name] = dset.shape + element
+        scan.scales[name] = dimnames.scale_dims(dset, own) + [None] * len(element)
     return scan
 
 
@@ -533,6 +523,7 @@ def _variables(
     store: H5Store,
     prefix: str,
     datasets: Mapping[str, h5py.Dataset],
+    kinds: Mapping[str, VariableType],
     scan: _Scan,
     dim_map: Mapping[str, tuple[str, ...]],
 ) -> dict[str, xr.Variable]:
@@ -540,17 +531,12 @@ def _variables(
     filename = store.filename
     variables: dict[str, xr.Variable] = {}
     for name in scan.shapes:
-        dset = datasets[name]
-        try:
-            dtype, strings = _xarray_dtype(dset, filename)
-        except UnsupportedDtypeError as err:
-            emit_user_level_warning(f"skipping: {err}", UserWarning)
-            continue
+        dset, kind = datasets[name], kinds[name]
         names = dim_map[name]
         # The path as reached from this file (dset.name would be the path inside the
         # target file when the group came through an external link).
         path = f"{prefix}/{name}"
-        data = H5BackendArray(store, path, dset.shape, dtype, strings)
+        data = H5BackendArray(store, path, scan.shapes[name], kind)
         var_name = scan.coords.get(name, variable_name(name))
         if var_name in variables:
             var_name = name
@@ -558,7 +544,7 @@ def _variables(
             names,
             indexing.LazilyIndexedArray(data),
             attrs=read_attrs(dset, filename),
-            encoding=_encoding(filename, path, dset, names, str if strings else dset.dtype),
+            encoding=_encoding(filename, path, dset, names, kind),
         )
     return variables
 

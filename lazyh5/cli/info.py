@@ -15,6 +15,7 @@ from .._files import check_readable_hdf5, damage_reported, open_h5file, structur
 from .._filters import compression_label
 from ..backend import dims as dimnames
 from ..backend.chunking import chunk_memory, plan_chunks
+from ..backend.types import dtype_label, storage_dtype
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -111,14 +112,14 @@ def _describe_file(f: h5py.File, path: str, groups: dict[str, Any]) -> None:
         for name, dset in dsets.items():
             entry["datasets"][name] = {
                 "shape": list(dset.shape),
-                "dtype": str(dset.dtype),
+                "dtype": dtype_label(dset),
                 "dims": list(named[name]),
                 "chunks": list(dset.chunks) if dset.chunks else None,
-                "dask_chunks": list(plan_chunks(dset.shape, dset.chunks, dset.dtype))
+                "dask_chunks": list(plan_chunks(dset.shape, dset.chunks, storage_dtype(dset)))
                 if dset.ndim
                 else None,
                 "compression": compression_label(dset),
-                "logical_bytes": int(dset.size * dset.dtype.itemsize),
+                "logical_bytes": int(dset.size * dset.id.get_type().get_size()),
                 "stored_bytes": int(dset.id.get_storage_size()),
                 "virtual": bool(dset.is_virtual),
                 "attrs": _attrs(dset),

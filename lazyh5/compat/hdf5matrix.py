@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .._files import damage_reported, open_h5file
+from .._files import is_damage, open_h5file
+from .._filters import missing_filter_error
 from ..errors import (
+    CorruptFileError,
     DimensionError,
     InvalidArgumentError,
     InvalidIndexError,
@@ -65,7 +67,7 @@ class HDF5Matrix:
         self.dataset = dataset
         self._file = open_h5file(self.datapath, "r")
         try:
-            with _damaged(self.datapath, dataset):
+            with _damaged(self.datapath, dataset, self):
                 self._open(dataset, start, end, normalizer)
         except BaseException:
             self._file.close()
@@ -132,7 +134,7 @@ class HDF5Matrix:
         return self.start + (i % n)
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        with _damaged(self.datapath, self.dataset):
+        with _damaged(self.datapath, self.dataset, self):
             out = self._getitem(key)
         return self.normalizer(out) if self.normalizer is not None else out
 
@@ -185,8 +187,23 @@ class HDF5Matrix:
         self._file.close()
 
 
-def _damaged(path: str, dataset: str) -> contextlib.AbstractContextManager[None]:
-    return damage_reported(f"'{dataset}' in '{path}': the file is damaged or truncated")
+@contextlib.contextmanager
+def _damaged(path: str, dataset: str, matrix: HDF5Matrix | None = None) -> Iterator[None]:
+    """Turn h5py's errors about damaged files into a :class:`CorruptFileError`, and
+    failed reads of ``matrix``'s dataset needing a filter that is not installed into a
+    :class:`MissingFilterError`."""
+    try:
+        yield
+    except Exception as err:
+        if not is_damage(err):
+            raise
+        dset = getattr(matrix, "data", None)  # set once the dataset is found
+        missing = None if dset is None else missing_filter_error(dset, dataset, path)
+        if missing is not None:
+            raise missing from err
+        raise CorruptFileError(
+            f"cannot read '{dataset}' in '{path}': the file is damaged or truncated ({err})"
+        ) from err
 
 
 def _loader(x: HDF5Matrix, y: HDF5Matrix | None, batch_size: int, shuffle: bool):

@@ -180,6 +180,12 @@ def target_of(view: xr.DataArray) -> Target:
     file_dims = tuple(enc["lazyh5_dims"])
     file_shape = tuple(enc["original_shape"])
     arr = _find_array(view, label)
+    if arr.element_ndim:
+        raise UnsupportedDtypeError(
+            f"cannot write to {label}: its last {arr.element_ndim} dimension(s) are the "
+            "HDF5 array element type of each value, which lazyh5 reads but does not write; "
+            "write with h5py (dset[i] = value of shape element_shape)"
+        )
     if arr.store.mode == "r":
         raise ReadOnlyError(
             f"cannot write to '{name}' in {source}: the file was opened read-only; "
