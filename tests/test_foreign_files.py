@@ -322,10 +322,12 @@ def _open(path: Path, group: str) -> tuple[xr.Dataset, dict[str, str]]:
 
 
 def _reference(path: Path, dataset: str) -> np.ndarray:
-    """What h5py reads (strings decoded as h5py's ``asstr``), compounds in native order."""
+    """What h5py reads (variable-length strings decoded as h5py's ``asstr``; fixed-length
+    ones bytes, as h5py and h5netcdf give them), compounds in native order."""
     with h5py.File(path, "r") as f:
         dset = f[dataset]
-        if h5py.check_string_dtype(dset.dtype) is not None:
+        info = h5py.check_string_dtype(dset.dtype)
+        if info is not None and info.length is None:
             return np.asarray(dset.asstr()[()], dtype=object)
         values = dset[()]
     if values.dtype.names is not None:

@@ -296,7 +296,8 @@ def storage_label(dset: h5py.Dataset) -> str:
     if dset.chunks is None:
         layout = _LAYOUTS.get(dset.id.get_create_plist().get_layout(), "contiguous")
         return f"{layout}, not chunked"
-    nbytes = math.prod(dset.chunks) * dset.dtype.itemsize
+    # The HDF5 type's size: h5py has no numpy dtype for some types read in part.
+    nbytes = math.prod(dset.chunks) * dset.id.get_type().get_size()
     label = f"chunks {dset.chunks} of {format_bytes(nbytes)}"
     comp = compression_label(dset)
     return f"{label}, {comp}" if comp else f"{label}, uncompressed"

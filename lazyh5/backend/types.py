@@ -9,7 +9,8 @@ the rest of the file opens:
 - bitfield (PyTables' bools): the unsigned integer of its size, as h5py reads it;
 - enum: its base integer type, the mapping kept in ``encoding["dtype"].metadata["enum"]``
   (where xarray's h5netcdf and netCDF4 backends keep it); h5py's FALSE/TRUE enum: bool;
-- string, fixed or variable length: ``str`` (object), decoded as h5py's ``asstr()`` does;
+- string, variable length: ``str`` (object), decoded as h5py's ``asstr()`` does; fixed
+  length: bytes, as h5py and h5netcdf give them (xarray decodes ``_Encoding``);
 - compound, nested too: a structured dtype in native byte order (HDF5 converts);
 - array element ``T[3]``: ``T``, with one more trailing dimension per array axis;
 - time, opaque, references, variable-length sequences, floats numpy cannot hold
