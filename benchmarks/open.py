@@ -16,7 +16,7 @@ subprocess that imports xarray, h5netcdf and lazyh5 first, opens once as a warm-
 counts. Prints one table: the case, h5netcdf's time, lazyh5's, the ratio
 lazyh5 / h5netcdf (below 1: lazyh5 is faster), and each subprocess' peak RSS.
 
-    python benchmarks/open.py [--datasets 1000] [--repeat 5]
+    python benchmarks/open.py [--datasets 1000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _label(name: str, tree: bool, way: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=5, help="timed opens after the warm-up")
+    parser.add_argument("--repeat", type=int, default=3, help="timed opens after the warm-up")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         many = Path(tmp) / "many.h5"
@@ -129,27 +129,28 @@ def main() -> None:
             ("10**12 elements", huge),
             (f"{n_groups} groups", groups),
         )
-        rows = []
-        for name, path in cases:
-            baselines = {w: _run(path, "h5netcdf", w, args.repeat) for w in ("none", "dask")}
-            for way in _WAYS:
-                base = baselines["none" if way == "none" else "dask"]
-                lazy = _run(path, "lazyh5", way, args.repeat)
-                rows.append((_label(name, path.suffix == ".nc", way), base, lazy))
-        width = max(len(r[0]) for r in rows)
+        labels = [_label(n, p.suffix == ".nc", w) for n, p in cases for w in _WAYS]
+        width = max(map(len, labels))
         print(
             f"best of {args.repeat} opens after a warm-up; baseline of the lazyh5.* rows: "
             "h5netcdf with chunks={}"
         )
         print(
             f"{'case':<{width}} {'h5netcdf (s)':>12} {'lazyh5 (s)':>10} {'ratio':>6} "
-            f"{'RSS h5netcdf':>12} {'RSS lazyh5 (MiB)':>16}"
+            f"{'RSS h5netcdf':>12} {'RSS lazyh5 (MiB)':>16}",
+            flush=True,
         )
-        for label, base, lazy in rows:
-            print(
-                f"{label:<{width}} {base[0]:>12.4f} {lazy[0]:>10.4f} {lazy[0] / base[0]:>6.2f} "
-                f"{base[1]:>12.0f} {lazy[1]:>16.0f}"
-            )
+        for name, path in cases:
+            baselines = {w: _run(path, "h5netcdf", w, args.repeat) for w in ("none", "dask")}
+            for way in _WAYS:
+                base = baselines["none" if way == "none" else "dask"]
+                lazy = _run(path, "lazyh5", way, args.repeat)
+                label = _label(name, path.suffix == ".nc", way)
+                print(
+                    f"{label:<{width}} {base[0]:>12.4f} {lazy[0]:>10.4f} "
+                    f"{lazy[0] / base[0]:>6.2f} {base[1]:>12.0f} {lazy[1]:>16.0f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
