@@ -44,9 +44,17 @@ def test_feed_benchmark_prints_every_method_file_and_floor(tmp_path):
     assert out.count("lazyh5 BatchLoader") == 2  # Keras fit on both protocol files
 
 
-def test_open_benchmark(tmp_path):
-    out = _run(tmp_path, "open.py", "--datasets", "20")
-    assert "20 with dim. scales" in out and "10**12 elements" in out
+def test_open_benchmark_compares_with_h5netcdf_on_every_file(tmp_path):
+    out = _run(tmp_path, "open.py", "--datasets", "20", "--repeat", "1")
+    head = next(line for line in out.splitlines() if line.startswith("case"))
+    assert "h5netcdf (s)" in head and "lazyh5 (s)" in head and "ratio" in head
+    rows = [line for line in out.splitlines() if ": " in line and "open_data" in line]
+    for case in ("20 datasets", "20 with dim. scales", "10**12 elements", "2 groups"):
+        assert sum(line.startswith(case + ":") for line in rows) == 3, case
+    assert sum("open_datatree" in line for line in rows) == 3
+    for line in rows:  # both times and the ratio are numbers
+        h5netcdf, lazy, ratio = map(float, line.split(")")[-1].split()[:3])
+        assert h5netcdf > 0 and lazy > 0 and ratio > 0
 
 
 def test_preprocess_benchmark(tmp_path):

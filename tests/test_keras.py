@@ -128,3 +128,23 @@ def test_unshuffled_loader_warns_when_keras_shuffles_indices(learnable):
     pyds.on_epoch_end()
     for i, labels in got.items():  # still exactly the batch asked for
         np.testing.assert_array_equal(labels, ds["label"].values[i * 10 : (i + 1) * 10])
+
+
+def test_fit_streams_each_epoch_between_keras_epoch_callbacks(learnable):
+    """Keras calls PyDataset.on_epoch_begin (from Keras 3.5 on): fit's batches come from
+    the loader's stream, not one direct (random) read per batch."""
+    keras = pytest.importorskip("keras")
+    ds = lazyh5.open_dataset(learnable)
+    ds = ds.assign(image=ds["image"].astype("float32") / 255.0)
+    pyds = lazyh5.BatchLoader(ds, "image", "label", batch_size=100, seed=0).keras()
+    begins, direct = [], []
+    begin, read = pyds.on_epoch_begin, pyds._direct
+    pyds.on_epoch_begin = lambda: (begins.append(1), begin())[1]
+    pyds._direct = lambda index: (direct.append(index), read(index))[1]
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(pyds, epochs=2, verbose=0)
+    assert len(begins) == 2
+    assert len(direct) <= 2, direct  # Keras may peek at a batch before the first epoch
