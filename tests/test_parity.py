@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 from pathlib import Path
 
 import h5py
@@ -23,7 +24,14 @@ import lazyh5
 from lazyh5.backend.entrypoint import Lazyh5BackendEntrypoint
 
 pytest.importorskip("h5netcdf")
+_plugin_path = os.environ.get("HDF5_PLUGIN_PATH")
 netCDF4 = pytest.importorskip("netCDF4")
+# Importing netCDF4 points HDF5_PLUGIN_PATH at its bundled filters; other tests' child
+# processes must not inherit that (they test what happens without a filter).
+if _plugin_path is None:
+    os.environ.pop("HDF5_PLUGIN_PATH", None)
+else:
+    os.environ["HDF5_PLUGIN_PATH"] = _plugin_path
 
 # The encoding keys xarray's writers read (issue 11, item 1).
 ENCODING_KEYS = (
