@@ -77,11 +77,4 @@ echo "== installed versions:"
     grep -iE '^(numpy|h5py|dask|distributed|xarray|pandas|keras|tensorflow-cpu|jax|jaxlib|ml-dtypes|h5netcdf|hdf5plugin|numcodecs|imagecodecs|matplotlib|tqdm|pytest|hypothesis)==' |
     sed 's/^/   /'
 
-# Started as a background job (`... &` in a script, some CI runners), the shell ignores
-# SIGINT, the tests' Python and its children inherit that and the Ctrl-C tests fail: run
-# pytest with SIGINT at its default, so Python installs its KeyboardInterrupt handler.
-exec "$VENV/bin/python" -c '
-import os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_DFL)
-os.execv(sys.argv[1], sys.argv[1:])
-' "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"
+exec "$VENV/bin/python" -m pytest -p no:cacheprovider "$@"

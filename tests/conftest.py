@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import h5py
 import numpy as np
 import pytest
@@ -22,3 +24,12 @@ def seed_file(tmp_path):
         f["image"].attrs["units"] = "intensity"
         f.attrs["title"] = "seed"
     return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Started as a background job (`... &` in a script, some CI runners), the shell
+    # ignores SIGINT and Python then installs no KeyboardInterrupt handler: the Ctrl-C
+    # tests' _thread.interrupt_main does nothing, and their child processes inherit the
+    # ignored signal. A handled SIGINT here is reset to the default in every child.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

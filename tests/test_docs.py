@@ -239,16 +239,21 @@ def test_getting_started_code_runs(tmp_path):
     text = (ROOT / "docs" / "getting-started.md").read_text(encoding="utf-8")
     code = "\n".join(re.findall(r"```python\n(.*?)```", text, re.S))
     assert "lazyh5.create(" in code and "lazyh5.open_dataset(" in code and ".fit(" in code
+    _run_snippet(code, tmp_path)
+    assert (tmp_path / "data.h5").exists() and (tmp_path / "prepped.h5").exists()
+
+
+def _run_snippet(code: str, cwd: Path) -> None:
+    """Run a page's code in a fresh interpreter in ``cwd``; fail with its output."""
     proc = subprocess.run(
         [sys.executable, "-c", code],
-        cwd=tmp_path,
+        cwd=cwd,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    assert (tmp_path / "data.h5").exists() and (tmp_path / "prepped.h5").exists()
 
 
 def _front_page_code() -> str:
@@ -278,13 +283,5 @@ def test_front_page_code_runs(tmp_path):
         ds.close()
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", make + code],
-        cwd=tmp_path,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    _run_snippet(make + code, tmp_path)
     assert (tmp_path / "prepped.h5").exists()
