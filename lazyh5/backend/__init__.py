@@ -3,6 +3,9 @@
 - :mod:`.entrypoint` — the thin ``BackendEntrypoint`` xarray discovers as ``"lazyh5"``.
 - :mod:`.store` — owns the file manager and lock, turns HDF5 datasets into variables.
 - :mod:`.array` — the lazily indexed array wrapper (one HDF5 dataset).
+- :mod:`.decode` — chunks read under the HDF5 lock, decoded in parallel outside it.
+- :mod:`.types` — what each HDF5 type becomes (dtype, trailing dims, or skipped).
+- :mod:`.attrs` — attributes read as h5netcdf reads them (netCDF-C's 1-element arrays).
 - :mod:`.dims` — dimension naming: HDF5 dimension scales, ``dims=``, the default rule.
 - :mod:`.security` — refuses links and virtual datasets that reach outside the folder.
 - :mod:`.chunking` — dask chunks from HDF5 chunks and the memory budget.
