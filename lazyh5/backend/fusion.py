@@ -97,7 +97,10 @@ def fold_takes(dsk: Mapping) -> dict:
             picked = _as_arrays(fuse_slice(region, _as_lists(taker.value[1])))
         except (NotImplementedError, TypeError, ValueError):
             continue
-        dsk[key] = Task(key, read.func, read.args[0], DataNode(None, picked), *read.args[2:])
+        # Extra arguments (asarray=, lock=) may be positional or keywords: both are kept.
+        dsk[key] = Task(
+            key, read.func, read.args[0], DataNode(None, picked), *read.args[2:], **read.kwargs
+        )
         del dsk[read_key]
         if read_key != source.key:
             del dsk[source.key]
@@ -127,7 +130,10 @@ def _merge_reads(dsk: dict) -> dict:
         first = reads[0]
         indexes = [t.args[1].value for t in reads]
         if not all(
-            t.func is first.func and t.args[0] == first.args[0] and t.args[2:] == first.args[2:]
+            t.func is first.func
+            and t.args[0] == first.args[0]
+            and t.args[2:] == first.args[2:]
+            and t.kwargs == first.kwargs
             for t in reads
         ) or not _differ_only_along(indexes, axis):
             continue
@@ -135,7 +141,12 @@ def _merge_reads(dsk: dict) -> dict:
         merged[axis] = np.concatenate([ix[axis] for ix in indexes])
         head = refs[0].key
         dsk[head] = Task(
-            head, first.func, first.args[0], DataNode(None, tuple(merged)), *first.args[2:]
+            head,
+            first.func,
+            first.args[0],
+            DataNode(None, tuple(merged)),
+            *first.args[2:],
+            **first.kwargs,
         )
         for r in refs[1:]:
             del dsk[r.key]
