@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 import sys
@@ -569,16 +568,8 @@ def _decode(
     for name, var in vars_.items():
         is_coord = name in coord_names or var.dims == (name,)
         (coord_vars if is_coord else data_vars)[name] = var
-    if _XARRAY_CREATES_INDEXES:
-        coords = xr.Coordinates(coord_vars, indexes={})
-    else:  # xarray < 2025.07 creates no default indexes after the backend: make them
-        coords = xr.Coordinates(coord_vars)
+    coords = xr.Coordinates(coord_vars, indexes={})
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
-
-
-# xarray >= 2025.07 creates default indexes after the backend returns (its
-# ``create_default_indexes`` option); before, backends made them.
-_XARRAY_CREATES_INDEXES = "create_default_indexes" in inspect.signature(xr.open_dataset).parameters
 
 
 def _avoid_ancestor_conflicts(
