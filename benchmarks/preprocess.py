@@ -67,7 +67,7 @@ def run_lazyh5(raw: str, out: str) -> None:
     mean = xr.DataArray(MEAN, dims="channel")
     std = xr.DataArray(STD, dims="channel")
     norm = ((ds["image"].astype("f4") / 255.0 - mean) / std).rename("image")
-    lazyh5.to_hdf5(norm, out, mode="w", chunks=(CHUNK, *SHAPE), progress=False)
+    lazyh5.to_hdf5(out, norm, mode="w", hdf5_chunks=(CHUNK, *SHAPE), progress=False)
 
 
 def run_h5py(raw: str, out: str) -> None:

@@ -17,7 +17,7 @@ from .errors import InvalidArgumentError
 #: The key in dask's configuration.
 MEMORY_BUDGET_KEY = "lazyh5.memory-budget"
 #: What all threads' dask chunks may take at once, counted as float64 (see
-#: :func:`lazyh5.backend.chunking.plan_chunks`). Shared by at least 8 threads, 128 MiB
+#: :func:`lazyh5.backend.chunking.dask_chunks`). Shared by at least 8 threads, 128 MiB
 #: gives chunks of 16 MiB as float64 (2 MiB of uint8) up to 8 threads and keeps a
 #: 16-thread mean of uint8 images under 512 MiB (measured 330 MiB: xarray's
 #: NaN-skipping mean holds about three float64 copies of a chunk per thread).

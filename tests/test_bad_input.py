@@ -285,7 +285,7 @@ def to_hdf5(source=None, **kw):
         )
         try:
             obj = source(src) if source is not None else src[["x", "y"]]
-            lazyh5.to_hdf5(obj, p, progress=False, **kw)
+            lazyh5.to_hdf5(p, obj, progress=False, **kw)
         finally:
             src.close()
 
@@ -475,7 +475,7 @@ CASES += [
      ["{file}", "'v'", "1 name(s)", "2 axes"]),
     ("create-dims-unknown", new_path, create(dims={"nope": ("a",)}), DimensionError,
      ["{file}", "['nope']", "not in variables"]),
-    ("create-bad-chunks", new_path, create(chunks=(5,)), InvalidArgumentError,
+    ("create-bad-chunks", new_path, create(hdf5_chunks=(5,)), InvalidArgumentError,
      ["{file}", "chunks (5,)", "'v'", "has 2"]),
     ("create-bad-compression", new_path, create(compression="zip"), InvalidArgumentError,
      ["{file}", "'zip'", "expected 'gzip'"]),
@@ -492,7 +492,7 @@ CASES += [
      ["{file}", "mode must be", "got 'a'"]),
     ("to_hdf5-no-variables", new_path, to_hdf5(lambda ds: xr.Dataset()), InvalidArgumentError,
      ["{file}", "no variables", "expected at least one"]),
-    ("to_hdf5-bad-chunks", new_path, to_hdf5(chunks={"x": (5,)}), InvalidArgumentError,
+    ("to_hdf5-bad-chunks", new_path, to_hdf5(hdf5_chunks={"x": (5,)}), InvalidArgumentError,
      ["{file}", "chunks (5,)", "'x'", "has 2"]),
     # -- CLI (in-process: the exception itself) ------------------------------------------
     ("cli-show-no-variable", good, cli("show", "{p}", "nope", "-o", "{tmp}/o.png"),

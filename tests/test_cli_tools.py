@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 import lazyh5
-from lazyh5.feed.layout import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, training_chunks
+from lazyh5.backend.chunking import row_chunks
+from lazyh5.feed.layout import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from lazyh5.write.to_hdf5 import partial_path
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -152,7 +153,7 @@ def test_bench_json(feed_file):
     image = report["chunks"]["image"]
     assert image["chunks"] == [512, 8, 8, 3] and image["rows_per_chunk"] == 512
     assert image["chunk_bytes"] == 512 * 8 * 8 * 3 * 4
-    assert image["recommended_chunks"] == list(training_chunks((2048, 8, 8, 3), "f4"))
+    assert image["recommended_chunks"] == list(row_chunks((2048, 8, 8, 3), "f4", power_of_two=True))
     assert report["compression"] == {"image": "lzf", "label": None}
     assert report["limits"] and all(isinstance(s, str) for s in report["limits"])
     # 384 KiB chunks of whole rows: nothing to change
@@ -209,7 +210,8 @@ def test_rechunk_for_training(awkward_file, tmp_path):
     _same_values(awkward_file, out)
     with h5py.File(out, "r") as f:
         image, label = f["image"], f["label"]
-        assert image.chunks == training_chunks((1000, 16, 16, 3), "f4") == (256, 16, 16, 3)
+        training = row_chunks((1000, 16, 16, 3), "f4", power_of_two=True)
+        assert image.chunks == training == (256, 16, 16, 3)
         assert MIN_CHUNK_BYTES <= math.prod(image.chunks) * 4 <= MAX_CHUNK_BYTES
         assert label.chunks == (1000,)  # 131,072 rows of 8 bytes, capped at the rows there are
         assert image.compression == label.compression == "lzf"

@@ -14,7 +14,7 @@ from xarray.core.utils import close_on_error
 
 from .._files import HDF5_SUFFIXES, damage_reported, has_hdf5_signature, structure_damaged
 from ..errors import InvalidArgumentError
-from .chunking import plan_chunks
+from .chunking import dask_chunks
 from .store import H5Store, read_group
 
 _DECODERS = (
@@ -223,5 +223,5 @@ def _prefer_blocks(ds: xr.Dataset) -> None:
         enc = var.encoding
         if "lazyh5_path" not in enc or var.ndim == 0:
             continue
-        planned = plan_chunks(var.shape, enc.get("chunksizes"), var.dtype)
+        planned = dask_chunks(var.shape, enc.get("chunksizes"), var.dtype)
         enc["preferred_chunks"] = dict(zip(var.dims, planned, strict=True))

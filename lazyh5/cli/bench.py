@@ -27,6 +27,7 @@ import xarray as xr
 from .._files import check_readable_hdf5, open_h5file
 from .._filters import KNOWN_FILTERS, compression_label, filter_pipeline
 from ..backend import decode
+from ..backend.chunking import row_chunks
 from ..errors import DimensionError, InvalidArgumentError, ObjectNotFoundError
 from ..feed.layout import (
     H5PY_CHUNK_CACHE_BYTES,
@@ -34,7 +35,6 @@ from ..feed.layout import (
     MIN_CHUNK_BYTES,
     row_bytes,
     splits_rows,
-    training_chunks,
 )
 
 DEFAULT_SECONDS = 3.0
@@ -159,7 +159,7 @@ def _layout(f: h5py.File, ds: xr.Dataset, name: str, dim: str) -> _Layout:
         cache = int(dset.id.get_access_plist().get_chunk_cache()[1])
     except (AttributeError, OSError):
         cache = H5PY_CHUNK_CACHE_BYTES
-    recommended = training_chunks(shape, dset.dtype, axis)
+    recommended = row_chunks(shape, dset.dtype, axis, power_of_two=True)
     return _Layout(
         name=name,
         path=dset.name,

@@ -455,7 +455,7 @@ def _preprocess(lazyh5: Any, ds: Any, mean: float, std: float, path: Path, repor
         _dask_bar(bar, lambda name: "lazyh5-store" in name, grow=True),
     ):
         # to_hdf5 writes each block as soon as it is computed (image, then label)
-        lazyh5.to_hdf5(prepped, path, mode="w", progress=False)
+        lazyh5.to_hdf5(path, prepped, mode="w", progress=False)
     took = time.perf_counter() - t
     read, written, size = ds["image"].nbytes, image.nbytes, path.stat().st_size
     _say(f"{n:,} images in {took:.1f} s: {n / took:,.0f} images/s")
