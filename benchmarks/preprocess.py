@@ -52,9 +52,9 @@ def make_raw(path: str, n: int) -> None:
 
 def block_rows() -> int:
     """Rows of lazyh5's dask chunks for the uint8 source, used by the h5py loops too."""
-    from lazyh5.backend.chunking import plan_chunks
+    from lazyh5.backend.chunking import dask_chunks
 
-    return plan_chunks((1 << 30, *SHAPE), (CHUNK, *SHAPE), np.dtype("u1"))[0]
+    return dask_chunks((1 << 30, *SHAPE), (CHUNK, *SHAPE), np.dtype("u1"))[0]
 
 
 # ---------------------------------------------------------------- the two contenders

@@ -44,7 +44,7 @@ def set_options(*, memory_budget: int | str | None = None) -> Any:
         thread, counted **as float64** (the dtype ``x / 255`` makes of any integer
         data): each chunk takes at most ``memory_budget / max(threads, 8)`` as
         float64, in whole HDF5 chunks (never fewer than one). Default ``"128MiB"``.
-        It applies to :func:`lazyh5.open_dataset` (``chunks=None``),
+        It applies to :func:`lazyh5.open_dataset` (``chunks="budget"``),
         :func:`lazyh5.to_hdf5` and ``.h5[...] = expr`` writes; ``threads`` is dask's
         ``num_workers`` setting, else the machine's cores, when the file is opened.
         ``None`` leaves it as is.

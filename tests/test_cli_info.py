@@ -20,15 +20,17 @@ def _lazyh5(*args: str) -> subprocess.CompletedProcess:
 
 def test_info_human_readable(tmp_path):
     path = tmp_path / "d.h5"
-    tree = lazyh5.create(
+    ds = lazyh5.create(
         path,
-        {"image": ((500, 8, 8, 3), "f4"), "label": ((500,), "i8"), "meta/names": ((4,), "S8")},
+        {"image": ((500, 8, 8, 3), "f4"), "label": ((500,), "i8")},
         dims={"image": ("sample", "y", "x", "channel")},
         compression="gzip",
         compression_opts=4,
         attrs={"title": "demo"},
     )
-    tree.close()  # the r+ handle holds HDF5's write lock; other processes wait for it
+    ds.close()  # the r+ handle holds HDF5's write lock; other processes wait for it
+    meta = lazyh5.create(path, {"names": ((4,), "S8")}, group="meta", compression="gzip", mode="a")
+    meta.close()
     out = _lazyh5("info", str(path))
     assert out.returncode == 0, out.stderr
     text = out.stdout

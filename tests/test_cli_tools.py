@@ -220,7 +220,7 @@ def test_rechunk_for_training(awkward_file, tmp_path):
     # a second run does not clobber the result unless asked to
     again = _lazyh5("rechunk", awkward_file, out, "--for-training")
     assert again.returncode == 2 and str(out) in again.stderr and "--overwrite" in again.stderr
-    again = _lazyh5("rechunk", awkward_file, out, "--chunks", "image=10", "--overwrite")
+    again = _lazyh5("rechunk", awkward_file, out, "--hdf5-chunks", "image=10", "--overwrite")
     assert again.returncode == 0, again.stderr
     with h5py.File(out, "r") as f:
         assert f["image"].chunks == (10, 16, 16, 3)
@@ -234,7 +234,7 @@ def test_rechunk_chunks_and_compression(feed_file, tmp_path):
         "rechunk",
         feed_file,
         out,
-        "--chunks",
+        "--hdf5-chunks",
         "image=100,label=1000",
         "--compression",
         "gzip:2",
@@ -301,9 +301,9 @@ def test_rechunk_errors(feed_file, tmp_path, capsys):
         assert main(["rechunk", *map(str, args)]) == 2
         return capsys.readouterr().err
 
-    err = error(feed_file, tmp_path / "o.h5", "--chunks", "images=10")
+    err = error(feed_file, tmp_path / "o.h5", "--hdf5-chunks", "images=10")
     assert "'images'" in err and str(feed_file) in err
-    assert "VAR=ROWS" in error(feed_file, tmp_path / "o.h5", "--chunks", "image")
+    assert "VAR=ROWS" in error(feed_file, tmp_path / "o.h5", "--hdf5-chunks", "image")
     assert "brotli" in error(feed_file, tmp_path / "o.h5", "--compression", "brotli")
     assert "does not exist" in error(feed_file, tmp_path / "no" / "o.h5")
     assert "into itself" in error(feed_file, feed_file, "--overwrite")

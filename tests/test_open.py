@@ -97,6 +97,16 @@ def test_user_chunks_follow_xarray_conventions(seed_file):
     assert isinstance(auto["image"].data, da.Array)
 
 
+def test_chunks_none_means_no_dask_as_in_xarray(seed_file):
+    budget = lazyh5.open_dataset(seed_file)
+    assert budget["image"].chunks == lazyh5.open_dataset(seed_file, chunks="budget")["image"].chunks
+    plain = lazyh5.open_dataset(seed_file, chunks=None)
+    assert plain["image"].chunks is None and not isinstance(plain["image"].variable._data, da.Array)
+    np.testing.assert_array_equal(plain["image"][3:5].values, budget["image"][3:5].values)
+    tree = lazyh5.open_datatree(seed_file, chunks=None)
+    assert tree["image"].chunks is None
+
+
 def test_contiguous_dataset_gets_chunks(tmp_path):
     path = tmp_path / "contig.h5"
     with h5py.File(path, "w") as f:

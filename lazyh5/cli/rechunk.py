@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "two of them per chunk of at most 1 MiB, lzf unless --compression says otherwise",
     )
     p.add_argument(
-        "--chunks",
+        "--hdf5-chunks",
         default=None,
         metavar="VAR=ROWS,...",
         help="rows per chunk along the sample dimension for these variables (other axes whole)",
@@ -118,17 +118,18 @@ def _parse_rows(spec: str | None, ds: xr.Dataset, dim: str, where: str) -> dict[
         name, sep, value = item.strip().partition("=")
         if not sep or not value.strip().isdigit() or int(value) <= 0:
             raise InvalidArgumentError(
-                f"--chunks {spec!r}: expected VAR=ROWS,... with positive whole ROWS, got {item!r}"
+                f"--hdf5-chunks {spec!r}: expected VAR=ROWS,... with positive whole ROWS, "
+                f"got {item!r}"
             )
         if name not in ds.variables:
             raise ObjectNotFoundError(
-                f"--chunks: no variable '{name}' in {where}; available: "
+                f"--hdf5-chunks: no variable '{name}' in {where}; available: "
                 f"{sorted(map(str, ds.variables))}"
             )
         if dim not in ds[name].dims:
             raise DimensionError(
-                f"--chunks: '{name}' in {where} has dims {ds[name].dims}, without the sample "
-                f"dimension '{dim}'"
+                f"--hdf5-chunks: '{name}' in {where} has dims {ds[name].dims}, without the "
+                f"sample dimension '{dim}'"
             )
         rows[name] = int(value)
     return rows
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     where = f"'{src}'" + (f" group '{args.group}'" if args.group else "")
     ds = open_dataset(src, group=args.group)
     dim = _sample_dim(ds, args.dim, where)
-    layouts = _layouts(out, ds, dim, args, _parse_rows(args.chunks, ds, dim, where))
+    layouts = _layouts(out, ds, dim, args, _parse_rows(args.hdf5_chunks, ds, dim, where))
     note = _partial_note(partial_path(out), args.resume)
     if note:
         print(note, flush=True)
