@@ -162,7 +162,7 @@ def _layouts(
             out,
             name,
             var.shape,
-            var.dtype,
+            var.encoding.get("dtype", var.dtype),  # the stored dtype, as to_hdf5 writes it
             tuple(map(str, var.dims)),
             hdf5_chunks=_hdf5_chunks(var, dim, args.for_training, rows.get(name)),
             compression=compression,

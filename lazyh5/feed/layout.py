@@ -11,9 +11,8 @@ a time, so a good layout is a chunk of **whole rows** along the sample axis:
 - at most 1 MiB (:data:`MAX_CHUNK_BYTES`), h5py's default chunk cache, so per-batch
   readers (a hand-written ``X[i:i+32]`` loop, Keras' old ``HDF5Matrix``) decode each
   chunk once rather than once per batch;
-- within that, as big as fits: lazyh5's loader pays a fixed cost per chunk (measured
-  on 2 cores, uncompressed 12 KiB rows, in order: 16-row chunks of 192 KiB 0.26 M
-  samples/s, 64-row chunks of 768 KiB 0.41 M, 256-row chunks of 3 MiB 0.70 M).
+- within that, as big as fits: lazyh5's loader pays a fixed cost per chunk, so fewer,
+  bigger chunks feed faster.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from ..errors import (
     InvalidArgumentError,
     UnsupportedDtypeError,
 )
+from ..open import open_dataset
 from .layout import HDF5Chunks, VariableLayout, group_path, variable_layout, write_layout
 
 __all__ = ["create", "VariableSpec"]
@@ -113,7 +114,7 @@ def create(
     hdf5_chunks: HDF5Chunks = "auto",
     compression: Any = None,
     compression_opts: Any = None,
-    shuffle: bool = False,
+    shuffle: bool | Mapping[str, bool] = False,
     fillvalue: Any = None,
     attrs: Mapping[str, Any] | None = None,
     mode: str = "w-",
@@ -146,7 +147,8 @@ def create(
         ``"blosc"``, ``"zstd"``, ``"lz4"`` with ``hdf5plugin`` installed. A mapping
         gives per-variable values.
     shuffle
-        Add HDF5's byte-shuffle filter (helps compression of numeric data).
+        Add HDF5's byte-shuffle filter (helps compression of numeric data), for all
+        variables or ``{name: bool}``.
     fillvalue
         Value of unwritten elements (one for all, or a ``{name: value}`` mapping).
     attrs
@@ -203,9 +205,6 @@ def create(
         _write(path, path, grp, layouts, attrs)
     else:
         _write_new(path, mode, grp, layouts, attrs)
-
-    from ..open import open_dataset
-
     return open_dataset(path, group=grp or None, mode="r+")
 
 
