@@ -2,7 +2,7 @@
 
 The steps, each a function below: list the group's members (checking links, leaving
 out unreadable types with a warning), scan its dimension scales, name every axis
-(scales first, then ``dims=``, then lazyh5's default rule; in a tree, names an
+(``dims=`` first, then the scales, then lazyh5's default rule; in a tree, names an
 ancestor uses with another length get the group's suffix), wrap each dataset as a
 lazily indexed variable with h5netcdf's encoding, and CF-decode them with xarray's
 own decoders.
@@ -53,10 +53,9 @@ def read_group(
         prefix = _prefix(group)
         members = _members(store, grp, prefix, set(drop_variables or ()))
         scan = _scan_scales(grp, members.datasets, members.kinds)
-        if in_tree:
+        if in_tree:  # the tree's dims= names datasets of any of its groups
             dims = {k: v for k, v in (dims or {}).items() if k in scan.shapes}
-        dim_map = dimnames.assign_dims(store.filename, scan.shapes, scan.scales, dims)
-        dim_map = _avoid_ancestor_conflicts(dim_map, scan, inherited_dims or {}, grp.name)
+        dim_map = _name_axes(store.filename, grp.name, scan, dims, inherited_dims or {})
         variables = _variables(store, prefix, members, scan, dim_map)
         ds = _decode(variables, read_attrs(grp, store.filename), decode_kwargs or {})
         ds.encoding["unlimited_dims"] = scan.unlimited | members.unlimited  # as h5netcdf
@@ -212,6 +211,19 @@ def _names_of_dimids(grp: h5py.Group, dset: h5py.Dataset) -> list[str | None]:
                 by_id.setdefault(int(obj.attrs["_Netcdf4Dimid"]), dimnames.scale_name(obj, name)[0])
         node = None if node.name == "/" else node.parent
     return [by_id.get(int(i)) for i in dset.attrs["_Netcdf4Coordinates"]]
+
+
+def _name_axes(
+    filename: str,
+    group_name: str,
+    scan: _Scan,
+    dims: Mapping[str, Sequence[Hashable]] | None,
+    inherited: Mapping[str, int],
+) -> dict[str, tuple[str, ...]]:
+    """Every axis's dimension name: ``dims=``, then scales, then the default rule
+    (:func:`~lazyh5.backend.dims.assign_dims`), clear of the ancestors' names."""
+    dim_map = dimnames.assign_dims(filename, scan.shapes, scan.scales, dims)
+    return _avoid_ancestor_conflicts(dim_map, scan, inherited, group_name)
 
 
 def _avoid_ancestor_conflicts(

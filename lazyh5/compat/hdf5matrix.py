@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
+from xarray.core.utils import close_on_error
 
 from .._damage import damage_reported
 from .._files import open_h5file
@@ -65,12 +67,8 @@ class HDF5Matrix:
         self.datapath = os.fspath(datapath)
         self.dataset = dataset
         self._file = open_h5file(self.datapath, "r")
-        try:
-            with _damaged(self.datapath, dataset, self):
-                self._open(dataset, start, end, normalizer)
-        except BaseException:
-            self._file.close()
-            raise
+        with close_on_error(self._file), _damaged(self.datapath, dataset, self):
+            self._open(dataset, start, end, normalizer)
 
     def _open(
         self,
@@ -186,7 +184,9 @@ class HDF5Matrix:
         self._file.close()
 
 
-def _damaged(path: str, dataset: str, matrix: HDF5Matrix | None = None) -> Any:
+def _damaged(
+    path: str, dataset: str, matrix: HDF5Matrix | None = None
+) -> AbstractContextManager[None]:
     """:func:`~lazyh5._damage.damage_reported` for ``matrix``'s dataset: failed reads of
     a dataset needing a filter that is not installed give a :class:`MissingFilterError`."""
 
