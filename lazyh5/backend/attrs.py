@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .._warnings import warn_user
+from .._warn import warn_user
 
 # Attributes that encode HDF5/netCDF structure rather than user metadata (h5netcdf's
 # list: dimension scales and netCDF-C bookkeeping).

@@ -20,7 +20,7 @@ from xarray import conventions
 from xarray.backends.common import _decode_variable_name
 from xarray.core import indexing
 
-from .._warnings import warn_user
+from .._warn import warn_user
 from ..errors import ObjectNotFoundError
 from . import dims as dimnames
 from .array import H5BackendArray

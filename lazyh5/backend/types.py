@@ -31,7 +31,7 @@ import numpy as np
 from h5py import h5t
 from xarray.coding.strings import create_vlen_dtype
 
-from .._warnings import warn_user
+from .._warn import warn_user
 from ..errors import UnsupportedDtypeError
 
 __all__ = [

@@ -31,7 +31,7 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     warn_user("skipping x")
-    >>> str(caught[0].message), caught[0].filename.endswith("_warnings.py")
+    >>> str(caught[0].message), caught[0].filename.endswith("_warn.py")
     ('skipping x', False)
     """
     frame, level = sys._getframe(1), 2
