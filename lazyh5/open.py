@@ -121,7 +121,7 @@ def open_datatree(
     path: str | os.PathLike,
     group: str | None = None,
     *,
-    dims: Mapping[str, Mapping[str, Sequence[Hashable]]] | None = None,
+    dims: Mapping[str, Sequence[Hashable]] | None = None,
     chunks: ChunksArg = "budget",
     mode: str = "r",
     allow_external: bool = False,
@@ -129,9 +129,10 @@ def open_datatree(
 ) -> xr.DataTree:
     """Open every group of an HDF5 file as a lazy ``xarray.DataTree``.
 
-    Same options as :func:`open_dataset`; ``dims`` maps a group path to that group's
-    ``dims=`` mapping. Equivalent to ``xr.open_datatree(path, engine="lazyh5")``
-    with lazyh5's ``chunks="budget"``.
+    Same options as :func:`open_dataset`; ``dims`` applies in every group:
+    ``{"x": ("sample", "feature")}`` names the axes of each dataset called ``x``.
+    Equivalent to ``xr.open_datatree(path, engine="lazyh5")`` with lazyh5's
+    ``chunks="budget"``.
 
     Examples
     --------

@@ -75,3 +75,25 @@ def test_sample_length_rule():
 def test_assign_dims_default_names():
     dims = assign_dims("f.h5", {"image": (4, 2, 2), "label": (4,)}, {}, None)
     assert dims == {"image": ("sample", "image_dim_1", "image_dim_2"), "label": ("sample",)}
+
+
+def test_datatree_dims_apply_in_every_group(tmp_path):
+    path = tmp_path / "tree.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("train/image", (80, 4, 4), "f4")
+        f.create_dataset("test/image", (20, 4, 4), "f4")
+        f.create_dataset("test/label", (20,), "i8")
+    tree = lazyh5.open_datatree(path, dims={"image": ("sample", "y", "x")})
+    assert tree["train"]["image"].dims == ("sample", "y", "x")
+    assert tree["test"]["image"].dims == ("sample", "y", "x")
+    assert tree["test"]["label"].dims == ("sample",)
+    tree = xr.open_datatree(path, engine="lazyh5", dims={"label": ("row",)})
+    assert tree["test"]["label"].dims == ("row",)
+
+
+def test_datatree_dims_naming_no_dataset_are_clear(tmp_path):
+    path = tmp_path / "tree.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("train/image", (80, 4), "f4")
+    with pytest.raises(ObjectNotFoundError, match=r"\['imgae'\].*tree\.h5"):
+        lazyh5.open_datatree(path, dims={"imgae": ("sample", "y")})

@@ -139,7 +139,8 @@ def test_connect_by_scheduler_address(client, data_file):
 
 
 def test_writable_store_uses_a_distributed_lock_per_file(client, data_file, tmp_path):
-    from lazyh5.backend.store import ClusterFileLock, H5Store
+    from lazyh5.backend.locks import ClusterFileLock
+    from lazyh5.backend.store import H5Store
 
     path = tmp_path / "w.h5"
     with h5py.File(path, "w") as f:

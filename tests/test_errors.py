@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 
 import lazyh5
 from lazyh5.errors import (
@@ -138,3 +140,19 @@ def test_unsupported_dtype_is_skipped_with_warning(tmp_path):
     with pytest.warns(UserWarning, match="ragged.*variable-length"):
         ds = lazyh5.open_dataset(path)
     assert set(ds.data_vars) == {"ok"}
+
+
+@pytest.mark.parametrize("opener", ["lazyh5", "xarray"])
+def test_warnings_point_at_the_callers_line(tmp_path, opener):
+    path = tmp_path / "groups.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("a/x", data=np.arange(3))
+        f["dangling"] = h5py.SoftLink("/nothing")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if opener == "lazyh5":
+            lazyh5.open_dataset(path).close()
+        else:
+            xr.open_dataset(path, engine="lazyh5").close()
+    said = {str(w.message).split(":")[0]: w.filename for w in caught}
+    assert len(said) == 2 and set(said.values()) == {__file__}, said

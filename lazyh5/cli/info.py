@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 
 from .. import options
-from .._files import check_readable_hdf5, damage_reported, open_h5file, structure_damaged
+from .._damage import damage_reported
+from .._files import check_readable_hdf5, open_h5file
 from .._filters import compression_label
 from ..backend import dims as dimnames
 from ..backend.chunking import chunk_memory, dask_chunks
@@ -71,7 +72,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = check_readable_hdf5(path)
     groups: dict[str, Any] = {}
-    with damage_reported(structure_damaged(path)), open_h5file(path, "r") as f:
+    with damage_reported(path), open_h5file(path, "r") as f:
         _describe_file(f, path, groups)
     return {
         "file": path,

@@ -27,7 +27,7 @@ import xarray as xr
 
 from ..backend import decode
 from ..backend.array import H5BackendArray
-from ..errors import CorruptFileError, Lazyh5Error
+from ..errors import Lazyh5Error
 from ..write.positions import Untraceable, view_positions
 from ..write.regions import _CF_KEYS, _find_array
 
@@ -211,14 +211,8 @@ class DirectSource:
 
     def _checked(self, task: Callable[[], Any]) -> None:
         """Run a copy from the file; a short read means a damaged or truncated file."""
-        try:
+        with self.array.damage_reported():
             task()
-        except OSError as err:
-            arr = self.array
-            raise CorruptFileError(
-                f"cannot read '{arr.path}' in '{arr.store.filename}': the file is damaged "
-                f"or truncated where this dataset's data is stored ({err})"
-            ) from err
 
 
 def direct_source(view: xr.DataArray, dim: Hashable) -> DirectSource | None:
