@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from lazyh5.cli.demo import CLASSES, SIZES, parse_size, synthetic_images
+from lazyh5.cli.demo import SIZES, parse_size
+from lazyh5.demo.images import CLASSES, synthetic_images
 
 
 @pytest.mark.parametrize(
