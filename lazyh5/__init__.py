@@ -22,7 +22,7 @@ from .options import set_options
 from .write import accessor as _accessor  # noqa: F401  (registers .h5)
 from .write.create import create
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place: pyproject.toml reads it (dynamic version)
 
 __all__ = [
     "open_dataset",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -11,14 +10,13 @@ import pytest
 
 import lazyh5
 from lazyh5.cli.show import parse_index
+from tests._process import run_lazyh5
 
 matplotlib = pytest.importorskip("matplotlib")
 
 
-def _show(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lazyh5.cli.main", "show", *args], capture_output=True, text=True
-    )
+def _show(*args: object) -> subprocess.CompletedProcess:
+    return run_lazyh5("show", *args)
 
 
 def _png_size(path) -> tuple[int, int]:

@@ -21,45 +21,22 @@ from lazyh5.errors import (
     ObjectNotFoundError,
     ReadOnlyError,
 )
-
-
-def _missing(tmp_path, seed_file):
-    return tmp_path / "missing.h5"
-
-
-def _directory(tmp_path, seed_file):
-    (tmp_path / "adir.h5").mkdir()
-    return tmp_path / "adir.h5"
-
-
-def _empty(tmp_path, seed_file):
-    (tmp_path / "empty.h5").write_bytes(b"")
-    return tmp_path / "empty.h5"
-
-
-def _text(tmp_path, seed_file):
-    (tmp_path / "text.h5").write_text("id,label\n1,2\n")
-    return tmp_path / "text.h5"
-
-
-def _truncated(tmp_path, seed_file):
-    data = seed_file.read_bytes()
-    (tmp_path / "trunc.h5").write_bytes(data[:2000])
-    return tmp_path / "trunc.h5"
+from tests._files import unreadable
+from tests._process import hold_for_writing
 
 
 @pytest.mark.parametrize(
-    ("make", "error", "match"),
+    ("kind", "error", "match"),
     [
-        (_missing, FileMissingError, "no such file"),
-        (_directory, FileMissingError, "is a directory"),
-        (_empty, NotHDF5Error, "empty"),
-        (_text, NotHDF5Error, "not an HDF5 file"),
-        (_truncated, CorruptFileError, "damaged or truncated"),
+        ("missing", FileMissingError, "no such file"),
+        ("directory", FileMissingError, "is a directory"),
+        ("empty", NotHDF5Error, "empty"),
+        ("text", NotHDF5Error, "not an HDF5 file"),
+        ("truncated", CorruptFileError, "damaged or truncated"),
     ],
 )
-def test_unreadable_paths(tmp_path, seed_file, make, error, match):
-    path = make(tmp_path, seed_file)
+def test_unreadable_paths(tmp_path, seed_file, kind, error, match):
+    path = unreadable(kind, tmp_path, seed_file)
     with pytest.raises(error, match=match) as info:
         lazyh5.open_dataset(path)
     assert path.name in str(info.value)
@@ -95,23 +72,10 @@ def test_r_plus_on_read_only_file(tmp_path, seed_file):
 
 
 def test_file_open_for_writing_by_another_process(seed_file):
-    import subprocess
-    import sys
     import time
 
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+', locking=True); "
-            "print('open', flush=True); time.sleep(30)",
-            str(seed_file),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_for_writing(seed_file, seconds=30)  # returns once the file is open
     try:
-        assert holder.stdout.readline().strip() == "open"
         time.sleep(0.2)
         with pytest.raises(FileBusyError, match="locked by another process"):
             lazyh5.open_dataset(seed_file, mode="r+")

@@ -9,7 +9,6 @@ compare identical, encoding included. No file may change by being opened or read
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 from pathlib import Path
@@ -22,6 +21,9 @@ import xarray as xr
 
 import lazyh5
 from lazyh5.backend.entrypoint import Lazyh5BackendEntrypoint
+
+# Datasets dropped here hold files open until collected (tests/test_soak.py counts them).
+pytestmark = pytest.mark.usefixtures("close_leftover_files")
 
 pytest.importorskip("h5netcdf")
 _plugin_path = os.environ.get("HDF5_PLUGIN_PATH")
@@ -344,11 +346,3 @@ def test_string_coordinates_keep_their_dims(tmp_path, options):
     actual = xr.open_dataset(path, engine="lazyh5", **options).load()
     xr.testing.assert_identical(actual, xr.open_dataset(path, engine="h5netcdf", **options))
     assert actual["station"].dims[0] == "station"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _close_leftover_files():
-    # Datasets opened and dropped here hold files through reference cycles; closing
-    # them now keeps later tests' open-file counts (tests/test_soak.py) exact.
-    yield
-    gc.collect()
