@@ -24,7 +24,7 @@ def write_plain(path: Path) -> Path:
         )
         f.create_dataset("label", data=np.arange(1000) % 10, chunks=(250,))
         f["image"].attrs["units"] = "intensity"
-        f.attrs["title"] = "seed"
+        f.attrs["title"] = "plain"
     return path
 
 

@@ -11,9 +11,9 @@ from tests._files import write_feed, write_lzf_feed, write_plain
 
 
 @pytest.fixture
-def seed_file(tmp_path):
+def plain_file(tmp_path):
     """A plain h5py file: image (1000, 32, 32, 3) float32 + label (1000,), no dimension scales."""
-    return write_plain(tmp_path / "seed.h5")
+    return write_plain(tmp_path / "plain.h5")
 
 
 @pytest.fixture

@@ -20,10 +20,10 @@ def test_create_seed_layout_round_trip(tmp_path):
         path,
         {"image": ((1000, 32, 32, 3), "f4"), "label": ((1000,), "i8")},
         dims={"image": ("sample", "y", "x", "channel")},
-        attrs={"title": "seed"},
+        attrs={"title": "plain"},
     )
     assert dict(ds.sizes) == {"sample": 1000, "y": 32, "x": 32, "channel": 3}
-    assert ds.attrs["title"] == "seed"
+    assert ds.attrs["title"] == "plain"
     assert float(ds["image"].sum()) == 0.0
     with h5py.File(path) as f:
         assert f["image"].chunks[1:] == (32, 32, 3)  # whole rows per chunk
@@ -49,11 +49,11 @@ def test_compression(tmp_path, compression):
     assert back["x"].encoding["lazyh5_filters"]
 
 
-def test_create_refuses_existing_file_and_leaves_it(tmp_path, seed_file):
-    before = seed_file.read_bytes()
+def test_create_refuses_existing_file_and_leaves_it(tmp_path, plain_file):
+    before = plain_file.read_bytes()
     with pytest.raises(FileExistsError, match="already exists"):
-        lazyh5.create(seed_file, {"x": ((3,), "f4")})
-    assert seed_file.read_bytes() == before
+        lazyh5.create(plain_file, {"x": ((3,), "f4")})
+    assert plain_file.read_bytes() == before
 
 
 def test_create_mode_w_replaces_and_a_adds(tmp_path):

@@ -35,8 +35,8 @@ from tests._process import hold_for_writing
         ("truncated", CorruptFileError, "damaged or truncated"),
     ],
 )
-def test_unreadable_paths(tmp_path, seed_file, kind, error, match):
-    path = unreadable(kind, tmp_path, seed_file)
+def test_unreadable_paths(tmp_path, plain_file, kind, error, match):
+    path = unreadable(kind, tmp_path, plain_file)
     with pytest.raises(error, match=match) as info:
         lazyh5.open_dataset(path)
     assert path.name in str(info.value)
@@ -49,50 +49,50 @@ def test_builtin_bases():
     assert issubclass(NotHDF5Error, ValueError)
 
 
-def test_unknown_group(seed_file):
-    with pytest.raises(KeyError, match=r"no group '/nope' in .*seed.h5"):
-        lazyh5.open_dataset(seed_file, group="nope")
+def test_unknown_group(plain_file):
+    with pytest.raises(KeyError, match=r"no group '/nope' in .*plain.h5"):
+        lazyh5.open_dataset(plain_file, group="nope")
     with pytest.raises(ObjectNotFoundError, match="is a dataset, not a group"):
-        lazyh5.open_dataset(seed_file, group="label")
+        lazyh5.open_dataset(plain_file, group="label")
 
 
-def test_unknown_variable_in_drop_or_dims(seed_file):
+def test_unknown_variable_in_drop_or_dims(plain_file):
     with pytest.raises(KeyError, match="no such dataset"):
-        lazyh5.open_dataset(seed_file, dims={"missing": ("a",)})
+        lazyh5.open_dataset(plain_file, dims={"missing": ("a",)})
 
 
-def test_r_plus_on_read_only_file(tmp_path, seed_file):
+def test_r_plus_on_read_only_file(tmp_path, plain_file):
     if os.geteuid() == 0:
         pytest.skip("root can write to read-only files")
     target = tmp_path / "ro.h5"
-    shutil.copy(seed_file, target)
+    shutil.copy(plain_file, target)
     target.chmod(0o444)
     with pytest.raises(ReadOnlyError, match="mode='r'"):
         lazyh5.open_dataset(target, mode="r+")
 
 
-def test_file_open_for_writing_by_another_process(seed_file):
+def test_file_open_for_writing_by_another_process(plain_file):
     import time
 
-    holder = hold_for_writing(seed_file, seconds=30)  # returns once the file is open
+    holder = hold_for_writing(plain_file, seconds=30)  # returns once the file is open
     try:
         time.sleep(0.2)
         with pytest.raises(FileBusyError, match="locked by another process"):
-            lazyh5.open_dataset(seed_file, mode="r+")
+            lazyh5.open_dataset(plain_file, mode="r+")
     finally:
         holder.kill()
         holder.wait()
-    ds = lazyh5.open_dataset(seed_file)
+    ds = lazyh5.open_dataset(plain_file)
     np.testing.assert_array_equal(ds["label"].values, np.arange(1000) % 10)
 
 
-def test_bad_mode(seed_file):
+def test_bad_mode(plain_file):
     with pytest.raises(ValueError, match="mode must be"):
-        lazyh5.open_dataset(seed_file, mode="w")
+        lazyh5.open_dataset(plain_file, mode="w")
 
 
-def test_file_object_is_refused(seed_file):
-    with open(seed_file, "rb") as fh, pytest.raises(TypeError, match="by path"):
+def test_file_object_is_refused(plain_file):
+    with open(plain_file, "rb") as fh, pytest.raises(TypeError, match="by path"):
         lazyh5.open_dataset(fh)
 
 

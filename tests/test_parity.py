@@ -35,7 +35,7 @@ if _plugin_path is None:
 else:
     os.environ["HDF5_PLUGIN_PATH"] = _plugin_path
 
-# The encoding keys xarray's writers read (issue 11, item 1).
+# The encoding keys xarray's writers read.
 ENCODING_KEYS = (
     "dtype",
     "_FillValue",
@@ -198,7 +198,7 @@ def test_netcdf_c_conventions_decoded_as_h5netcdf(tmp_path):
 
 
 def test_unsigned_with_fill_value_repro(tmp_path):
-    # issue 11: TypeError "unhashable type: 'numpy.ndarray'" at open
+    # once a TypeError "unhashable type: 'numpy.ndarray'" at open
     path = tmp_path / "r1.h5"
     with h5py.File(path, "w") as f:
         d = f.create_dataset("sm", data=np.array([5, -1, 7], "i2"))
@@ -275,7 +275,7 @@ def test_zarr_copies_are_what_h5netcdf_would_write(netcdf_file, tmp_path):
 
 @pytest.fixture
 def shards(tmp_path):
-    """Training shards without a coordinate on the split dimension (issue 11's repro)."""
+    """Training shards without a coordinate on the split dimension (a reported failure)."""
     full = xr.Dataset({"b": ("n", np.arange(10))})
     paths = []
     for i, k in enumerate((0, 4, 8)):
