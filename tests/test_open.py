@@ -99,7 +99,8 @@ def test_user_chunks_follow_xarray_conventions(plain_file):
 
 def test_chunks_none_means_no_dask_as_in_xarray(plain_file):
     budget = lazyh5.open_dataset(plain_file)
-    assert budget["image"].chunks == lazyh5.open_dataset(plain_file, chunks="budget")["image"].chunks
+    explicit = lazyh5.open_dataset(plain_file, chunks="budget")
+    assert budget["image"].chunks == explicit["image"].chunks
     plain = lazyh5.open_dataset(plain_file, chunks=None)
     assert plain["image"].chunks is None and not isinstance(plain["image"].variable._data, da.Array)
     np.testing.assert_array_equal(plain["image"][3:5].values, budget["image"][3:5].values)
