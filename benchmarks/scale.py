@@ -159,16 +159,16 @@ def main() -> None:
         env = {"LAZYH5_DECODE_THREADS": threads} if threads else {}
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
-        saved = decode.plan_for
+        saved = decode.format_of
         if plain:
-            decode.plan_for = lambda dset: None  # every read through h5py's own filters
+            decode.format_of = lambda dset: None  # every read through h5py's own filters
         try:
             # None: the active distributed Client (the default scheduler while it lives).
             with dask.config.set(scheduler=scheduler) if scheduler else contextlib.nullcontext():
                 lazyh5_sum(path)  # warm-up
                 t, value = best_of(args.repeat, lazyh5_sum, path)
         finally:
-            decode.plan_for = saved
+            decode.format_of = saved
             for k, v in saved_env.items():
                 if v is None:
                     os.environ.pop(k)

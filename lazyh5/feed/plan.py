@@ -11,8 +11,8 @@ import numpy as np
 import xarray as xr
 
 from ..errors import InvalidArgumentError
-from ..write.graph import h5_sources
-from ..write.positions import Untraceable, view_positions
+from ..backend.view import h5_sources
+from ..backend.positions import Untraceable, view_positions
 
 
 @dataclass(frozen=True)

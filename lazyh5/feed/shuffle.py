@@ -43,13 +43,3 @@ def epoch_windows(
         ids = blocks[i : i + window]
         yield Window(ids, rng.permutation(int(plan.sizes[ids].sum())))
 
-
-def epoch_rows(
-    plan: BlockPlan, epoch: int, seed: int | None, shuffle: bool, window: int
-) -> np.ndarray:
-    """Every row of the epoch in emission order (relative to the loader's rows)."""
-    parts = []
-    for w in epoch_windows(plan, epoch, seed, shuffle, window):
-        rows = np.concatenate([np.arange(plan.starts[b], plan.stops[b]) for b in w.blocks])
-        parts.append(rows[w.order])
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -15,7 +15,7 @@ import xarray as xr
 from .._files import source_label
 from ..errors import InvalidIndexError, ObjectNotFoundError
 from .assign import assign
-from .regions import label_key, target_of
+from ..backend.view import label_key, target_of
 
 __all__ = ["H5DataArrayAccessor", "H5DatasetAccessor"]
 
