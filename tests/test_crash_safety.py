@@ -93,7 +93,7 @@ def _assign_source(path):
 
 
 def test_sigkill_during_in_place_assignment(tmp_path):
-    from lazyh5.write.assign import DONE_MARKS_LAYOUT, DONE_MARKS
+    from lazyh5.write.assign import DONE_MARKS, DONE_MARKS_LAYOUT
 
     path = tmp_path / "inplace.h5"
     _assign_source(path)
@@ -148,7 +148,7 @@ def test_sigkill_during_in_place_assignment(tmp_path):
 
 
 def test_completed_assignment_leaves_no_progress_marks(tmp_path):
-    from lazyh5.write.assign import DONE_MARKS_LAYOUT, DONE_MARKS
+    from lazyh5.write.assign import DONE_MARKS, DONE_MARKS_LAYOUT
 
     path = tmp_path / "inplace.h5"
     _assign_source(path)

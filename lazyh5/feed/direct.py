@@ -40,7 +40,8 @@ class DirectSource:
     array: H5BackendArray
     key: tuple[slice, ...]  # the view's extent in file coordinates, per file axis
     row_axis: int  # the file axis that holds the sample dimension
-    _rows: file_rows.RowFile | bool | None = field(default=False, repr=False)  # False: not looked up
+    # False: not looked up yet
+    _rows: file_rows.RowFile | bool | None = field(default=False, repr=False)
 
     def _row_file(self) -> file_rows.RowFile | None:
         if self._rows is False:

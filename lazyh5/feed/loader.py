@@ -145,25 +145,28 @@ class BatchLoader:
             ds, self._names, dim, self.start, self.end, parse_bytes(block_size)
         )
         self.epoch = 0
-        # Sample dim first, once: slicing the dask array per block costs ~0.1 ms, the
-        # same through xarray's isel ~0.5 ms.
+        # Sample dim first, once: slicing the dask array per block is cheaper than
+        # xarray's isel.
         self._arrays: dict[str, Any] = {n: ds[n].transpose(dim, ...).data for n in self._names}
         self._direct: dict[str, DirectSource | None] = {
             n: direct_source(ds[n], dim) for n in self._names
         }
-        # Variables of small rows (labels), read whole per epoch (see SmallColumn)
-        # when they take at most a few blocks' worth of memory.
-        budget = 4 * parse_bytes(block_size)
-        self._small = [
+        self._small = self._small_variables()
+        # blocks in flight, in order or shuffled (windows), with one spare
+        self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
+        self._warn_if_blocks_recompute_chunks()
+
+    def _small_variables(self) -> list[str]:
+        """Variables of small rows (labels), read whole per epoch (see SmallColumn),
+        when they take at most a few blocks' worth of memory."""
+        budget = 4 * parse_bytes(self.block_size)
+        return [
             n
             for n, src in self._direct.items()
             if src is not None
             and self._arrays[n][:1].nbytes < SMALL_ROW
             and self._arrays[n][:1].nbytes * self.rows <= budget
         ]
-        # blocks in flight, in order or shuffled (windows), with one spare
-        self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
-        self._warn_if_blocks_recompute_chunks()
 
     # -- validation -----------------------------------------------------------------
     def _flat(self, names: Names) -> list[str]:

@@ -10,9 +10,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..errors import InvalidArgumentError
-from ..backend.view import h5_sources
 from ..backend.positions import Untraceable, view_positions
+from ..backend.view import h5_sources
+from ..errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)

@@ -42,4 +42,3 @@ def epoch_windows(
     for i in range(0, len(blocks), window):
         ids = blocks[i : i + window]
         yield Window(ids, rng.permutation(int(plan.sizes[ids].sum())))
-

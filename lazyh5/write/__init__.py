@@ -1,7 +1,7 @@
 """The write path: write-through assignment (the ``.h5`` accessor) and :func:`to_hdf5`.
 
-- :mod:`lazyh5.write.regions`: map a view and a key back to file coordinates;
-- :mod:`lazyh5.write.assign`: validate and write values region by region;
+- :mod:`lazyh5.write.assign`: validate and write values region by region (into a
+  :class:`~lazyh5.backend.view.Target`);
 - :mod:`lazyh5.write.graph`: dask-graph helpers (shared reductions first, block store);
 - :mod:`lazyh5.write.accessor`: ``DataArray.h5`` / ``Dataset.h5``;
 - :mod:`lazyh5.write.to_hdf5`: stream lazy results into a new file, resumably.

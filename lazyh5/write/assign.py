@@ -1,4 +1,4 @@
-"""Write values into a :class:`~lazyh5.write.regions.Target`, region by region.
+"""Write values into a :class:`~lazyh5.backend.view.Target`, region by region.
 
 Everything is validated (cast, shape, bounds, file mode) before the first byte is
 written. Numpy values are written in slabs of about one dask block; lazy values are
@@ -25,8 +25,8 @@ import numpy as np
 import xarray as xr
 
 from ..backend.chunking import chunk_memory, plan_chunks
-from ..errors import DimensionError, InvalidArgumentError, UnsupportedDtypeError
 from ..backend.view import Target, h5_sources
+from ..errors import DimensionError, InvalidArgumentError, UnsupportedDtypeError
 from .graph import (
     analyze,
     block_regions,
@@ -37,7 +37,7 @@ from .graph import (
     target_reads,
 )
 
-__all__ = ["assign"]
+__all__ = ["assign", "checked_value"]
 
 _Run = tuple[slice, slice | np.ndarray]  # (file slice, positions in the value)
 
@@ -186,6 +186,14 @@ def _as_array(value: Any, target: Target) -> Any:
     return np.asarray(value)
 
 
+def checked_value(value: Any, target: Target) -> Any:
+    """``value`` as an array (or scalar) to write to ``target``; raises a clear error
+    when its dimensions, shape or dtype do not fit."""
+    value = _as_array(value, target)
+    _check(value, target)
+    return value
+
+
 def _check(value: Any, target: Target) -> None:
     dtype = target.dtype
     if isinstance(value, bool | int | float | complex) and not isinstance(value, np.generic):
@@ -258,8 +266,7 @@ def _slabs(shape: tuple[int, ...], itemsize: int) -> Iterator[tuple[slice, ...]]
 
 def assign(target: Target, value: Any, *, progress: bool = True) -> None:
     """Write ``value`` (numpy-broadcast to the target's shape) into the file."""
-    value = _as_array(value, target)
-    _check(value, target)
+    value = checked_value(value, target)
     writer = _Writer(target)
     shape = target.shape
     if 0 in shape:
