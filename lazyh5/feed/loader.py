@@ -247,31 +247,33 @@ class BatchLoader:
         )
 
     # -- reading --------------------------------------------------------------------
-    def _sources(self) -> list[Source]:
-        """Where this epoch's rows come from. Plain views of the file are read directly
-        on the local schedulers; on a distributed client dask computes every block on
-        the workers. Made per epoch: small columns are read whole once per epoch."""
+    def _sources(self, whole_columns: bool = True) -> list[Source]:
+        """Where rows come from. Plain views of the file are read directly on the local
+        schedulers; on a distributed client dask computes every block on the workers.
+        Made per epoch: with ``whole_columns`` small variables are read whole once."""
         if not self._local():
             return [DaskRows(self._arrays)]
         direct = {n: src for n, src in self._direct.items() if src is not None}
+        small = self._small if whole_columns else []
         files: list[Source] = [
             FileRows(n, src, self._arrays[n], self._buffers)
             for n, src in direct.items()
-            if n not in self._small
+            if n not in small
         ]
-        small = SmallColumn({n: direct[n] for n in self._small}, self.start, self.end)
+        column = SmallColumn({n: direct[n] for n in small}, self.start, self.end)
         computed = {n: arr for n, arr in self._arrays.items() if n not in direct}
-        return [*files, small, DaskRows(computed)]
+        return [*files, column, DaskRows(computed)]
 
-    def _fetch(
-        self,
-        sources: list[Source],
-        block: int,
-        out: dict[str, np.ndarray],
-        dst: np.ndarray | None,
-        pending: Pending | None,
-    ) -> None:
-        """Block ``block``'s rows into ``out``: see :class:`~lazyh5.feed.sources.Source`."""
+    def _read(self, a: int, b: int) -> dict[str, np.ndarray]:
+        """Rows ``[a, b)`` of every fed variable, read now (outside an epoch's stream)."""
+        out: dict[str, np.ndarray] = {}
+        for source in self._sources(whole_columns=False):
+            source.read(a, b, out, None, None)
+        return out
+
+    def _fetch(self, sources: list[Source], block: int, out: dict, dst: Any, pending: Any) -> None:
+        """Block ``block``'s rows into ``out[name][dst]``, or set as ``out[name]`` when
+        ``dst`` is ``None``: see :class:`~lazyh5.feed.sources.Source`."""
         a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
         for source in sources:
             source.read(a, b, out, dst, pending)
