@@ -4,9 +4,8 @@
 dask read three whole dask chunks (megabytes each) and then pick one row of each: dask's
 ``take`` splits an index list per chunk with its shuffle tasks
 (``dask.array._shuffle._getitem``), which its own getter fusion
-(``dask.array.optimization._optimize_slices``) does not look through. Measured on a 1 GB
-uint8 file, 100 sorted random rows took 4.4x h5py's fancy read with 4 MiB chunks and
-9.1x with 128 MiB chunks.
+(``dask.array.optimization._optimize_slices``) does not look through, so a few
+sorted random rows cost several times h5py's fancy read, more with bigger chunks.
 
 This pass rewrites each ``take(read(chunk region), rows)`` whose read is of a lazyh5
 dataset, and whose read feeds nothing else, into one read of just those rows, so HDF5
@@ -111,7 +110,7 @@ def _merge_reads(dsk: dict) -> dict:
     """Join the row reads that one output chunk of a take concatenates into one read.
 
     100 random rows spread over 100 dask chunks would otherwise be 100 tasks of one
-    HDF5 read each (measured 2.6x h5py's single fancy read); joined, they are one read.
+    HDF5 read each (slower than h5py's single fancy read); joined, they are one read.
     """
     users = Counter(dep for task in dsk.values() for dep in task.dependencies)
     for key, task in list(dsk.items()):

@@ -249,8 +249,8 @@ def _assemble(data: da.Array, blocks: list[Positions]) -> Positions:
     return Positions(axes)
 
 
-# Replaying a graph costs about 10 µs per block; the loader asks again for each
-# batch plan, so results are kept per dask array (its name identifies its graph).
+# Replaying a graph costs time per block and the loader asks again for each block
+# plan, so results are kept per dask array (its name identifies its graph).
 _CACHE: dict[tuple[str, bool], list[AxisMap]] = {}
 _CACHE_SIZE = 256
 

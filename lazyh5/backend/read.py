@@ -148,7 +148,18 @@ def read_chunks(
 
 def prepare(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> RowRead | ChunkRead | ByH5py:
     """The strategy that reads ``dset[key]``, with what it needs from HDF5 (called
-    under the lock; ``key`` has one entry per axis)."""
+    under the lock; ``key`` has one entry per axis).
+
+    Examples
+    --------
+    >>> import h5py, numpy as np
+    >>> from lazyh5.backend.read import prepare
+    >>> with h5py.File("prepare.h5", "w") as f:
+    ...     _ = f.create_dataset("x", data=np.ones((4, 3)), chunks=(2, 3))
+    >>> with h5py.File("prepare.h5", "r") as f:
+    ...     type(prepare(f["x"], (4, 3), (slice(0, 4), 1))).__name__
+    'ByH5py'
+    """
     found = row_copy(dset, shape, key)
     if found is not None:
         return RowRead(*found)

@@ -76,7 +76,16 @@ if hasattr(os, "register_at_fork"):
 
 def run_each(fn: Callable[[T], Any], items: Sequence[T], nbytes: int) -> None:
     """``fn(item)`` for every item: in the pool when there are several and ``nbytes``
-    (the work's size) pays for the hand-off, else here, in order."""
+    (the work's size) pays for the hand-off, else here, in order.
+
+    Examples
+    --------
+    >>> from lazyh5.backend.threads import run_each
+    >>> seen = []
+    >>> run_each(seen.append, [1, 2, 3], nbytes=0)
+    >>> seen
+    [1, 2, 3]
+    """
     threads = decode_threads()
     if threads > 1 and len(items) > 1 and nbytes >= POOL_MIN_BYTES:
         list(get_pool(threads).map(fn, items))

@@ -312,6 +312,17 @@ def stored_region(view: xr.DataArray) -> tuple[H5BackendArray, tuple[slice, ...]
     ``view`` holds unchanged, in the file's axis order; ``None`` when its values are
     computed: decoded (CF), transformed, assigned in memory, transposed, or picked with
     steps or index arrays (dask computes those). Only dask-backed views qualify.
+
+    Examples
+    --------
+    >>> import lazyh5
+    >>> from lazyh5.backend.view import stored_region
+    >>> ds = lazyh5.create("region.h5", {"x": ((100, 3), "f4")})
+    >>> array, key = stored_region(ds["x"][10:50])
+    >>> array.path, key
+    ('/x', (slice(10, 50, None), slice(0, 3, None)))
+    >>> stored_region(ds["x"] * 2) is None
+    True
     """
     data = view.variable._data
     enc = view.encoding

@@ -3,10 +3,8 @@
 A block of an untransformed variable (``ds["image"]``, or an ``isel`` of it with
 slices) needs no graph: it is one read of rows ``[a, b)`` of the file. Through
 ``dask.compute`` the same read costs a graph, an optimisation pass, a scheduler run
-and xarray's indexing adapters: measured on 2 cores for a 1,280-row block of
-32×32×3 float32 images plus labels, 3.9 ms of CPU through dask against 1.6 ms read
-directly (h5py's own read of the block: 1.2 ms; a hand-written loop reading the same
-rows 32 at a time: 1.5 ms). So the loader reads such variables straight from the
+and xarray's indexing adapters, more CPU than the read itself. So the loader reads
+such variables (found by :func:`~lazyh5.backend.view.stored_region`) straight from the
 backend array — the same decode path dask tasks use — and leaves everything else
 (transforms, index arrays, a distributed client) to dask.
 """

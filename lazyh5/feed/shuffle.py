@@ -1,7 +1,7 @@
 """Epoch orders: random block order plus a shuffle across a window of several blocks.
 
 A true per-sample shuffle of an HDF5 file costs one chunk decode per sample (what
-``h5py`` fancy indexing does, about 100x slower than reading in order). lazyh5 instead
+``h5py`` fancy indexing does, far slower than reading in order). lazyh5 instead
 
 1. visits the blocks (runs of whole HDF5 chunks) in a random order, and
 2. pools the rows of ``window`` consecutive blocks of that order and permutes them.
