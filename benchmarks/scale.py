@@ -9,7 +9,7 @@ from the same run:
 - ``h5py-blocks``: one process, one thread, h5py reading whole runs of chunks (the same
   rows per read as lazyh5's dask chunks) — what a careful h5py user writes;
 - ``lazyh5-threads``: ``lazyh5.open_dataset`` + dask's local threaded scheduler; chunks
-  are decoded outside the HDF5 lock (lazyh5.backend.decode);
+  are decoded outside the HDF5 lock (lazyh5.backend.read);
 - ``lazyh5-h5py-lock``: the same, with parallel decoding switched off (every read
   through h5py under its lock), to show what the parallel path buys;
 - ``lazyh5-1-thread``: dask's synchronous scheduler and one decode thread: what the

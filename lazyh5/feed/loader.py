@@ -247,27 +247,28 @@ class BatchLoader:
         )
 
     # -- reading --------------------------------------------------------------------
-    def _sources(self, whole_columns: bool = True) -> list[Source]:
+    def _sources(self, epoch: bool = True) -> list[Source]:
         """Where rows come from. Plain views of the file are read directly on the local
         schedulers; on a distributed client dask computes every block on the workers.
-        Made per epoch: with ``whole_columns`` small variables are read whole once."""
+        Made per ``epoch``: small variables are read whole once, blocks go to reused
+        buffers; else (a single read) neither."""
         if not self._local():
             return [DaskRows(self._arrays)]
         direct = {n: src for n, src in self._direct.items() if src is not None}
-        small = self._small if whole_columns else []
+        small = self._small if epoch else []
+        buffers = self._buffers if epoch else Buffers(limit=0)
         files: list[Source] = [
-            FileRows(n, src, self._arrays[n], self._buffers)
-            for n, src in direct.items()
-            if n not in small
+            FileRows(n, direct[n], self._arrays[n], buffers) for n in direct if n not in small
         ]
         column = SmallColumn({n: direct[n] for n in small}, self.start, self.end)
         computed = {n: arr for n, arr in self._arrays.items() if n not in direct}
         return [*files, column, DaskRows(computed)]
 
     def _read(self, a: int, b: int) -> dict[str, np.ndarray]:
-        """Rows ``[a, b)`` of every fed variable, read now (outside an epoch's stream)."""
+        """Rows ``[a, b)`` of every fed variable in fresh arrays, read now (outside an
+        epoch's stream)."""
         out: dict[str, np.ndarray] = {}
-        for source in self._sources(whole_columns=False):
+        for source in self._sources(epoch=False):
             source.read(a, b, out, None, None)
         return out
 
