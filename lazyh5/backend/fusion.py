@@ -22,6 +22,9 @@ from typing import Any
 
 import dask
 import numpy as np
+from dask._task_spec import Alias, DataNode, List, Task, TaskRef, convert_legacy_graph
+from dask.array._shuffle import _getitem as _take
+from dask.array._shuffle import concatenate_arrays
 from dask.array.core import getter, getter_inline, getter_nofancy
 from dask.array.optimization import fuse_slice
 from dask.array.optimization import optimize as _dask_optimize
@@ -29,13 +32,6 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.utils import ensure_dict
 
 from .array import H5BackendArray
-
-try:  # graphs of dask's task objects, as array optimisation uses them from 2024.12
-    from dask._task_spec import Alias, DataNode, List, Task, TaskRef, convert_legacy_graph
-    from dask.array._shuffle import _getitem as _take
-    from dask.array._shuffle import concatenate_arrays
-except ImportError:  # pragma: no cover - older dask
-    _take = None
 
 _GETTERS = (getter, getter_inline, getter_nofancy)
 
@@ -53,10 +49,6 @@ _NEXT: Callable[..., Any] = _dask_optimize
 def install() -> None:
     """Make :func:`optimize` dask's array optimisation (wrapping any one set before)."""
     global _NEXT
-    if _take is None:
-        # dask before 2024.12 (no List node; its optimisation takes legacy tuples):
-        # index lists there still read whole dask chunks.
-        return
     current = dask.config.get("array_optimize", None)
     if current is optimize:
         return

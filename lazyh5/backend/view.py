@@ -17,6 +17,7 @@ coordinate is needed, so views of dimensions without coordinates map back too.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,10 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.array import chunk
+from dask.array._shuffle import _getitem as shuffle_getitem
+from dask.array._shuffle import concatenate_arrays
+from dask.array.core import concatenate3, getter, getter_inline, getter_nofancy
 
 from ..errors import (
     InvalidIndexError,
@@ -307,6 +312,26 @@ def label_key(view: xr.DataArray, indexers: Mapping[Hashable, Any], label: str) 
     return key
 
 
+# The tasks of a graph that only reads and slices: the read of a region of the file
+# (dask's getters), and the slicing, taking and joining of the blocks read (isel,
+# rechunk).
+_INDEXING = frozenset(
+    {getter, getter_inline, getter_nofancy, chunk.getitem, operator.getitem, concatenate3}
+    | {shuffle_getitem, concatenate_arrays}
+)
+
+
+def _indexing_only(data: da.Array) -> bool:
+    """Whether every task of ``data``'s graph reads or slices blocks (no computation)."""
+    for value in dict(data.__dask_graph__()).values():
+        func = getattr(value, "func", None)
+        if isinstance(value, tuple) and value and callable(value[0]):
+            func = value[0]  # a task in dask's tuple form
+        if func is not None and func not in _INDEXING:
+            return False
+    return True
+
+
 def stored_region(view: xr.DataArray) -> tuple[H5BackendArray, tuple[slice, ...]] | None:
     """The dataset and the region (one step-1 slice per file axis) whose stored values
     ``view`` holds unchanged, in the file's axis order; ``None`` when its values are
@@ -332,6 +357,8 @@ def stored_region(view: xr.DataArray) -> tuple[H5BackendArray, tuple[slice, ...]
         return None  # values are decoded from what the file stores
     if tuple(view.dims) != tuple(enc.get("lazyh5_dims", ())):
         return None  # transposed, or a dimension dropped by an integer
+    if not _indexing_only(data):
+        return None  # a function of the user's runs on the values (and may have effects)
     label = f"'{view.name}' ({enc['lazyh5_path']}) in '{enc.get('source')}'"
     try:
         arr = find_array(view, label)
