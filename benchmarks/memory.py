@@ -76,7 +76,7 @@ else:
     if method == "h5netcdf":
         result.to_netcdf(out, engine="h5netcdf")
     else:
-        lazyh5.to_hdf5(result, out, progress=False)
+        lazyh5.to_hdf5(out, result, progress=False)
 took = time.perf_counter() - start
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's size at fork.
 with open("/proc/self/status") as f:

@@ -52,9 +52,9 @@ def make_raw(path: str, n: int) -> None:
 
 def block_rows() -> int:
     """Rows of lazyh5's dask chunks for the uint8 source, used by the h5py loops too."""
-    from lazyh5.backend.chunking import plan_chunks
+    from lazyh5.backend.chunking import dask_chunks
 
-    return plan_chunks((1 << 30, *SHAPE), (CHUNK, *SHAPE), np.dtype("u1"))[0]
+    return dask_chunks((1 << 30, *SHAPE), (CHUNK, *SHAPE), np.dtype("u1"))[0]
 
 
 # ---------------------------------------------------------------- the two contenders
@@ -67,7 +67,7 @@ def run_lazyh5(raw: str, out: str) -> None:
     mean = xr.DataArray(MEAN, dims="channel")
     std = xr.DataArray(STD, dims="channel")
     norm = ((ds["image"].astype("f4") / 255.0 - mean) / std).rename("image")
-    lazyh5.to_hdf5(norm, out, mode="w", chunks=(CHUNK, *SHAPE), progress=False)
+    lazyh5.to_hdf5(out, norm, mode="w", hdf5_chunks=(CHUNK, *SHAPE), progress=False)
 
 
 def run_h5py(raw: str, out: str) -> None:

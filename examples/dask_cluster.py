@@ -39,7 +39,7 @@ def main() -> None:
         brightness = ds["image"].astype("float32").mean().compute()
         print(f"{int(counts)} images of class 3; mean brightness {float(brightness):.2f}")
         out = os.path.join(args.dir, "images_float32_distributed.h5")
-        lazyh5.to_hdf5(ds.assign(image=ds["image"] / 255.0), out, mode="w", progress=False)
+        lazyh5.to_hdf5(out, ds.assign(image=ds["image"] / 255.0), mode="w", progress=False)
         print("wrote", out, "from the workers")
 
 

@@ -28,7 +28,7 @@ def main() -> None:
     prepped = ds.assign(image=(image - mean) / std)
     prepped["image"].attrs.update(mean=float(mean), std=float(std))
     out = os.path.join(args.dir, "images_float32.h5")
-    lazyh5.to_hdf5(prepped, out, mode="w", compression="lzf")
+    lazyh5.to_hdf5(out, prepped, mode="w", compression="lzf")
     back = lazyh5.open_dataset(out)
     print(back)
     print(f"written mean {float(back['image'].mean()):.3f}, std {float(back['image'].std()):.3f}")

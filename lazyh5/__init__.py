@@ -4,7 +4,7 @@ The package is laid out by the path data takes through it:
 
 - read path: :mod:`lazyh5.backend` (the xarray backend ``engine="lazyh5"``) and
   :mod:`lazyh5.open` (:func:`open_dataset`, :func:`open_datatree`);
-- write path: :mod:`lazyh5.create` and :mod:`lazyh5.write` (the ``.h5`` accessor,
+- write path: :mod:`lazyh5.write` (:func:`create`, the ``.h5`` accessor,
   :func:`to_hdf5`);
 - feed path: :mod:`lazyh5.feed` (:class:`BatchLoader`, Keras and tf.data adapters);
 - compatibility: :mod:`lazyh5.compat` (:class:`HDF5Matrix`);
@@ -16,13 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .create import create
 from .errors import Lazyh5Error
 from .open import open_dataset, open_datatree
 from .options import set_options
 from .write import accessor as _accessor  # noqa: F401  (registers .h5)
+from .write.create import create
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place: pyproject.toml reads it (dynamic version)
 
 __all__ = [
     "open_dataset",

@@ -7,9 +7,7 @@ problems the same way.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,52 +113,6 @@ def source_label(variables: Any) -> str:
         if "source" in var.encoding:
             return f"'{var.encoding['source']}'"
     return "the dataset"
-
-
-def is_damage(err: BaseException) -> bool:
-    """Whether ``err``, met while reading a file, is h5py reporting damaged contents.
-
-    h5py reports damaged object headers, heaps, B-trees and chunks as ``OSError`` or
-    ``RuntimeError`` (``UnicodeDecodeError`` for names); a damaged datatype or object
-    type surfaces as ``ValueError``, ``TypeError`` or ``KeyError`` raised inside h5py
-    itself. lazyh5's own errors, and errors raised outside h5py, are not damage.
-    """
-    from .errors import Lazyh5Error
-
-    if isinstance(err, Lazyh5Error):
-        return False
-    if isinstance(err, OSError | RuntimeError | UnicodeDecodeError):
-        return True
-    if isinstance(err, KeyError | ValueError | TypeError):
-        tb = err.__traceback__
-        while tb is not None and tb.tb_next is not None:
-            tb = tb.tb_next
-        return tb is not None and "h5py" in Path(tb.tb_frame.f_code.co_filename).parts
-    return False
-
-
-@contextlib.contextmanager
-def damage_reported(what: str) -> Iterator[None]:
-    """Turn h5py's reports of damage met inside the block into a ``CorruptFileError``.
-
-    ``what`` says what was being read and where it is damaged, e.g. ``"'x' in
-    'data.h5': the file is damaged or truncated where this dataset's data is
-    stored"``; the message is ``cannot read {what} ({h5py's message})``. Other errors
-    pass through unchanged (see :func:`is_damage`).
-    """
-    try:
-        yield
-    except Exception as err:
-        if not is_damage(err):
-            raise
-        raise CorruptFileError(f"cannot read {what} ({err})") from err
-
-
-def structure_damaged(path: str) -> str:
-    """``what`` for :func:`damage_reported` while reading a file's metadata."""
-    return (
-        f"'{path}': its structure (groups, dataset headers or attributes) is damaged or truncated"
-    )
 
 
 def _translate_oserror(path: str, mode: str, err: OSError) -> Exception:

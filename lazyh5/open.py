@@ -14,11 +14,17 @@ ChunksArg = Mapping[Hashable, Any] | str | int | None
 
 
 def _xarray_chunks(chunks: ChunksArg) -> tuple[Any, str]:
-    # None means "lazyh5's blocks": whole multiples of the HDF5 chunks sized by the
-    # memory budget (backend.chunking.plan_chunks). Anything else follows xarray's
-    # conventions, checked against the true HDF5 chunks (so xarray warns when user
-    # chunks would split them).
-    if chunks is None:
+    """xarray's ``chunks`` and the backend's ``preferred_chunks`` for ``chunks``.
+
+    ``"budget"`` is xarray's ``{}`` (the preferred chunks) with the backend preferring
+    whole multiples of the HDF5 chunks sized by the memory budget
+    (:func:`lazyh5.backend.chunking.dask_chunks`). Anything else is xarray's own, with
+    the true HDF5 chunks preferred (so xarray warns when user chunks would split them).
+
+    >>> _xarray_chunks("budget"), _xarray_chunks(None)
+    (({}, 'blocks'), (None, 'hdf5'))
+    """
+    if isinstance(chunks, str) and chunks == "budget":
         return {}, "blocks"
     return chunks, "hdf5"
 
@@ -28,7 +34,7 @@ def open_dataset(
     group: str | None = None,
     *,
     dims: Mapping[str, Sequence[Hashable]] | None = None,
-    chunks: ChunksArg = None,
+    chunks: ChunksArg = "budget",
     mode: str = "r",
     allow_external: bool = False,
     drop_variables: str | Iterable[str] | None = None,
@@ -52,12 +58,13 @@ def open_dataset(
         default rule: axis 0 of the datasets sharing the most common leading length
         is ``sample``; other axes are ``{var}_dim_{i}``.
     chunks
-        ``None`` (default): whole HDF5 chunks per dask chunk, as many as fit in the
-        memory budget's share of one thread counted as float64 (128 MiB / threads by
-        default: 64 MiB of float64 on 2 cores, 8 MiB on 16; see
-        :func:`lazyh5.set_options` and ``docs/concepts.md``). Otherwise xarray's
-        conventions: ``{}`` for the HDF5 chunks themselves, ``"auto"`` (dask's
-        ``array.chunk-size`` of stored bytes), or a ``{dim: size}`` mapping.
+        Dask chunks. ``"budget"`` (default): whole HDF5 chunks per dask chunk, as many
+        as fit in the memory budget's share of one thread counted as float64
+        (128 MiB / threads by default: 64 MiB of float64 on 2 cores, 8 MiB on 16; see
+        :func:`lazyh5.set_options` and ``docs/concepts.md``). Any other value has
+        xarray's meaning: ``None`` for no dask (xarray's lazily indexed arrays), ``{}``
+        for the HDF5 chunks themselves, ``"auto"`` (dask's ``array.chunk-size`` of
+        stored bytes), an int, or a ``{dim: size}`` mapping.
     mode
         ``"r"`` or ``"r+"`` (writable, for ``ds["x"].h5[...] = ...``).
     allow_external
@@ -74,9 +81,10 @@ def open_dataset(
     Returns
     -------
     xarray.Dataset
-        Variables are dask arrays. Dimensions without coordinate values get no
-        coordinate, as in xarray: select them by position with ``isel``. On netCDF4
-        files the content is what ``engine="h5netcdf"`` gives (docs/concepts.md).
+        Variables are dask arrays (unless ``chunks=None``). Dimensions without
+        coordinate values get no coordinate, as in xarray: select them by position
+        with ``isel``. On netCDF4 files the content is what ``engine="h5netcdf"``
+        gives (docs/concepts.md).
 
     Examples
     --------
@@ -113,17 +121,18 @@ def open_datatree(
     path: str | os.PathLike,
     group: str | None = None,
     *,
-    dims: Mapping[str, Mapping[str, Sequence[Hashable]]] | None = None,
-    chunks: ChunksArg = None,
+    dims: Mapping[str, Sequence[Hashable]] | None = None,
+    chunks: ChunksArg = "budget",
     mode: str = "r",
     allow_external: bool = False,
     **kwargs: Any,
 ) -> xr.DataTree:
     """Open every group of an HDF5 file as a lazy ``xarray.DataTree``.
 
-    Same options as :func:`open_dataset`; ``dims`` maps a group path to that group's
-    ``dims=`` mapping. Equivalent to ``xr.open_datatree(path, engine="lazyh5")``
-    with lazyh5's block-sized chunks.
+    Same options as :func:`open_dataset`; ``dims`` applies in every group:
+    ``{"x": ("sample", "feature")}`` names the axes of each dataset called ``x``.
+    Equivalent to ``xr.open_datatree(path, engine="lazyh5")`` with lazyh5's
+    ``chunks="budget"``.
 
     Examples
     --------

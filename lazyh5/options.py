@@ -17,7 +17,7 @@ from .errors import InvalidArgumentError
 #: The key in dask's configuration.
 MEMORY_BUDGET_KEY = "lazyh5.memory-budget"
 #: What all threads' dask chunks may take at once, counted as float64 (see
-#: :func:`lazyh5.backend.chunking.plan_chunks`). Shared by at least 8 threads, 128 MiB
+#: :func:`lazyh5.backend.chunking.dask_chunks`). Shared by at least 8 threads, 128 MiB
 #: gives chunks of 16 MiB as float64 (2 MiB of uint8) up to 8 threads and keeps a
 #: 16-thread mean of uint8 images under 512 MiB (measured 330 MiB: xarray's
 #: NaN-skipping mean holds about three float64 copies of a chunk per thread).
@@ -44,7 +44,7 @@ def set_options(*, memory_budget: int | str | None = None) -> Any:
         thread, counted **as float64** (the dtype ``x / 255`` makes of any integer
         data): each chunk takes at most ``memory_budget / max(threads, 8)`` as
         float64, in whole HDF5 chunks (never fewer than one). Default ``"128MiB"``.
-        It applies to :func:`lazyh5.open_dataset` (``chunks=None``),
+        It applies to :func:`lazyh5.open_dataset` (``chunks="budget"``),
         :func:`lazyh5.to_hdf5` and ``.h5[...] = expr`` writes; ``threads`` is dask's
         ``num_workers`` setting, else the machine's cores, when the file is opened.
         ``None`` leaves it as is.

@@ -1,29 +1,43 @@
-"""Shared fixtures: small real HDF5 files written with plain h5py."""
+"""Shared fixtures: small real HDF5 files written with plain h5py (by ``tests/_files.py``)."""
 
 from __future__ import annotations
 
+import gc
 import signal
 
-import h5py
-import numpy as np
 import pytest
+
+from tests._files import write_feed, write_lzf_feed, write_plain
 
 
 @pytest.fixture
-def seed_file(tmp_path):
+def plain_file(tmp_path):
     """A plain h5py file: image (1000, 32, 32, 3) float32 + label (1000,), no dimension scales."""
-    path = tmp_path / "seed.h5"
-    rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        f.create_dataset(
-            "image",
-            data=rng.random((1000, 32, 32, 3), dtype=np.float32),
-            chunks=(100, 32, 32, 3),
-        )
-        f.create_dataset("label", data=np.arange(1000) % 10, chunks=(250,))
-        f["image"].attrs["units"] = "intensity"
-        f.attrs["title"] = "seed"
-    return path
+    return write_plain(tmp_path / "plain.h5")
+
+
+@pytest.fixture
+def feed_file(tmp_path):
+    """A training file whose rows say where they are (``image[i] == label[i] == i``)."""
+    return write_feed(tmp_path / "feed.h5")
+
+
+@pytest.fixture
+def lzf_feed_file(tmp_path):
+    """A plain h5py training file: 2048 images (8×8×3 float32) in 512-row lzf chunks."""
+    return write_lzf_feed(tmp_path / "feed.h5")
+
+
+@pytest.fixture(scope="module")
+def close_leftover_files():
+    """After the module: collect the datasets its tests opened and dropped.
+
+    They hold files through reference cycles; closing them keeps later tests' open-file
+    counts (tests/test_soak.py) exact. Modules use it with
+    ``pytestmark = pytest.mark.usefixtures("close_leftover_files")``.
+    """
+    yield
+    gc.collect()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -23,8 +23,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -51,30 +49,12 @@ from lazyh5.errors import (
     ReadOnlyError,
     UnsupportedDtypeError,
 )
+from tests._files import UNREADABLE, unreadable
+from tests._process import hold_for_writing, run_lazyh5
 
 MAY_READ = "may read"  # flipped bytes: a clean read, or a lazyh5 error naming the file
 
 # -- builders: make the case's files in `tmp`, return the path the call gets ----------
-
-
-def _write_good(path: Path) -> None:
-    """Every kind of dataset the table needs (numbers, strings, compound, groups)."""
-    with h5py.File(path, "w") as f:
-        f.create_dataset(
-            "x",
-            data=np.arange(400, dtype="f4").reshape(100, 4),
-            chunks=(10, 4),
-            compression="gzip",
-        )
-        f.create_dataset("y", data=np.arange(100, dtype="i8"))
-        f.create_dataset("scalar", data=1.5)
-        f.create_dataset("names", data=np.array([b"n%03d" % i for i in range(100)]))  # S4
-        f.create_dataset("words", data=[f"w{i}" for i in range(100)], dtype=h5py.string_dtype())
-        cmpd = np.zeros(100, dtype=[("a", "i4"), ("b", "f8")])
-        f.create_dataset("cmpd", data=cmpd)
-        f.create_dataset("empty", shape=(0, 4), dtype="f4")
-        f.create_dataset("g/z", data=np.arange(10.0))
-        f["x"].attrs["scale"] = np.float64(2.0)
 
 
 def _write_numeric(path: Path) -> None:
@@ -92,38 +72,34 @@ def _write_numeric(path: Path) -> None:
         f["x"].attrs["scale"] = np.float64(2.0)
 
 
+def _write_good(path: Path) -> None:
+    """Every kind of dataset the table needs: the numeric ones, strings, compound, empty."""
+    _write_numeric(path)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("scalar", data=1.5)
+        f.create_dataset("names", data=np.array([b"n%03d" % i for i in range(100)]))  # S4
+        f.create_dataset("words", data=[f"w{i}" for i in range(100)], dtype=h5py.string_dtype())
+        cmpd = np.zeros(100, dtype=[("a", "i4"), ("b", "f8")])
+        f.create_dataset("cmpd", data=cmpd)
+        f.create_dataset("empty", shape=(0, 4), dtype="f4")
+
+
 def good(tmp: Path, stack: contextlib.ExitStack) -> Path:
     _write_good(tmp / "good.h5")
     return tmp / "good.h5"
 
 
-def missing(tmp, stack):
-    good(tmp, stack)
-    return tmp / "missing.h5"
+def _unreadable(kind: str) -> Callable[[Path, contextlib.ExitStack], Path]:
+    """good.h5, and next to it a path of one of ``tests._files.UNREADABLE``."""
+
+    def build(tmp, stack):
+        return unreadable(kind, tmp, good(tmp, stack))
+
+    build.__name__ = kind
+    return build
 
 
-def directory(tmp, stack):
-    good(tmp, stack)
-    (tmp / "adir.h5").mkdir()
-    return tmp / "adir.h5"
-
-
-def empty(tmp, stack):
-    good(tmp, stack)
-    (tmp / "empty.h5").write_bytes(b"")
-    return tmp / "empty.h5"
-
-
-def text(tmp, stack):
-    good(tmp, stack)
-    (tmp / "text.h5").write_text("id,label\n1,2\n")
-    return tmp / "text.h5"
-
-
-def truncated(tmp, stack):
-    p = good(tmp, stack)
-    (tmp / "trunc.h5").write_bytes(p.read_bytes()[:2000])
-    return tmp / "trunc.h5"
+missing, directory, empty, text, truncated = map(_unreadable, UNREADABLE)
 
 
 def flipped(seed: int) -> Callable[[Path, contextlib.ExitStack], Path]:
@@ -170,19 +146,12 @@ def in_missing_folder(tmp, stack):
     return tmp / "nofolder" / "out.h5"
 
 
-_HOLDER = (
-    "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+', locking=True); "
-    "print('open', flush=True); time.sleep(60)"
-)
-
-
 def busy(tmp, stack):
     """good.h5, held open for writing by another (real) process until the case ends."""
     p = good(tmp, stack)
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(p)], stdout=subprocess.PIPE)
+    holder = hold_for_writing(p)
     stack.callback(holder.wait)
     stack.callback(holder.kill)
-    assert holder.stdout.readline().strip() == b"open"
     return p
 
 
@@ -285,7 +254,7 @@ def to_hdf5(source=None, **kw):
         )
         try:
             obj = source(src) if source is not None else src[["x", "y"]]
-            lazyh5.to_hdf5(obj, p, progress=False, **kw)
+            lazyh5.to_hdf5(p, obj, progress=False, **kw)
         finally:
             src.close()
 
@@ -475,7 +444,7 @@ CASES += [
      ["{file}", "'v'", "1 name(s)", "2 axes"]),
     ("create-dims-unknown", new_path, create(dims={"nope": ("a",)}), DimensionError,
      ["{file}", "['nope']", "not in variables"]),
-    ("create-bad-chunks", new_path, create(chunks=(5,)), InvalidArgumentError,
+    ("create-bad-chunks", new_path, create(hdf5_chunks=(5,)), InvalidArgumentError,
      ["{file}", "chunks (5,)", "'v'", "has 2"]),
     ("create-bad-compression", new_path, create(compression="zip"), InvalidArgumentError,
      ["{file}", "'zip'", "expected 'gzip'"]),
@@ -492,7 +461,7 @@ CASES += [
      ["{file}", "mode must be", "got 'a'"]),
     ("to_hdf5-no-variables", new_path, to_hdf5(lambda ds: xr.Dataset()), InvalidArgumentError,
      ["{file}", "no variables", "expected at least one"]),
-    ("to_hdf5-bad-chunks", new_path, to_hdf5(chunks={"x": (5,)}), InvalidArgumentError,
+    ("to_hdf5-bad-chunks", new_path, to_hdf5(hdf5_chunks={"x": (5,)}), InvalidArgumentError,
      ["{file}", "chunks (5,)", "'x'", "has 2"]),
     # -- CLI (in-process: the exception itself) ------------------------------------------
     ("cli-show-no-variable", good, cli("show", "{p}", "nope", "-o", "{tmp}/o.png"),
@@ -512,16 +481,6 @@ CASES += [
     ("cli-show-no-group", good, cli("show", "{p}", "z", "--group", "nope", "-o", "{tmp}/o.png"),
      ObjectNotFoundError, NO_GROUP),
 ]  # fmt: skip
-
-
-def _cli_has(command: str) -> bool:
-    from lazyh5.cli.main import _parser
-
-    try:
-        _parser().parse_args([command, "--help"])
-    except SystemExit as exit_:
-        return exit_.code == 0
-    return False
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -582,12 +541,7 @@ def test_console_script_reports_one_line(tmp_path, argv, expect):
     truncated(tmp_path, contextlib.ExitStack())
     before = _snapshot(tmp_path)
     argv = [a.format(tmp=tmp_path) for a in argv]
-    proc = subprocess.run(
-        [sys.executable, "-m", "lazyh5.cli.main", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_lazyh5(*argv)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -597,10 +551,8 @@ def test_console_script_reports_one_line(tmp_path, argv, expect):
 
 
 @pytest.mark.parametrize("command", ["bench", "rechunk"])
-def test_new_cli_commands_refuse_bad_files(tmp_path, command):
-    """``bench`` and ``rechunk`` (when present) report bad inputs like the rest."""
-    if not _cli_has(command):
-        pytest.skip(f"`lazyh5 {command}` is not part of this build")
+def test_bench_and_rechunk_refuse_bad_files(tmp_path, command):
+    """``bench`` and ``rechunk`` report bad inputs like the rest."""
     truncated(tmp_path, contextlib.ExitStack())
     (tmp_path / "text.h5").write_text("not hdf5")
     before = _snapshot(tmp_path)

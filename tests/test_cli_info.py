@@ -3,33 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 
 import lazyh5
-
-
-def _lazyh5(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lazyh5.cli.main", *args], capture_output=True, text=True
-    )
+from tests._process import run_lazyh5
 
 
 def test_info_human_readable(tmp_path):
     path = tmp_path / "d.h5"
-    tree = lazyh5.create(
+    ds = lazyh5.create(
         path,
-        {"image": ((500, 8, 8, 3), "f4"), "label": ((500,), "i8"), "meta/names": ((4,), "S8")},
+        {"image": ((500, 8, 8, 3), "f4"), "label": ((500,), "i8")},
         dims={"image": ("sample", "y", "x", "channel")},
         compression="gzip",
         compression_opts=4,
         attrs={"title": "demo"},
     )
-    tree.close()  # the r+ handle holds HDF5's write lock; other processes wait for it
-    out = _lazyh5("info", str(path))
+    ds.close()  # the r+ handle holds HDF5's write lock; other processes wait for it
+    meta = lazyh5.create(path, {"names": ((4,), "S8")}, group="meta", compression="gzip", mode="a")
+    meta.close()
+    out = run_lazyh5("info", str(path))
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "image" in text and "(500, 8, 8, 3)" in text
@@ -45,7 +40,7 @@ def test_info_json(tmp_path):
         f.create_dataset("x", data=np.arange(100.0), chunks=(10,), compression="lzf")
         f["x"].attrs["units"] = "m"
         f["ext"] = h5py.ExternalLink("other.h5", "/y")
-    out = _lazyh5("info", str(path), "--json")
+    out = run_lazyh5("info", str(path), "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     x = info["groups"]["/"]["datasets"]["x"]
@@ -59,6 +54,6 @@ def test_info_json(tmp_path):
 def test_info_errors_are_one_line(tmp_path):
     bad = tmp_path / "notes.h5"
     bad.write_text("not hdf5")
-    out = _lazyh5("info", str(bad))
+    out = run_lazyh5("info", str(bad))
     assert out.returncode == 2
     assert "not an HDF5 file" in out.stderr and "Traceback" not in out.stderr

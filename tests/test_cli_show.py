@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import h5py
 import numpy as np
@@ -11,14 +10,13 @@ import pytest
 
 import lazyh5
 from lazyh5.cli.show import parse_index
+from tests._process import run_lazyh5
 
 matplotlib = pytest.importorskip("matplotlib")
 
 
-def _show(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lazyh5.cli.main", "show", *args], capture_output=True, text=True
-    )
+def _show(*args: object) -> subprocess.CompletedProcess:
+    return run_lazyh5("show", *args)
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -28,27 +26,27 @@ def _png_size(path) -> tuple[int, int]:
     return img.shape[1], img.shape[0]
 
 
-def test_show_image_grid(seed_file, tmp_path):
+def test_show_image_grid(plain_file, tmp_path):
     out = tmp_path / "grid.png"
-    res = _show(str(seed_file), "image", "--index", "0:8", "-o", str(out))
+    res = _show(str(plain_file), "image", "--index", "0:8", "-o", str(out))
     assert res.returncode == 0, res.stderr
     assert "images, 8 rows" in res.stdout
     width, height = _png_size(out)
     assert width > height > 100  # one row of 8 thumbnails
 
 
-def test_show_1d_line_and_histogram(seed_file, tmp_path):
+def test_show_1d_line_and_histogram(plain_file, tmp_path):
     out = tmp_path / "label.png"
-    res = _show(str(seed_file), "label", "--index", "5,6,7", "-o", str(out))
+    res = _show(str(plain_file), "label", "--index", "5,6,7", "-o", str(out))
     assert res.returncode == 0, res.stderr
     assert "line, 3 rows" in res.stdout
     assert _png_size(out) == (1000, 320)
 
 
-def test_show_errors(seed_file, tmp_path):
-    res = _show(str(seed_file), "nope")
+def test_show_errors(plain_file, tmp_path):
+    res = _show(str(plain_file), "nope")
     assert res.returncode == 2 and "no variable 'nope'" in res.stderr
-    res = _show(str(seed_file), "label", "--index", "5000")
+    res = _show(str(plain_file), "label", "--index", "5000")
     assert res.returncode == 2 and "out of range" in res.stderr
 
 

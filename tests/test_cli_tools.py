@@ -9,29 +9,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 
 import lazyh5
-from lazyh5.feed.layout import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, training_chunks
+from lazyh5.backend.chunking import row_chunks
+from lazyh5.feed.layout import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from lazyh5.write.to_hdf5 import partial_path
+from tests._process import run_lazyh5
 
 matplotlib = pytest.importorskip("matplotlib")
-
-
-def _lazyh5(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, "-m", "lazyh5.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+_QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3"}  # TensorFlow's start-up log lines
 
 
 def _png(path) -> np.ndarray:
@@ -41,22 +31,6 @@ def _png(path) -> np.ndarray:
     with open(path, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     return matplotlib.image.imread(path)
-
-
-@pytest.fixture
-def feed_file(tmp_path):
-    """A plain h5py training file: 2048 images (8×8×3 float32) in 512-row lzf chunks."""
-    path = tmp_path / "feed.h5"
-    rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        f.create_dataset(
-            "image",
-            data=rng.random((2048, 8, 8, 3), dtype=np.float32),
-            chunks=(512, 8, 8, 3),
-            compression="lzf",
-        )
-        f.create_dataset("label", data=rng.integers(0, 10, 2048), chunks=(256,))
-    return path
 
 
 @pytest.fixture
@@ -95,7 +69,7 @@ def _check_demo_folder(out) -> None:
 
 def test_demo_tiny_without_training(tmp_path):
     out = tmp_path / "demo"
-    res = _lazyh5("demo", "--size", "tiny", "--out", out, "--no-train")
+    res = run_lazyh5("demo", "--size", "tiny", "--out", out, "--no-train")
     assert res.returncode == 0, res.stderr
     _check_demo_folder(out)
 
@@ -104,7 +78,9 @@ def test_demo_tiny_without_training(tmp_path):
 def test_demo_tiny_with_training(tmp_path):
     pytest.importorskip("keras")
     out = tmp_path / "demo"
-    res = _lazyh5("demo", "--size", "tiny", "--out", out, "--epochs", "1", timeout=300)
+    res = run_lazyh5(
+        "demo", "--size", "tiny", "--out", out, "--epochs", "1", timeout=300, env=_QUIET_TF
+    )
     assert res.returncode == 0, res.stderr
     assert "accuracy" in res.stdout.lower()
     _check_demo_folder(out)
@@ -113,9 +89,9 @@ def test_demo_tiny_with_training(tmp_path):
 # -- show ---------------------------------------------------------------------------
 
 
-def test_show_writes_a_png_of_the_rows(feed_file, tmp_path):
+def test_show_writes_a_png_of_the_rows(lzf_feed_file, tmp_path):
     out = tmp_path / "grid.png"
-    res = _lazyh5("show", feed_file, "image", "--index", "0:16", "-o", out)
+    res = run_lazyh5("show", lzf_feed_file, "image", "--index", "0:16", "-o", out)
     assert res.returncode == 0, res.stderr
     assert "16 rows" in res.stdout
     # two rows of eight 1.6-inch thumbnails (+0.4 in title) at 100 dpi
@@ -125,9 +101,9 @@ def test_show_writes_a_png_of_the_rows(feed_file, tmp_path):
 # -- bench --------------------------------------------------------------------------
 
 
-def test_bench_json(feed_file):
-    res = _lazyh5(
-        "bench", feed_file, "--x", "image", "--y", "label", "--max-samples", "1024", "--json"
+def test_bench_json(lzf_feed_file):
+    res = run_lazyh5(
+        "bench", lzf_feed_file, "--x", "image", "--y", "label", "--max-samples", "1024", "--json"
     )
     assert res.returncode == 0, res.stderr
     report = json.loads(res.stdout)
@@ -152,7 +128,7 @@ def test_bench_json(feed_file):
     image = report["chunks"]["image"]
     assert image["chunks"] == [512, 8, 8, 3] and image["rows_per_chunk"] == 512
     assert image["chunk_bytes"] == 512 * 8 * 8 * 3 * 4
-    assert image["recommended_chunks"] == list(training_chunks((2048, 8, 8, 3), "f4"))
+    assert image["recommended_chunks"] == list(row_chunks((2048, 8, 8, 3), "f4", power_of_two=True))
     assert report["compression"] == {"image": "lzf", "label": None}
     assert report["limits"] and all(isinstance(s, str) for s in report["limits"])
     # 384 KiB chunks of whole rows: nothing to change
@@ -160,7 +136,7 @@ def test_bench_json(feed_file):
 
 
 def test_bench_explains_a_bad_layout(awkward_file):
-    res = _lazyh5("bench", awkward_file, "--x", "image", "--y", "label", "--seconds", "0.3")
+    res = run_lazyh5("bench", awkward_file, "--x", "image", "--y", "label", "--seconds", "0.3")
     assert res.returncode == 0, res.stderr
     text = res.stdout
     for method in ("h5py-batches", "h5py-blocks", "lazyh5 in order", "lazyh5 shuffled"):
@@ -173,19 +149,19 @@ def test_bench_explains_a_bad_layout(awkward_file):
     assert "rows per chunk" in rec
 
 
-def test_bench_errors_name_the_file_and_variable(feed_file, tmp_path, capsys):
+def test_bench_errors_name_the_file_and_variable(lzf_feed_file, tmp_path, capsys):
     from lazyh5.cli.main import main
 
     missing = tmp_path / "nope.h5"
-    res = _lazyh5("bench", missing, "--x", "image")
+    res = run_lazyh5("bench", missing, "--x", "image")
     assert res.returncode == 2 and str(missing) in res.stderr and "Traceback" not in res.stderr
 
     def error(*args) -> str:  # the same entry point, in this process (quicker)
-        assert main(["bench", str(feed_file), "--x", "image", *args]) == 2
+        assert main(["bench", str(lzf_feed_file), "--x", "image", *args]) == 2
         return capsys.readouterr().err
 
     err = error("--y", "labels")
-    assert "'labels'" in err and str(feed_file) in err
+    assert "'labels'" in err and str(lzf_feed_file) in err
     assert "--batch-size" in error("--batch-size", "0")
 
 
@@ -202,23 +178,24 @@ def _same_values(a, b) -> None:
 
 def test_rechunk_for_training(awkward_file, tmp_path):
     out = tmp_path / "train.h5"
-    res = _lazyh5("rechunk", awkward_file, out, "--for-training", "--no-progress")
+    res = run_lazyh5("rechunk", awkward_file, out, "--for-training", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "100x8x8x3, gzip(4)  ->  256x16x16x3, lzf" in res.stdout
     assert "1, uncompressed" in res.stdout and "->  1000, lzf" in res.stdout
     _same_values(awkward_file, out)
     with h5py.File(out, "r") as f:
         image, label = f["image"], f["label"]
-        assert image.chunks == training_chunks((1000, 16, 16, 3), "f4") == (256, 16, 16, 3)
+        training = row_chunks((1000, 16, 16, 3), "f4", power_of_two=True)
+        assert image.chunks == training == (256, 16, 16, 3)
         assert MIN_CHUNK_BYTES <= math.prod(image.chunks) * 4 <= MAX_CHUNK_BYTES
         assert label.chunks == (1000,)  # 131,072 rows of 8 bytes, capped at the rows there are
         assert image.compression == label.compression == "lzf"
     assert not os.path.exists(partial_path(out))
 
     # a second run does not clobber the result unless asked to
-    again = _lazyh5("rechunk", awkward_file, out, "--for-training")
+    again = run_lazyh5("rechunk", awkward_file, out, "--for-training")
     assert again.returncode == 2 and str(out) in again.stderr and "--overwrite" in again.stderr
-    again = _lazyh5("rechunk", awkward_file, out, "--chunks", "image=10", "--overwrite")
+    again = run_lazyh5("rechunk", awkward_file, out, "--hdf5-chunks", "image=10", "--overwrite")
     assert again.returncode == 0, again.stderr
     with h5py.File(out, "r") as f:
         assert f["image"].chunks == (10, 16, 16, 3)
@@ -226,13 +203,13 @@ def test_rechunk_for_training(awkward_file, tmp_path):
     _same_values(awkward_file, out)
 
 
-def test_rechunk_chunks_and_compression(feed_file, tmp_path):
+def test_rechunk_chunks_and_compression(lzf_feed_file, tmp_path):
     out = tmp_path / "gz.h5"
-    res = _lazyh5(
+    res = run_lazyh5(
         "rechunk",
-        feed_file,
+        lzf_feed_file,
         out,
-        "--chunks",
+        "--hdf5-chunks",
         "image=100,label=1000",
         "--compression",
         "gzip:2",
@@ -242,9 +219,9 @@ def test_rechunk_chunks_and_compression(feed_file, tmp_path):
     with h5py.File(out, "r") as f:
         assert f["image"].chunks == (100, 8, 8, 3) and f["label"].chunks == (1000,)
         assert f["image"].compression == "gzip" and f["image"].compression_opts == 2
-    _same_values(feed_file, out)
-    res = _lazyh5(
-        "rechunk", feed_file, tmp_path / "raw.h5", "--for-training", "--compression", "none"
+    _same_values(lzf_feed_file, out)
+    res = run_lazyh5(
+        "rechunk", lzf_feed_file, tmp_path / "raw.h5", "--for-training", "--compression", "none"
     )
     assert res.returncode == 0, res.stderr
     with h5py.File(tmp_path / "raw.h5", "r") as f:
@@ -280,18 +257,18 @@ def test_rechunk_resumes_an_interrupted_run(awkward_file, tmp_path, monkeypatch)
         main(args)  # small dask blocks: several per variable, the fifth one fails
     assert not out.exists() and os.path.exists(partial_path(out))
 
-    res = _lazyh5(*args, "--resume")
+    res = run_lazyh5(*args, "--resume")
     assert res.returncode == 0, res.stderr
     assert "resuming" in res.stdout and "4 of" in res.stdout, res.stdout
     assert not os.path.exists(partial_path(out))
     _same_values(awkward_file, out)
 
 
-def test_rechunk_errors(feed_file, tmp_path, capsys):
+def test_rechunk_errors(lzf_feed_file, tmp_path, capsys):
     from lazyh5.cli.main import main
 
     missing = tmp_path / "missing.h5"
-    res = _lazyh5("rechunk", missing, tmp_path / "o.h5")
+    res = run_lazyh5("rechunk", missing, tmp_path / "o.h5")
     assert res.returncode == 2 and str(missing) in res.stderr and "no such file" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -299,10 +276,10 @@ def test_rechunk_errors(feed_file, tmp_path, capsys):
         assert main(["rechunk", *map(str, args)]) == 2
         return capsys.readouterr().err
 
-    err = error(feed_file, tmp_path / "o.h5", "--chunks", "images=10")
-    assert "'images'" in err and str(feed_file) in err
-    assert "VAR=ROWS" in error(feed_file, tmp_path / "o.h5", "--chunks", "image")
-    assert "brotli" in error(feed_file, tmp_path / "o.h5", "--compression", "brotli")
-    assert "does not exist" in error(feed_file, tmp_path / "no" / "o.h5")
-    assert "into itself" in error(feed_file, feed_file, "--overwrite")
+    err = error(lzf_feed_file, tmp_path / "o.h5", "--hdf5-chunks", "images=10")
+    assert "'images'" in err and str(lzf_feed_file) in err
+    assert "VAR=ROWS" in error(lzf_feed_file, tmp_path / "o.h5", "--hdf5-chunks", "image")
+    assert "brotli" in error(lzf_feed_file, tmp_path / "o.h5", "--compression", "brotli")
+    assert "does not exist" in error(lzf_feed_file, tmp_path / "no" / "o.h5")
+    assert "into itself" in error(lzf_feed_file, lzf_feed_file, "--overwrite")
     assert not (tmp_path / "o.h5").exists()

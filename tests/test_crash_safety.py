@@ -46,11 +46,11 @@ def test_sigkill_during_create_leaves_no_file(tmp_path):
     assert all(name.startswith(".new.h5.") and name.endswith(".tmp") for name in leftovers)
 
 
-def test_sigkill_during_replace_keeps_old_file(tmp_path, seed_file):
-    before = seed_file.read_bytes()
-    _kill_during_create(seed_file, "w")
-    assert seed_file.read_bytes() == before
-    ds = lazyh5.open_dataset(seed_file)
+def test_sigkill_during_replace_keeps_old_file(tmp_path, plain_file):
+    before = plain_file.read_bytes()
+    _kill_during_create(plain_file, "w")
+    assert plain_file.read_bytes() == before
+    ds = lazyh5.open_dataset(plain_file)
     np.testing.assert_array_equal(ds["label"].values, np.arange(1000) % 10)
 
 

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 import lazyh5
-from lazyh5.errors import DimensionError
+from lazyh5.errors import DimensionError, InvalidArgumentError
 
 
 def test_create_seed_layout_round_trip(tmp_path):
@@ -20,10 +20,10 @@ def test_create_seed_layout_round_trip(tmp_path):
         path,
         {"image": ((1000, 32, 32, 3), "f4"), "label": ((1000,), "i8")},
         dims={"image": ("sample", "y", "x", "channel")},
-        attrs={"title": "seed"},
+        attrs={"title": "plain"},
     )
     assert dict(ds.sizes) == {"sample": 1000, "y": 32, "x": 32, "channel": 3}
-    assert ds.attrs["title"] == "seed"
+    assert ds.attrs["title"] == "plain"
     assert float(ds["image"].sum()) == 0.0
     with h5py.File(path) as f:
         assert f["image"].chunks[1:] == (32, 32, 3)  # whole rows per chunk
@@ -49,11 +49,11 @@ def test_compression(tmp_path, compression):
     assert back["x"].encoding["lazyh5_filters"]
 
 
-def test_create_refuses_existing_file_and_leaves_it(tmp_path, seed_file):
-    before = seed_file.read_bytes()
+def test_create_refuses_existing_file_and_leaves_it(tmp_path, plain_file):
+    before = plain_file.read_bytes()
     with pytest.raises(FileExistsError, match="already exists"):
-        lazyh5.create(seed_file, {"x": ((3,), "f4")})
-    assert seed_file.read_bytes() == before
+        lazyh5.create(plain_file, {"x": ((3,), "f4")})
+    assert plain_file.read_bytes() == before
 
 
 def test_create_mode_w_replaces_and_a_adds(tmp_path):
@@ -74,7 +74,7 @@ def test_create_mode_w_replaces_and_a_adds(tmp_path):
         ({"x": ((3, 4), "f4")}, {"dims": {"x": ("a",)}}, DimensionError, "axes"),
         ({"x": ((3,), "f4")}, {"dims": {"y": ("a",)}}, DimensionError, "not in variables"),
         ({"x": ((3,), "f4")}, {"compression": "snappy"}, ValueError, "unknown compression"),
-        ({"x": ((3, 4), "f4")}, {"chunks": (2,)}, ValueError, "chunks"),
+        ({"x": ((3, 4), "f4")}, {"hdf5_chunks": (2,)}, ValueError, "chunks"),
         ({"x": (3, "f4", {}, 1)}, {}, ValueError, "shape, dtype"),
     ],
 )
@@ -86,13 +86,38 @@ def test_create_bad_input_writes_nothing(tmp_path, variables, kwargs, error, mat
     assert os.listdir(tmp_path) == []  # no temporary file left behind either
 
 
-def test_create_groups_returns_tree(tmp_path):
+def test_create_groups_returns_the_group(tmp_path):
     path = tmp_path / "g.h5"
-    tree = lazyh5.create(
-        path, {"train/image": ((80, 4), "f4"), "test/image": ((20, 4), "f4")}, fillvalue=1.5
-    )
+    train = lazyh5.create(path, {"image": ((80, 4), "f4")}, group="train", fillvalue=1.5)
+    test = lazyh5.create(path, {"image": ((20, 4), "f4")}, group="test", fillvalue=1.5, mode="a")
+    assert isinstance(train, xr.Dataset) and train["image"].shape == (80, 4)
+    assert float(test["image"].mean()) == 1.5
+    tree = lazyh5.open_datatree(path)
     assert tree["train"]["image"].shape == (80, 4)
     assert float(tree["test"]["image"].mean()) == 1.5
+
+
+def test_create_refuses_paths_as_variable_names(tmp_path):
+    path = tmp_path / "g.h5"
+    with pytest.raises(InvalidArgumentError, match="group="):
+        lazyh5.create(path, {"train/image": ((80, 4), "f4")})
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("value", [True, False, "rows"])
+def test_create_refuses_old_hdf5_chunks_values(tmp_path, value):
+    with pytest.raises(InvalidArgumentError, match="hdf5_chunks"):
+        lazyh5.create(tmp_path / "c.h5", {"x": ((10, 4), "f4")}, hdf5_chunks=value)
+
+
+def test_create_contiguous_and_empty(tmp_path):
+    ds = lazyh5.create(
+        tmp_path / "c.h5",
+        {"x": ((10, 4), "f4"), "empty": ((0, 4), "f4")},
+        hdf5_chunks={"x": None},
+        compression={"empty": "gzip"},
+    )
+    assert ds["x"].encoding["contiguous"] and ds["empty"].encoding["contiguous"]
 
 
 def test_create_coordinate_variable(tmp_path):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 
-from lazyh5.cli.demo import CLASSES, SIZES, parse_size, synthetic_images
+from lazyh5.cli.demo import SIZES, parse_size
+from lazyh5.demo.images import CLASSES, synthetic_images
+from tests._process import run_lazyh5
 
 
 @pytest.mark.parametrize(
@@ -62,13 +62,8 @@ def test_demo_tiny_end_to_end(tmp_path):
     pytest.importorskip("matplotlib")
     out_dir = tmp_path / "demo"
     args = ["demo", "--size", "tiny", "--epochs", "1", "--out", str(out_dir)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "lazyh5.cli.main", *args],
-        env={**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    proc = run_lazyh5(*args, timeout=180, env={"KERAS_BACKEND": backend})
     out = proc.stdout
     assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
     for step in ("== 1. create", "== 2. open", "== 3. preprocess", "== 4. train", "== 5. draw"):

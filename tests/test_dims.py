@@ -12,8 +12,8 @@ from lazyh5.backend.dims import assign_dims, sample_length
 from lazyh5.errors import DimensionError, ObjectNotFoundError
 
 
-def test_dims_argument_names_axes(seed_file):
-    ds = lazyh5.open_dataset(seed_file, dims={"image": ("sample", "y", "x", "channel")})
+def test_dims_argument_names_axes(plain_file):
+    ds = lazyh5.open_dataset(plain_file, dims={"image": ("sample", "y", "x", "channel")})
     assert ds["image"].dims == ("sample", "y", "x", "channel")
     assert ds["label"].dims == ("sample",)
     assert dict(ds.sizes) == {"sample": 1000, "y": 32, "x": 32, "channel": 3}
@@ -28,10 +28,10 @@ def test_dims_argument_names_axes(seed_file):
         ({"label": ("y",), "image": ("s", "y", "x", "c")}, DimensionError, "length"),
     ],
 )
-def test_bad_dims_are_clear(seed_file, dims, error, match):
+def test_bad_dims_are_clear(plain_file, dims, error, match):
     with pytest.raises(error, match=match) as info:
-        lazyh5.open_dataset(seed_file, dims=dims)
-    assert "seed.h5" in str(info.value)
+        lazyh5.open_dataset(plain_file, dims=dims)
+    assert "plain.h5" in str(info.value)
 
 
 def test_sample_is_the_leading_length_of_the_largest_dataset(tmp_path):
@@ -52,8 +52,8 @@ def test_sample_is_the_leading_length_of_the_largest_dataset(tmp_path):
         assert len(lengths) == 1
 
 
-def test_no_position_coordinates_and_sel_as_in_xarray(seed_file):
-    ds = lazyh5.open_dataset(seed_file)
+def test_no_position_coordinates_and_sel_as_in_xarray(plain_file):
+    ds = lazyh5.open_dataset(plain_file)
     # xarray creates no coordinate for a dimension the file gives no values for.
     assert not ds.coords and not ds.indexes
     view = ds.isel(sample=slice(100, 200, 3))
@@ -75,3 +75,25 @@ def test_sample_length_rule():
 def test_assign_dims_default_names():
     dims = assign_dims("f.h5", {"image": (4, 2, 2), "label": (4,)}, {}, None)
     assert dims == {"image": ("sample", "image_dim_1", "image_dim_2"), "label": ("sample",)}
+
+
+def test_datatree_dims_apply_in_every_group(tmp_path):
+    path = tmp_path / "tree.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("train/image", (80, 4, 4), "f4")
+        f.create_dataset("test/image", (20, 4, 4), "f4")
+        f.create_dataset("test/label", (20,), "i8")
+    tree = lazyh5.open_datatree(path, dims={"image": ("sample", "y", "x")})
+    assert tree["train"]["image"].dims == ("sample", "y", "x")
+    assert tree["test"]["image"].dims == ("sample", "y", "x")
+    assert tree["test"]["label"].dims == ("sample",)
+    tree = xr.open_datatree(path, engine="lazyh5", dims={"label": ("row",)})
+    assert tree["test"]["label"].dims == ("row",)
+
+
+def test_datatree_dims_naming_no_dataset_are_clear(tmp_path):
+    path = tmp_path / "tree.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("train/image", (80, 4), "f4")
+    with pytest.raises(ObjectNotFoundError, match=r"\['imgae'\].*tree\.h5"):
+        lazyh5.open_datatree(path, dims={"imgae": ("sample", "y")})

@@ -139,7 +139,8 @@ def test_connect_by_scheduler_address(client, data_file):
 
 
 def test_writable_store_uses_a_distributed_lock_per_file(client, data_file, tmp_path):
-    from lazyh5.backend.store import ClusterFileLock, H5Store
+    from lazyh5.backend.locks import ClusterFileLock
+    from lazyh5.backend.store import H5Store
 
     path = tmp_path / "w.h5"
     with h5py.File(path, "w") as f:
@@ -186,8 +187,8 @@ def test_to_hdf5_on_the_cluster_matches_local(client, tmp_path):
     ds = lazyh5.open_dataset(src)
     result = (ds * 2 + 1).astype("f4")
     with dask.config.set(scheduler="threads"):
-        lazyh5.to_hdf5(result, tmp_path / "local.h5", progress=False)
-    lazyh5.to_hdf5(result, tmp_path / "cluster.h5", progress=False)
+        lazyh5.to_hdf5(tmp_path / "local.h5", result, progress=False)
+    lazyh5.to_hdf5(tmp_path / "cluster.h5", result, progress=False)
     ds.close()
     local = lazyh5.open_dataset(tmp_path / "local.h5").load()
     on_cluster = lazyh5.open_dataset(tmp_path / "cluster.h5").load()

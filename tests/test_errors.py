@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 
 import lazyh5
 from lazyh5.errors import (
@@ -19,45 +21,22 @@ from lazyh5.errors import (
     ObjectNotFoundError,
     ReadOnlyError,
 )
-
-
-def _missing(tmp_path, seed_file):
-    return tmp_path / "missing.h5"
-
-
-def _directory(tmp_path, seed_file):
-    (tmp_path / "adir.h5").mkdir()
-    return tmp_path / "adir.h5"
-
-
-def _empty(tmp_path, seed_file):
-    (tmp_path / "empty.h5").write_bytes(b"")
-    return tmp_path / "empty.h5"
-
-
-def _text(tmp_path, seed_file):
-    (tmp_path / "text.h5").write_text("id,label\n1,2\n")
-    return tmp_path / "text.h5"
-
-
-def _truncated(tmp_path, seed_file):
-    data = seed_file.read_bytes()
-    (tmp_path / "trunc.h5").write_bytes(data[:2000])
-    return tmp_path / "trunc.h5"
+from tests._files import unreadable
+from tests._process import hold_for_writing
 
 
 @pytest.mark.parametrize(
-    ("make", "error", "match"),
+    ("kind", "error", "match"),
     [
-        (_missing, FileMissingError, "no such file"),
-        (_directory, FileMissingError, "is a directory"),
-        (_empty, NotHDF5Error, "empty"),
-        (_text, NotHDF5Error, "not an HDF5 file"),
-        (_truncated, CorruptFileError, "damaged or truncated"),
+        ("missing", FileMissingError, "no such file"),
+        ("directory", FileMissingError, "is a directory"),
+        ("empty", NotHDF5Error, "empty"),
+        ("text", NotHDF5Error, "not an HDF5 file"),
+        ("truncated", CorruptFileError, "damaged or truncated"),
     ],
 )
-def test_unreadable_paths(tmp_path, seed_file, make, error, match):
-    path = make(tmp_path, seed_file)
+def test_unreadable_paths(tmp_path, plain_file, kind, error, match):
+    path = unreadable(kind, tmp_path, plain_file)
     with pytest.raises(error, match=match) as info:
         lazyh5.open_dataset(path)
     assert path.name in str(info.value)
@@ -70,63 +49,50 @@ def test_builtin_bases():
     assert issubclass(NotHDF5Error, ValueError)
 
 
-def test_unknown_group(seed_file):
-    with pytest.raises(KeyError, match=r"no group '/nope' in .*seed.h5"):
-        lazyh5.open_dataset(seed_file, group="nope")
+def test_unknown_group(plain_file):
+    with pytest.raises(KeyError, match=r"no group '/nope' in .*plain.h5"):
+        lazyh5.open_dataset(plain_file, group="nope")
     with pytest.raises(ObjectNotFoundError, match="is a dataset, not a group"):
-        lazyh5.open_dataset(seed_file, group="label")
+        lazyh5.open_dataset(plain_file, group="label")
 
 
-def test_unknown_variable_in_drop_or_dims(seed_file):
+def test_unknown_variable_in_drop_or_dims(plain_file):
     with pytest.raises(KeyError, match="no such dataset"):
-        lazyh5.open_dataset(seed_file, dims={"missing": ("a",)})
+        lazyh5.open_dataset(plain_file, dims={"missing": ("a",)})
 
 
-def test_r_plus_on_read_only_file(tmp_path, seed_file):
+def test_r_plus_on_read_only_file(tmp_path, plain_file):
     if os.geteuid() == 0:
         pytest.skip("root can write to read-only files")
     target = tmp_path / "ro.h5"
-    shutil.copy(seed_file, target)
+    shutil.copy(plain_file, target)
     target.chmod(0o444)
     with pytest.raises(ReadOnlyError, match="mode='r'"):
         lazyh5.open_dataset(target, mode="r+")
 
 
-def test_file_open_for_writing_by_another_process(seed_file):
-    import subprocess
-    import sys
+def test_file_open_for_writing_by_another_process(plain_file):
     import time
 
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import h5py, sys, time; f = h5py.File(sys.argv[1], 'r+', locking=True); "
-            "print('open', flush=True); time.sleep(30)",
-            str(seed_file),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_for_writing(plain_file, seconds=30)  # returns once the file is open
     try:
-        assert holder.stdout.readline().strip() == "open"
         time.sleep(0.2)
         with pytest.raises(FileBusyError, match="locked by another process"):
-            lazyh5.open_dataset(seed_file, mode="r+")
+            lazyh5.open_dataset(plain_file, mode="r+")
     finally:
         holder.kill()
         holder.wait()
-    ds = lazyh5.open_dataset(seed_file)
+    ds = lazyh5.open_dataset(plain_file)
     np.testing.assert_array_equal(ds["label"].values, np.arange(1000) % 10)
 
 
-def test_bad_mode(seed_file):
+def test_bad_mode(plain_file):
     with pytest.raises(ValueError, match="mode must be"):
-        lazyh5.open_dataset(seed_file, mode="w")
+        lazyh5.open_dataset(plain_file, mode="w")
 
 
-def test_file_object_is_refused(seed_file):
-    with open(seed_file, "rb") as fh, pytest.raises(TypeError, match="by path"):
+def test_file_object_is_refused(plain_file):
+    with open(plain_file, "rb") as fh, pytest.raises(TypeError, match="by path"):
         lazyh5.open_dataset(fh)
 
 
@@ -138,3 +104,19 @@ def test_unsupported_dtype_is_skipped_with_warning(tmp_path):
     with pytest.warns(UserWarning, match="ragged.*variable-length"):
         ds = lazyh5.open_dataset(path)
     assert set(ds.data_vars) == {"ok"}
+
+
+@pytest.mark.parametrize("opener", ["lazyh5", "xarray"])
+def test_warnings_point_at_the_callers_line(tmp_path, opener):
+    path = tmp_path / "groups.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("a/x", data=np.arange(3))
+        f["dangling"] = h5py.SoftLink("/nothing")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if opener == "lazyh5":
+            lazyh5.open_dataset(path).close()
+        else:
+            xr.open_dataset(path, engine="lazyh5").close()
+    said = {str(w.message).split(":")[0]: w.filename for w in caught}
+    assert len(said) == 2 and set(said.values()) == {__file__}, said

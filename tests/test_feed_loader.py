@@ -14,23 +14,6 @@ from lazyh5.errors import DimensionError, ObjectNotFoundError, UnsupportedDtypeE
 from lazyh5.feed.loader import BatchLoader
 
 
-@pytest.fixture
-def feed_file(tmp_path):
-    path = tmp_path / "feed.h5"
-    n = 2000
-    with h5py.File(path, "w") as f:
-        f.create_dataset(
-            "image",
-            data=np.arange(n, dtype="f4")[:, None, None] * np.ones((1, 4, 4), "f4"),
-            chunks=(64, 4, 4),
-        )
-        f.create_dataset("label", data=np.arange(n), chunks=(64,))
-        f.create_dataset("weight", data=np.ones(n, "f4"), chunks=(64,))
-        f.create_dataset("names", data=np.array([b"a"] * n))
-        f.create_dataset("scalar", data=1.0)
-    return path
-
-
 def _labels(loader, epoch=None):
     """One epoch's labels: the next epoch (advancing the count) unless ``epoch`` is given."""
     batches = loader if epoch is None else loader.batches(epoch)
@@ -376,7 +359,7 @@ def test_file_truncated_under_a_loader_raises_corrupt_file_and_closes_descriptor
     loader = BatchLoader(
         lazyh5.open_dataset(path), "x", "y", batch_size=50, shuffle=shuffle, block_size="400KiB"
     )
-    assert sum(len(y) for _, y in loader) == 4000  # chunk addresses are now cached
+    assert sum(len(y) for _, y in loader) == 4000  # the first pass caches the chunk addresses
     fds = len(os.listdir("/proc/self/fd"))
     os.truncate(path, os.path.getsize(path) // 2)
     with pytest.raises(CorruptFileError, match=rf"'/?{last}'.*cut\.h5.*damaged or truncated"):

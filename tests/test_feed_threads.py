@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import gc
-import os
-import signal
-import subprocess
-import sys
 import textwrap
-import threading
-import time
 
 import h5py
 import numpy as np
 import pytest
 
 import lazyh5
+from tests._process import prefetch_threads, run_until_exit, wait_for_prefetch_threads
 
 
 @pytest.fixture
@@ -28,17 +23,6 @@ def path(tmp_path):
     return p
 
 
-def _prefetch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "lazyh5-prefetch" and t.is_alive()]
-
-
-def _wait_no_threads(timeout: float = 5.0) -> list[threading.Thread]:
-    deadline = time.monotonic() + timeout
-    while _prefetch_threads() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return _prefetch_threads()
-
-
 def _loader(path, **kwargs):
     ds = lazyh5.open_dataset(path)
     return lazyh5.BatchLoader(ds, "x", "y", batch_size=10, block_size="4KiB", seed=0, **kwargs)
@@ -47,20 +31,20 @@ def _loader(path, **kwargs):
 def test_break_stops_the_thread(path):
     loader = _loader(path)
     for i, _ in enumerate(loader):
-        assert _prefetch_threads()  # the background thread runs while we iterate
+        assert prefetch_threads()  # the background thread runs while we iterate
         if i == 3:
             break
-    assert not _wait_no_threads()
+    assert not wait_for_prefetch_threads()
 
 
 def test_garbage_collected_iterator_stops_the_thread(path):
     loader = _loader(path)
     it = iter(loader)
     next(it)
-    assert _prefetch_threads()
+    assert prefetch_threads()
     del it
     gc.collect()
-    assert not _wait_no_threads()
+    assert not wait_for_prefetch_threads()
 
 
 def test_keyboard_interrupt_in_the_loop_stops_the_thread(path):
@@ -70,7 +54,7 @@ def test_keyboard_interrupt_in_the_loop_stops_the_thread(path):
             if i == 2:
                 raise KeyboardInterrupt
     gc.collect()
-    assert not _wait_no_threads()
+    assert not wait_for_prefetch_threads()
 
 
 def test_error_while_reading_reaches_the_consumer(path):
@@ -89,7 +73,7 @@ def test_error_while_reading_reaches_the_consumer(path):
     bad = lazyh5.BatchLoader(ds, "x", "y", batch_size=10, block_size="4KiB", shuffle=False)
     with pytest.raises(RuntimeError, match="bad block"):
         list(bad)
-    assert not _wait_no_threads()
+    assert not wait_for_prefetch_threads()
 
 
 def test_many_abandoned_epochs_leave_no_threads(path):
@@ -99,7 +83,7 @@ def test_many_abandoned_epochs_leave_no_threads(path):
         next(it)
         del it
     gc.collect()
-    assert not _wait_no_threads()
+    assert not wait_for_prefetch_threads()
 
 
 _CHILD = textwrap.dedent(
@@ -122,23 +106,8 @@ _CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("how", ["exit", "sigint"])
 def test_process_exits_promptly_with_an_epoch_in_flight(path, how):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path), how],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "started"
-        if how == "sigint":
-            time.sleep(0.2)
-            os.kill(proc.pid, signal.SIGINT)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = proc.stderr.read()
+    returncode, err, _took = run_until_exit(_CHILD, path, how, pause=0.2)
     if how == "exit":
-        assert proc.returncode == 0, err
+        assert returncode == 0, err
     else:
-        assert proc.returncode != 0 and "KeyboardInterrupt" in err
+        assert returncode != 0 and "KeyboardInterrupt" in err

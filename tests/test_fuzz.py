@@ -16,7 +16,7 @@ from tests.fuzz.harness import fuzz, replay
 CORPUS = Path(__file__).parent / "data" / "fuzz"
 # Files on which the HDF5 C library itself loops forever (see docs/reliability.md).
 KNOWN_HDF5_HANGS = {"hang-global-heap-vlen-attr.h5"}
-# Saved findings that must now read cleanly or raise a lazyh5 error: files whose damage
+# Saved findings that must read cleanly or raise a lazyh5 error: files whose damage
 # once leaked a raw h5py error (ValueError, KeyError, TypeError from a damaged type).
 REGRESSIONS = sorted(p.name for p in CORPUS.glob("*.h5") if p.name not in KNOWN_HDF5_HANGS)
 

@@ -18,7 +18,7 @@ from lazyh5.compat.hdf5matrix import HDF5Matrix
 
 @pytest.fixture
 def seedish(tmp_path):
-    path = tmp_path / "seed.h5"
+    path = tmp_path / "plain.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("image", data=np.arange(1000 * 12, dtype="f4").reshape(1000, 2, 2, 3))
         f.create_dataset("label", data=np.arange(1000))

@@ -132,7 +132,7 @@ if sys.argv[2] == "mean":
     float((ds["image"] / 255).mean())
 else:
     out = ds.assign(image=((ds["image"] / 255 - 0.5) / 0.25).astype("f2"))
-    lazyh5.to_hdf5(out, sys.argv[1] + ".f2.h5", progress=False)
+    lazyh5.to_hdf5(sys.argv[1] + ".f2.h5", out, progress=False)
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's size at fork.
 with open("/proc/self/status") as f:
     peak = int(f.read().split("VmHWM:")[1].split()[0]) * 1024

@@ -19,18 +19,18 @@ import lazyh5
 from lazyh5.backend.entrypoint import Lazyh5BackendEntrypoint
 
 
-def test_engine_is_registered(seed_file):
+def test_engine_is_registered(plain_file):
     assert "lazyh5" in xr.backends.list_engines()
-    ds = xr.open_dataset(seed_file, engine="lazyh5", chunks={})
+    ds = xr.open_dataset(plain_file, engine="lazyh5", chunks={})
     assert isinstance(ds["image"].data, da.Array)
     np.testing.assert_array_equal(ds["label"].values, np.arange(1000) % 10)
 
 
-def test_guess_can_open(tmp_path, seed_file):
+def test_guess_can_open(tmp_path, plain_file):
     entry = Lazyh5BackendEntrypoint()
-    assert entry.guess_can_open(seed_file)
+    assert entry.guess_can_open(plain_file)
     renamed = tmp_path / "noext"
-    renamed.write_bytes(seed_file.read_bytes())
+    renamed.write_bytes(plain_file.read_bytes())
     assert entry.guess_can_open(renamed)  # by signature
     text = tmp_path / "notes.txt"
     text.write_text("hello")
@@ -38,28 +38,28 @@ def test_guess_can_open(tmp_path, seed_file):
     assert entry.guess_can_open("missing.nc")  # by suffix
 
 
-def test_values_match_h5py(seed_file):
-    ds = lazyh5.open_dataset(seed_file)
-    with h5py.File(seed_file) as f:
+def test_values_match_h5py(plain_file):
+    ds = lazyh5.open_dataset(plain_file)
+    with h5py.File(plain_file) as f:
         np.testing.assert_array_equal(ds["image"].values, f["image"][...])
         np.testing.assert_array_equal(ds["label"][10:20].values, f["label"][10:20])
 
 
-def test_seed_dims_share_sample(seed_file):
-    ds = lazyh5.open_dataset(seed_file)
+def test_seed_dims_share_sample(plain_file):
+    ds = lazyh5.open_dataset(plain_file)
     assert ds["image"].dims == ("sample", "image_dim_1", "image_dim_2", "image_dim_3")
     assert ds["label"].dims == ("sample",)
     train = ds.isel(sample=slice(0, 800))
     assert train["image"].shape[0] == train["label"].shape[0] == 800
 
 
-def test_dask_chunks_are_whole_hdf5_chunks(seed_file):
-    ds = lazyh5.open_dataset(seed_file)
+def test_dask_chunks_are_whole_hdf5_chunks(plain_file):
+    ds = lazyh5.open_dataset(plain_file)
     for name in ("image", "label"):
         hchunks = ds[name].encoding["chunksizes"]
         for axis_chunks, h in zip(ds[name].chunks, hchunks, strict=True):
             assert all(c % h == 0 for c in axis_chunks[:-1])
-    small = lazyh5.open_dataset(seed_file, chunks={})
+    small = lazyh5.open_dataset(plain_file, chunks={})
     assert small["image"].chunks[0] == (100,) * 10
 
 
@@ -88,13 +88,24 @@ def test_an_hdf5_chunk_bigger_than_the_share_is_kept_whole(tmp_path):
     assert ds["image"].chunks == ((1000,) * 4, (32,), (32,), (3,))
 
 
-def test_user_chunks_follow_xarray_conventions(seed_file):
+def test_user_chunks_follow_xarray_conventions(plain_file):
     # label's HDF5 chunks are 250 rows: xarray warns that 200 splits them.
     with pytest.warns(UserWarning, match="separate the stored chunks"):
-        ds = lazyh5.open_dataset(seed_file, chunks={"sample": 200})
+        ds = lazyh5.open_dataset(plain_file, chunks={"sample": 200})
     assert ds["image"].chunks[0] == (200,) * 5
-    auto = lazyh5.open_dataset(seed_file, chunks="auto")
+    auto = lazyh5.open_dataset(plain_file, chunks="auto")
     assert isinstance(auto["image"].data, da.Array)
+
+
+def test_chunks_none_means_no_dask_as_in_xarray(plain_file):
+    budget = lazyh5.open_dataset(plain_file)
+    explicit = lazyh5.open_dataset(plain_file, chunks="budget")
+    assert budget["image"].chunks == explicit["image"].chunks
+    plain = lazyh5.open_dataset(plain_file, chunks=None)
+    assert plain["image"].chunks is None and not isinstance(plain["image"].variable._data, da.Array)
+    np.testing.assert_array_equal(plain["image"][3:5].values, budget["image"][3:5].values)
+    tree = lazyh5.open_datatree(plain_file, chunks=None)
+    assert tree["image"].chunks is None
 
 
 def test_contiguous_dataset_gets_chunks(tmp_path):
@@ -201,19 +212,19 @@ def test_root_with_only_groups_warns(tmp_path):
     assert len(ds.data_vars) == 0
 
 
-def test_mode_r_plus_is_writable(seed_file):
-    ds = lazyh5.open_dataset(seed_file, mode="r+")
+def test_mode_r_plus_is_writable(plain_file):
+    ds = lazyh5.open_dataset(plain_file, mode="r+")
     from lazyh5.backend.store import H5Store
 
-    f = H5Store(seed_file, "r+").acquire()
+    f = H5Store(plain_file, "r+").acquire()
     assert f.mode == "r+"
     f["label"][0] = 42
     assert int(ds["label"][0]) == 42  # the same handle: reads see the write
     ds.close()
 
 
-def test_pickle_round_trip(seed_file):
-    ds = lazyh5.open_dataset(seed_file).isel(sample=slice(100, 300))
+def test_pickle_round_trip(plain_file):
+    ds = lazyh5.open_dataset(plain_file).isel(sample=slice(100, 300))
     clone = pickle.loads(pickle.dumps(ds))
     xr.testing.assert_identical(clone.compute(), ds.compute())
 

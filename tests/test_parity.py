@@ -9,7 +9,6 @@ compare identical, encoding included. No file may change by being opened or read
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 from pathlib import Path
@@ -23,6 +22,9 @@ import xarray as xr
 import lazyh5
 from lazyh5.backend.entrypoint import Lazyh5BackendEntrypoint
 
+# Datasets dropped here hold files open until collected (tests/test_soak.py counts them).
+pytestmark = pytest.mark.usefixtures("close_leftover_files")
+
 pytest.importorskip("h5netcdf")
 _plugin_path = os.environ.get("HDF5_PLUGIN_PATH")
 netCDF4 = pytest.importorskip("netCDF4")
@@ -33,7 +35,7 @@ if _plugin_path is None:
 else:
     os.environ["HDF5_PLUGIN_PATH"] = _plugin_path
 
-# The encoding keys xarray's writers read (issue 11, item 1).
+# The encoding keys xarray's writers read.
 ENCODING_KEYS = (
     "dtype",
     "_FillValue",
@@ -196,7 +198,7 @@ def test_netcdf_c_conventions_decoded_as_h5netcdf(tmp_path):
 
 
 def test_unsigned_with_fill_value_repro(tmp_path):
-    # issue 11: TypeError "unhashable type: 'numpy.ndarray'" at open
+    # once a TypeError "unhashable type: 'numpy.ndarray'" at open
     path = tmp_path / "r1.h5"
     with h5py.File(path, "w") as f:
         d = f.create_dataset("sm", data=np.array([5, -1, 7], "i2"))
@@ -273,7 +275,7 @@ def test_zarr_copies_are_what_h5netcdf_would_write(netcdf_file, tmp_path):
 
 @pytest.fixture
 def shards(tmp_path):
-    """Training shards without a coordinate on the split dimension (issue 11's repro)."""
+    """Training shards without a coordinate on the split dimension (a reported failure)."""
     full = xr.Dataset({"b": ("n", np.arange(10))})
     paths = []
     for i, k in enumerate((0, 4, 8)):
@@ -344,11 +346,3 @@ def test_string_coordinates_keep_their_dims(tmp_path, options):
     actual = xr.open_dataset(path, engine="lazyh5", **options).load()
     xr.testing.assert_identical(actual, xr.open_dataset(path, engine="h5netcdf", **options))
     assert actual["station"].dims[0] == "station"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _close_leftover_files():
-    # Datasets opened and dropped here hold files through reference cycles; closing
-    # them now keeps later tests' open-file counts (tests/test_soak.py) exact.
-    yield
-    gc.collect()

@@ -21,9 +21,6 @@ import _thread
 import gc
 import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -35,6 +32,7 @@ import psutil
 import pytest
 
 import lazyh5
+from tests._process import run_until_exit, wait_for_prefetch_threads
 
 pytestmark = pytest.mark.soak
 
@@ -65,17 +63,6 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _prefetch_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "lazyh5-prefetch" and t.is_alive()]
-
-
-def _no_threads(timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while _prefetch_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return not _prefetch_threads()
-
-
 def _soak(round_: Callable[[], None], share: float, min_rounds: int) -> tuple[int, int, int]:
     """Run ``round_`` for ``share`` of ``SECONDS`` (and at least ``min_rounds`` times).
 
@@ -95,7 +82,7 @@ def _soak(round_: Callable[[], None], share: float, min_rounds: int) -> tuple[in
 
 
 def _check_no_growth(rounds: int, fds: int, rss: int) -> None:
-    assert _no_threads(), "prefetch threads left running"
+    assert not wait_for_prefetch_threads(), "prefetch threads left running"
     assert _fds() == fds, f"open files: {fds} after warm-up, {_fds()} after {rounds} rounds"
     grown = _rss() - rss
     assert grown < RSS_TOLERANCE, f"RSS grew {grown / 2**20:.1f} MiB by round {rounds}"
@@ -218,7 +205,7 @@ def test_ctrl_c_at_random_moments(path):
             timer.cancel()
             timer.join()
         # Found this way: Ctrl-C inside Thread.start() left a thread blocked for ever.
-        assert _no_threads(), "a prefetch thread survived the interrupt"
+        assert not wait_for_prefetch_threads(), "a prefetch thread survived the interrupt"
 
     rounds, fds, rss = _soak(interrupted_epoch, 0.2, 10)
     assert interrupts[0] > 0
@@ -254,27 +241,9 @@ _CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("how", ["exit", "sigint"])
 def test_process_with_several_loaders_exits_promptly(path, how):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path), how],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "started"
-        start = time.monotonic()
-        if how == "sigint":
-            time.sleep(0.3)
-            os.kill(proc.pid, signal.SIGINT)
-        proc.wait(timeout=30)
-        took = time.monotonic() - start
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    err = proc.stderr.read()
+    returncode, err, took = run_until_exit(_CHILD, path, how, pause=0.3)
     if how == "exit":
-        assert proc.returncode == 0, err
+        assert returncode == 0, err
     else:
-        assert proc.returncode != 0 and "KeyboardInterrupt" in err, err
+        assert returncode != 0 and "KeyboardInterrupt" in err, err
     assert took < 10, f"took {took:.1f} s to exit"

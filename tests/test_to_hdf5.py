@@ -27,7 +27,7 @@ def raw(tmp_path):
         path,
         {"image": ((700, 4, 4, 3), "u1"), "label": ((700,), "i8")},
         dims={"image": ("sample", "y", "x", "channel")},
-        chunks={"image": (64, 4, 4, 3), "label": (64,)},
+        hdf5_chunks={"image": (64, 4, 4, 3), "label": (64,)},
     )
     rng = np.random.default_rng(0)
     ds["image"].h5[:] = rng.integers(0, 256, (700, 4, 4, 3), dtype="u1")
@@ -43,7 +43,7 @@ def test_normalise_roundtrip_labeled(raw, tmp_path):
     out_ds["image"].attrs["units"] = "z-score"
     out = tmp_path / "norm.h5"
     with lazyh5.set_options(memory_budget="16KiB"):
-        lazyh5.to_hdf5(out_ds, out, progress=False)
+        lazyh5.to_hdf5(out, out_ds, progress=False)
     ref = raw["image"].values.astype("f4") / 255.0
     ref = (ref - ref.mean()) / ref.std()
     back = lazyh5.open_dataset(out)
@@ -71,7 +71,7 @@ def test_coords_views_groups_and_dataarrays(raw, tmp_path):
         channel=["r", "g", "b"],
     )
     out = tmp_path / "view.h5"
-    lazyh5.to_hdf5(view, out, group="train", progress=False, compression="gzip")
+    lazyh5.to_hdf5(out, view, group="train", progress=False, compression="gzip")
     back = lazyh5.open_dataset(out, group="train")
     # The view had no coordinate on `sample`, so the copy has none either.
     assert "sample" not in back.coords and back.sizes["sample"] == 100
@@ -84,7 +84,7 @@ def test_coords_views_groups_and_dataarrays(raw, tmp_path):
         assert f["train/image"].compression == "gzip"
 
     arr = (raw["label"] * 2).rename(None)
-    lazyh5.to_hdf5(arr, tmp_path / "arr.h5", progress=False)
+    lazyh5.to_hdf5(tmp_path / "arr.h5", arr, progress=False)
     np.testing.assert_array_equal(
         lazyh5.open_dataset(tmp_path / "arr.h5")["data"].values, raw["label"].values * 2
     )
@@ -92,13 +92,13 @@ def test_coords_views_groups_and_dataarrays(raw, tmp_path):
 
 def test_modes(raw, tmp_path):
     out = tmp_path / "o.h5"
-    lazyh5.to_hdf5(raw["label"], out, progress=False)
+    lazyh5.to_hdf5(out, raw["label"], progress=False)
     with pytest.raises(FileExistsError, match=r"o\.h5"):
-        lazyh5.to_hdf5(raw["label"], out, progress=False)
-    lazyh5.to_hdf5(raw["label"] + 1, out, mode="w", progress=False)
+        lazyh5.to_hdf5(out, raw["label"], progress=False)
+    lazyh5.to_hdf5(out, raw["label"] + 1, mode="w", progress=False)
     assert lazyh5.open_dataset(out)["label"].values[0] == 1
     with pytest.raises(ValueError, match="mode"):
-        lazyh5.to_hdf5(raw["label"], out, mode="a", progress=False)
+        lazyh5.to_hdf5(out, raw["label"], mode="a", progress=False)
 
 
 def test_failure_leaves_no_finished_file(raw, tmp_path):
@@ -112,10 +112,10 @@ def test_failure_leaves_no_finished_file(raw, tmp_path):
     x = raw["image"].copy(data=raw["image"].data.rechunk((64, 4, 4, 3)).map_blocks(boom))
     out = tmp_path / "fail.h5"
     with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="boom"):
-        lazyh5.to_hdf5(x, out, progress=False)
+        lazyh5.to_hdf5(out, x, progress=False)
     assert not out.exists() and os.path.exists(partial_path(out))
     # resume computes the rest and gives what an uninterrupted run gives
-    lazyh5.to_hdf5(raw["image"], out, progress=False, resume=True)
+    lazyh5.to_hdf5(out, raw["image"], progress=False, resume=True)
     np.testing.assert_array_equal(lazyh5.open_dataset(out)["image"].values, raw["image"].values)
 
 
@@ -127,8 +127,8 @@ def slow(b):
 x = da.arange(64 * 40 * 16, dtype="f4", chunks=64 * 40 * 16).reshape(64 * 40, 16)
 x = x.rechunk((64, 16)).map_blocks(slow) * 2
 with dask.config.set(scheduler="threads", num_workers=2):
-    lazyh5.to_hdf5(xr.DataArray(x, dims=("sample", "f"), name="v"), {path!r},
-                   chunks=(64, 16), progress=False, resume={resume})
+    lazyh5.to_hdf5({path!r}, xr.DataArray(x, dims=("sample", "f"), name="v"),
+                   hdf5_chunks=(64, 16), progress=False, resume={resume})
 """
 
 
@@ -149,7 +149,7 @@ def test_sigkill_then_resume(tmp_path):
             time.sleep(0.1)
             try:  # the writer holds the file: peek without HDF5's lock
                 with h5py.File(tmp, "r", locking=False) as f:
-                    done = int(f["_lazyh5_progress/0"][()].sum())
+                    done = int(f["_lazyh5_done/0"][()].sum())
             except (OSError, KeyError):
                 continue
             if done >= 5:
@@ -169,12 +169,12 @@ def test_sigkill_then_resume(tmp_path):
 
     x = _expected()
     resumed = x.copy(data=x.data.map_blocks(count))
-    lazyh5.to_hdf5(resumed, out, chunks=(64, 16), progress=False, resume=True)
+    lazyh5.to_hdf5(out, resumed, hdf5_chunks=(64, 16), progress=False, resume=True)
     assert 0 < len(calls) < 40  # only the missing blocks were computed
     assert not os.path.exists(tmp)
 
     ref = tmp_path / "ref.h5"
-    lazyh5.to_hdf5(x, ref, chunks=(64, 16), progress=False)
+    lazyh5.to_hdf5(ref, x, hdf5_chunks=(64, 16), progress=False)
     a, b = lazyh5.open_dataset(out), lazyh5.open_dataset(ref)
     xr.testing.assert_identical(a.load(), b.load())
 
@@ -182,19 +182,19 @@ def test_sigkill_then_resume(tmp_path):
 def test_resume_refuses_other_data(raw, tmp_path):
     out = tmp_path / "r.h5"
     with h5py.File(partial_path(out), "w") as f:
-        f.create_group("_lazyh5_progress").attrs["fingerprint"] = "something else"
+        f.create_group("_lazyh5_done").attrs["fingerprint"] = "something else"
     with pytest.raises(ValueError, match="different data"):
-        lazyh5.to_hdf5(raw["label"], out, progress=False, resume=True)
+        lazyh5.to_hdf5(out, raw["label"], progress=False, resume=True)
     # without resume a stale partial file is simply replaced
-    lazyh5.to_hdf5(raw["label"], out, progress=False)
+    lazyh5.to_hdf5(out, raw["label"], progress=False)
     assert out.exists()
 
 
 def test_resume_after_a_kill_during_layout_starts_over(raw, tmp_path):
     out = tmp_path / "early.h5"
     with h5py.File(partial_path(out), "w") as f:
-        f.create_group("_lazyh5_progress")  # no fingerprint yet: layout was not finished
-    lazyh5.to_hdf5(raw["label"], out, progress=False, resume=True)
+        f.create_group("_lazyh5_done")  # no fingerprint yet: layout was not finished
+    lazyh5.to_hdf5(out, raw["label"], progress=False, resume=True)
     np.testing.assert_array_equal(lazyh5.open_dataset(out)["label"].values, raw["label"].values)
 
 
@@ -209,9 +209,9 @@ def test_shuffle_filter_for_all_or_some_variables_and_kept_by_rechunk(tmp_path):
         )
         f.create_dataset("b", data=np.arange(500), chunks=(100,), compression="gzip")
     ds = lazyh5.open_dataset(src)
-    lazyh5.to_hdf5(ds, tmp_path / "all.h5", compression="gzip", shuffle=True, progress=False)
+    lazyh5.to_hdf5(tmp_path / "all.h5", ds, compression="gzip", shuffle=True, progress=False)
     lazyh5.to_hdf5(
-        ds, tmp_path / "some.h5", compression="gzip", shuffle={"a": True}, progress=False
+        tmp_path / "some.h5", ds, compression="gzip", shuffle={"a": True}, progress=False
     )
     assert main(["rechunk", str(src), str(tmp_path / "re.h5"), "--no-progress"]) == 0
     with h5py.File(tmp_path / "all.h5") as f:
@@ -231,10 +231,26 @@ def test_resume_refuses_other_filters(raw, tmp_path):
     out = tmp_path / "f.h5"
     ds = raw["label"].to_dataset()
     variables = impl._prepare(ds)
-    plans = {n: impl._plan(str(out), n, v, ds, None, "gzip", None)[1] for n, v in variables.items()}
+    layouts = {
+        n: impl._layout(str(out), n, v, ds, compression="gzip") for n, v in variables.items()
+    }
     with h5py.File(partial_path(out), "w") as f:  # as left by a killed gzip run
-        f.create_group("_lazyh5_progress").attrs["fingerprint"] = impl._fingerprint(
-            variables, plans
-        )
+        f.create_group("_lazyh5_done").attrs["fingerprint"] = impl._fingerprint(layouts)
     with pytest.raises(ValueError, match="filters differ"):
-        lazyh5.to_hdf5(ds, out, compression="lzf", progress=False, resume=True)
+        lazyh5.to_hdf5(out, ds, compression="lzf", progress=False, resume=True)
+
+
+def test_old_argument_order_and_chunk_values_are_refused(raw, tmp_path):
+    out = tmp_path / "o.h5"
+    with pytest.raises(TypeError, match="path comes first"):
+        lazyh5.to_hdf5(raw["label"], out, progress=False)
+    with pytest.raises(ValueError, match="hdf5_chunks"):
+        lazyh5.to_hdf5(out, raw["label"], hdf5_chunks=True, progress=False)
+    assert not out.exists() and not os.path.exists(partial_path(out))
+
+
+def test_hdf5_chunks_none_is_contiguous(raw, tmp_path):
+    out = tmp_path / "c.h5"
+    lazyh5.to_hdf5(out, raw["label"], hdf5_chunks=None, progress=False)
+    with h5py.File(out) as f:
+        assert f["label"].chunks is None

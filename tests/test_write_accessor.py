@@ -47,7 +47,7 @@ def test_brief_forms(tmp_path):
         path,
         {"image": ((300, 4, 4, 3), "f4"), "label": ((300,), "f8")},
         dims={"image": ("sample", "y", "x", "channel")},
-        chunks={"image": (64, 4, 4, 3), "label": (64,)},
+        hdf5_chunks={"image": (64, 4, 4, 3), "label": (64,)},
     )
     img = np.full((4, 4, 3), 2.0, "f4")
     ds["label"].h5[0] = 3.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import os
 
 import pytest
@@ -25,6 +24,9 @@ import xarray as xr  # noqa: E402
 from xarray.tests.conftest import *  # noqa: E402, F403  (xarray's fixtures)
 
 from lazyh5._files import has_hdf5_signature  # noqa: E402
+
+# Datasets dropped here hold files open until collected (tests/test_soak.py counts them).
+pytestmark = pytest.mark.usefixtures("close_leftover_files")
 
 # h5netcdf-only keywords that lazyh5 does not take (it has no phony dims: see
 # docs/concepts.md); a test passing them is testing h5netcdf itself.
@@ -107,11 +109,3 @@ def test_the_redirect_reads_through_lazyh5(tmp_path):
             assert ds["v"].encoding["lazyh5_path"] == "/v"
     with xr_tests.open_dataset(path, engine="h5netcdf", phony_dims="sort") as ds:
         assert "lazyh5_path" not in ds["v"].encoding
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _close_leftover_files():
-    # Datasets opened and dropped here hold files through reference cycles; closing
-    # them now keeps later tests' open-file counts (tests/test_soak.py) exact.
-    yield
-    gc.collect()

@@ -1,7 +1,10 @@
 """The read path: the xarray backend that opens HDF5 files lazily.
 
 - :mod:`.entrypoint` — the thin ``BackendEntrypoint`` xarray discovers as ``"lazyh5"``.
-- :mod:`.store` — owns the file manager and lock, turns HDF5 datasets into variables.
+- :mod:`.store` — opens the file (the picklable file manager) and holds its lock.
+- :mod:`.locks` — which lock a file takes; the cluster-wide lock of writable files.
+- :mod:`.group` — one group as a lazy Dataset: members, scales, names, variables, CF.
+- :mod:`.encoding` — how a dataset is stored, as xarray's ``encoding``.
 - :mod:`.array` — the lazily indexed array wrapper (one HDF5 dataset).
 - :mod:`.read` — reading a selection: the strategy (row copy, parallel decode, h5py).
 - :mod:`.decode` — the codecs: filter pipelines decoded without h5py, GIL released.

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import numpy as np
 from h5py import h5s, h5t
 from h5py._hl import selections
 from xarray.backends import BackendArray
 from xarray.core import indexing
 
-from .._files import is_damage
+from .._damage import damage_reported
 from .._filters import missing_filter_error
-from ..errors import CorruptFileError
 from .read import read
 from .types import VariableType
 
@@ -61,18 +62,13 @@ class H5BackendArray(BackendArray):
         )
 
     def _getitem(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
-        try:
+        with self.damage_reported():
             return self._read(key, out)
-        except Exception as err:
-            if not is_damage(err):
-                raise
-            missing = self._missing_filter()
-            if missing is not None:
-                raise missing from err
-            raise CorruptFileError(
-                f"cannot read '{self.path}' in '{self.store.filename}': the file is damaged "
-                f"or truncated where this dataset's data is stored ({err})"
-            ) from err
+
+    def damage_reported(self) -> AbstractContextManager[None]:
+        """:func:`~lazyh5._damage.damage_reported` for reads of this dataset (a missing
+        HDF5 filter reported as such)."""
+        return damage_reported(self.store.filename, self.path, missing_filter=self._missing_filter)
 
     def _missing_filter(self) -> Exception | None:
         """The error for a failed read of a dataset whose filter is not installed."""

@@ -12,7 +12,8 @@ from typing import Any
 
 import h5py
 import numpy as np
-from xarray.core.utils import emit_user_level_warning
+
+from .._warn import warn_user
 
 # Attributes that encode HDF5/netCDF structure rather than user metadata (h5netcdf's
 # list: dimension scales and netCDF-C bookkeeping).
@@ -69,17 +70,16 @@ def read_attrs(obj: h5py.HLObject, filename: str) -> dict[str, Any]:
         try:
             value = _value(obj.attrs, key)
         except (OSError, TypeError, ValueError) as err:
-            emit_user_level_warning(
+            warn_user(
                 f"skipping attribute '{key}' of '{obj.name}' in '{filename}': "
-                f"h5py cannot read it ({err})",
-                UserWarning,
+                f"h5py cannot read it ({err})"
             )
             continue
         if key not in _RAW_BYTES and isinstance(value, bytes):
             try:
                 value = value.decode("utf-8")
             except UnicodeDecodeError:
-                emit_user_level_warning(
+                warn_user(
                     f"'utf-8' codec can't decode bytes for attribute {key!r} of "
                     f"'{obj.name}' in '{filename}', returning bytes undecoded.",
                     UnicodeWarning,

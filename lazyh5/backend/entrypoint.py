@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import h5py
@@ -12,10 +14,11 @@ from xarray.backends import BackendEntrypoint
 from xarray.backends.common import datatree_from_dict_with_io_cleanup
 from xarray.core.utils import close_on_error
 
-from .._files import HDF5_SUFFIXES, damage_reported, has_hdf5_signature, structure_damaged
-from ..errors import InvalidArgumentError
-from .chunking import plan_chunks
-from .store import H5Store, read_group
+from .._damage import damage_reported
+from .._files import HDF5_SUFFIXES, has_hdf5_signature
+from .chunking import dask_chunks
+from .group import check_dims_found, read_group
+from .store import H5Store, open_store
 
 _DECODERS = (
     "mask_and_scale",
@@ -25,15 +28,6 @@ _DECODERS = (
     "decode_coords",
     "concat_characters",
 )
-
-
-def _path(filename_or_obj: Any) -> str:
-    if isinstance(filename_or_obj, (str, os.PathLike)):
-        return os.fspath(filename_or_obj)
-    raise TypeError(
-        f"lazyh5 opens HDF5 files by path (so datasets pickle and reopen on workers); "
-        f"got {type(filename_or_obj).__name__}"
-    )
 
 
 class Lazyh5BackendEntrypoint(BackendEntrypoint):
@@ -46,7 +40,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
 
     - ``group``: path of the group to open (``"a/b"``).
     - ``dims``: ``{"image": ("sample", "y", "x", "channel")}`` names axes of datasets
-      without HDF5 dimension scales.
+      without HDF5 dimension scales (in a tree: of the datasets so named in any group).
     - ``mode``: ``"r"`` (default) or ``"r+"`` for write-through assignment.
     - ``allow_external``: follow external links / virtual / external storage that
       leave the file's folder (refused by default).
@@ -102,6 +96,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         decode_coords: bool = True,
         concat_characters: bool = True,
     ) -> xr.Dataset:
+        """The group ``group`` (default: the root) as a lazy Dataset."""
         decoders = {
             "mask_and_scale": mask_and_scale,
             "decode_times": decode_times,
@@ -110,19 +105,11 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
             "decode_coords": decode_coords,
             "concat_characters": concat_characters,
         }
-        store = _open_store(filename_or_obj, mode, lock, allow_external, file_kwargs)
-        with close_on_error(store), damage_reported(structure_damaged(store.filename)):
-            ds = read_group(
-                store,
-                group,
-                dims=dims,
-                drop_variables=_names(drop_variables),
-                decode_kwargs=decoders,
-            )
-        if preferred_chunks == "blocks":
-            _prefer_blocks(ds)
-        ds.set_close(store.close)
-        return ds
+        store = open_store(
+            filename_or_obj, mode, lock=lock, allow_external=allow_external, file_kwargs=file_kwargs
+        )
+        options = _ReadOptions(dims, _names(drop_variables), preferred_chunks, decoders)
+        return _read(store, group, options, tree=False)["/"]
 
     def open_groups_as_dict(  # type: ignore[override]
         self,
@@ -130,7 +117,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         *,
         drop_variables: str | Iterable[str] | None = None,
         group: str | None = None,
-        dims: Mapping[str, Mapping[str, Sequence[Hashable]]] | None = None,
+        dims: Mapping[str, Sequence[Hashable]] | None = None,
         mode: str = "r",
         allow_external: bool = False,
         lock: Any = None,
@@ -140,68 +127,83 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
     ) -> dict[str, xr.Dataset]:
         """Every group below ``group`` as a Dataset, keyed by its path.
 
-        ``dims`` here maps a group path to that group's ``dims=`` mapping. Dimension
-        names stay consistent down each branch: a default name that an ancestor uses
-        with another length gets the group's name as a suffix.
+        ``dims`` applies in every group: ``{"image": (...)}`` names the axes of each
+        dataset called ``image``. Dimension names stay consistent down each branch: a
+        default name that an ancestor uses with another length gets the group's name
+        as a suffix.
         """
-        store = _open_store(filename_or_obj, mode, lock, allow_external, file_kwargs)
-        drop = _names(drop_variables)
-        dims = dims or {}
-        root = "/" + (group or "").strip("/")
-        result: dict[str, xr.Dataset] = {}
-
-        def visit(path: str, inherited: dict[str, int]) -> None:
-            ds = read_group(
-                store,
-                path,
-                dims=dims.get(path) or dims.get(path.strip("/")),
-                drop_variables=drop,
-                inherited_dims=inherited,
-                decode_kwargs=decoders,
-                warn_if_empty=False,
-            )
-            if preferred_chunks == "blocks":
-                _prefer_blocks(ds)
-            rel = "/" + path[len(root) :].strip("/") if path != root else "/"
-            result[rel] = ds
-            here = {**inherited, **{str(k): v for k, v in ds.sizes.items()}}
-            grp = store.group(path)
-            for name in grp:
-                if isinstance(grp.get(name), h5py.Group):
-                    visit(f"{path.rstrip('/')}/{name}", here)
-
-        with (
-            close_on_error(store),
-            damage_reported(structure_damaged(store.filename)),
-            store.session(),  # a cluster-locked file stays open for the whole walk
-        ):
-            visit(root, {})
-        for ds in result.values():
-            ds.set_close(store.close)
-        return result
+        store = open_store(
+            filename_or_obj, mode, lock=lock, allow_external=allow_external, file_kwargs=file_kwargs
+        )
+        options = _ReadOptions(dims, _names(drop_variables), preferred_chunks, decoders)
+        return _read(store, group, options, tree=True)
 
     def open_datatree(self, filename_or_obj: Any, **kwargs: Any) -> xr.DataTree:  # type: ignore[override]
+        """Every group below ``group`` as a ``DataTree`` (see :meth:`open_groups_as_dict`)."""
         return datatree_from_dict_with_io_cleanup(
             self.open_groups_as_dict(filename_or_obj, **kwargs)
         )
 
 
-def _open_store(
-    filename_or_obj: Any,
-    mode: str,
-    lock: Any,
-    allow_external: bool,
-    file_kwargs: Mapping[str, Any] | None,
-) -> H5Store:
-    """The one place the backend opens a file: checked mode, path, store."""
-    _check_mode(filename_or_obj, mode)
-    return H5Store(
-        _path(filename_or_obj),
-        mode,
-        lock=lock,
-        allow_external=allow_external,
-        file_kwargs=file_kwargs,
+@dataclass(frozen=True)
+class _ReadOptions:
+    """How every group is read (the keyword arguments of the entry point)."""
+
+    dims: Mapping[str, Sequence[Hashable]] | None
+    drop_variables: list[str] | None
+    preferred_chunks: Literal["hdf5", "blocks"]
+    decoders: Mapping[str, Any]
+
+
+def _read(
+    store: H5Store, group: str | None, options: _ReadOptions, *, tree: bool
+) -> dict[str, xr.Dataset]:
+    """The group (``tree=False``, keyed ``"/"``) or every group below it, keyed by path
+    relative to it; the store is closed if reading fails, else when they all are."""
+    read = functools.partial(
+        read_group,
+        store,
+        dims=options.dims,
+        drop_variables=options.drop_variables,
+        decode_kwargs=options.decoders,
+        in_tree=tree,
     )
+    with (
+        close_on_error(store),
+        damage_reported(store.filename),
+        store.session(),  # a cluster-locked file stays open for all the reads
+    ):
+        if tree:
+            result = _walk(store, group, read)
+            check_dims_found(store.filename, options.dims, result)
+        else:
+            result = {"/": read(group)}
+    for ds in result.values():
+        if options.preferred_chunks == "blocks":
+            _prefer_blocks(ds)
+        ds.set_close(store.close)
+    return result
+
+
+def _walk(
+    store: H5Store, group: str | None, read: Callable[..., xr.Dataset]
+) -> dict[str, xr.Dataset]:
+    """``read`` of every group below ``group``, each given the dimension lengths of
+    its ancestors, keyed by its path relative to ``group``."""
+    root = "/" + (group or "").strip("/")
+    result: dict[str, xr.Dataset] = {}
+
+    def visit(path: str, inherited: dict[str, int]) -> None:
+        ds = read(path, inherited_dims=inherited)
+        result["/" + path[len(root) :].strip("/") if path != root else "/"] = ds
+        here = {**inherited, **{str(k): v for k, v in ds.sizes.items()}}
+        grp = store.group(path)
+        for name in grp:
+            if isinstance(grp.get(name), h5py.Group):
+                visit(f"{path.rstrip('/')}/{name}", here)
+
+    visit(root, {})
+    return result
 
 
 def _names(drop_variables: str | Iterable[str] | None) -> list[str] | None:
@@ -210,18 +212,10 @@ def _names(drop_variables: str | Iterable[str] | None) -> list[str] | None:
     return None if drop_variables is None else list(drop_variables)
 
 
-def _check_mode(filename_or_obj: Any, mode: str) -> None:
-    if mode not in ("r", "r+"):
-        raise InvalidArgumentError(
-            f"cannot open '{_path(filename_or_obj)}' with mode={mode!r}: mode must be 'r' "
-            "(read) or 'r+' (read and write through ds[name].h5[...])"
-        )
-
-
 def _prefer_blocks(ds: xr.Dataset) -> None:
     for var in ds.variables.values():
         enc = var.encoding
         if "lazyh5_path" not in enc or var.ndim == 0:
             continue
-        planned = plan_chunks(var.shape, enc.get("chunksizes"), var.dtype)
+        planned = dask_chunks(var.shape, enc.get("chunksizes"), var.dtype)
         enc["preferred_chunks"] = dict(zip(var.dims, planned, strict=True))

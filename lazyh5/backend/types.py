@@ -22,9 +22,6 @@ left out of the variable, with a warning naming them; the other members are read
 
 from __future__ import annotations
 
-import inspect
-import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +31,7 @@ import numpy as np
 from h5py import h5t
 from xarray.coding.strings import create_vlen_dtype
 
+from .._warn import warn_user
 from ..errors import UnsupportedDtypeError
 
 __all__ = [
@@ -244,25 +242,12 @@ def readable_types(
         try:
             found[name] = kind = variable_type(dset, filename, path)
         except UnsupportedDtypeError as err:
-            _warn(f"skipping: {err}")
+            warn_user(f"skipping: {err}")
             continue
         for member, label in kind.left_out:
-            _warn(
+            warn_user(
                 f"leaving out member '{member}' of dataset '{path}' in '{filename}': it "
                 f"has the HDF5 type {label}, which lazyh5 does not read; the dataset's "
                 "other members are read"
             )
     return found
-
-
-_INTERNAL = tuple(
-    os.path.dirname(__import__(package).__file__) + os.sep for package in ("lazyh5", "xarray")
-)
-
-
-def _warn(message: str) -> None:
-    """Warn at the caller's line: past lazyh5's frames and xarray's (open_dataset)."""
-    frame, level = inspect.currentframe(), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)

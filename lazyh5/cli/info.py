@@ -11,10 +11,11 @@ import h5py
 import numpy as np
 
 from .. import options
-from .._files import check_readable_hdf5, damage_reported, open_h5file, structure_damaged
+from .._damage import damage_reported
+from .._files import check_readable_hdf5, open_h5file
 from .._filters import compression_label
 from ..backend import dims as dimnames
-from ..backend.chunking import chunk_memory, plan_chunks
+from ..backend.chunking import chunk_memory, dask_chunks
 from ..backend.types import dtype_label, storage_dtype
 
 
@@ -71,7 +72,7 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = check_readable_hdf5(path)
     groups: dict[str, Any] = {}
-    with damage_reported(structure_damaged(path)), open_h5file(path, "r") as f:
+    with damage_reported(path), open_h5file(path, "r") as f:
         _describe_file(f, path, groups)
     return {
         "file": path,
@@ -115,7 +116,7 @@ def _describe_file(f: h5py.File, path: str, groups: dict[str, Any]) -> None:
                 "dtype": dtype_label(dset),
                 "dims": list(named[name]),
                 "chunks": list(dset.chunks) if dset.chunks else None,
-                "dask_chunks": list(plan_chunks(dset.shape, dset.chunks, storage_dtype(dset)))
+                "dask_chunks": list(dask_chunks(dset.shape, dset.chunks, storage_dtype(dset)))
                 if dset.ndim
                 else None,
                 "compression": compression_label(dset),

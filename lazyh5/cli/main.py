@@ -7,11 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import Lazyh5Error
+from . import bench, demo, info, rechunk, show
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import bench, demo, info, rechunk, show
-
     parser = argparse.ArgumentParser(
         prog="lazyh5",
         description="HDF5 files as lazy, labeled arrays: inspect, draw, benchmark and "

@@ -2,9 +2,11 @@
 
 Built on :func:`lazyh5.to_hdf5`: out of core (a few dask blocks in memory whatever the
 file size), written under a temporary name and renamed into place when complete, and
-resumable after an interruption with ``--resume``. ``--for-training`` picks the layout
-batch feeding wants (see :mod:`lazyh5.feed.layout`): whole rows along the sample
-dimension, as many as fit in 1 MiB (h5py's chunk cache), lzf.
+resumable after an interruption with ``--resume``. Each variable's new layout is a
+:class:`~lazyh5.write.layout.VariableLayout` built by the write path's one rule.
+``--for-training`` picks the layout batch feeding wants (see :mod:`lazyh5.feed.layout`):
+whole rows along the sample dimension, a power of two of them in 1 MiB (h5py's chunk
+cache), lzf.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import xarray as xr
 
 from .._files import check_readable_hdf5, open_h5file
 from .._filters import compression_label
+from ..backend.chunking import row_chunks
 from ..errors import (
     AlreadyExistsError,
     DimensionError,
@@ -26,7 +29,7 @@ from ..errors import (
     InvalidArgumentError,
     ObjectNotFoundError,
 )
-from ..feed.layout import training_chunks
+from ..write.layout import VariableLayout, variable_layout
 
 _COMPRESSIONS = ("lzf", "gzip", "gzip:LEVEL", "zstd", "lz4", "blosc", "szip", "none")
 
@@ -45,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "two of them per chunk of at most 1 MiB, lzf unless --compression says otherwise",
     )
     p.add_argument(
-        "--chunks",
+        "--hdf5-chunks",
         default=None,
         metavar="VAR=ROWS,...",
         help="rows per chunk along the sample dimension for these variables (other axes whole)",
@@ -115,39 +118,70 @@ def _parse_rows(spec: str | None, ds: xr.Dataset, dim: str, where: str) -> dict[
         name, sep, value = item.strip().partition("=")
         if not sep or not value.strip().isdigit() or int(value) <= 0:
             raise InvalidArgumentError(
-                f"--chunks {spec!r}: expected VAR=ROWS,... with positive whole ROWS, got {item!r}"
+                f"--hdf5-chunks {spec!r}: expected VAR=ROWS,... with positive whole ROWS, "
+                f"got {item!r}"
             )
         if name not in ds.variables:
             raise ObjectNotFoundError(
-                f"--chunks: no variable '{name}' in {where}; available: "
+                f"--hdf5-chunks: no variable '{name}' in {where}; available: "
                 f"{sorted(map(str, ds.variables))}"
             )
         if dim not in ds[name].dims:
             raise DimensionError(
-                f"--chunks: '{name}' in {where} has dims {ds[name].dims}, without the sample "
-                f"dimension '{dim}'"
+                f"--hdf5-chunks: '{name}' in {where} has dims {ds[name].dims}, without the "
+                f"sample dimension '{dim}'"
             )
         rows[name] = int(value)
     return rows
 
 
-def _chunks(
-    ds: xr.Dataset, dim: str, for_training: bool, rows: dict[str, int]
-) -> dict[str, tuple[int, ...]]:
-    """New HDF5 chunks by variable; variables left out keep their source chunks."""
-    out = {}
+def _hdf5_chunks(var: xr.Variable, dim: str, for_training: bool, rows: int | None) -> Any:
+    """New HDF5 chunks of ``var``; ``"auto"`` keeps the source's."""
+    if dim not in var.dims:
+        return "auto"
+    axis = var.dims.index(dim)
+    if rows is not None:
+        n = max(1, min(rows, var.shape[axis]))
+        return tuple(n if i == axis else max(s, 1) for i, s in enumerate(var.shape))
+    if for_training and var.dtype.kind != "O":
+        return row_chunks(var.shape, var.dtype, axis, power_of_two=True)
+    return "auto"
+
+
+def _layouts(
+    out: str, ds: xr.Dataset, dim: str, args: argparse.Namespace, rows: dict[str, int]
+) -> dict[str, VariableLayout]:
+    """The new layout of every variable of ``ds``."""
+    compression, opts = _compression(args.compression, ds, args.for_training)
+    # Keeping a variable's filter keeps its shuffle filter too (gzip+shuffle stays so).
+    keep = args.compression is None and not args.for_training
+    layouts = {}
     for name, var in ds.variables.items():
-        if dim not in var.dims:
-            continue
-        axis = var.dims.index(dim)
-        if name in rows:
-            n = max(1, min(rows[name], var.shape[axis]))
-            out[str(name)] = tuple(n if i == axis else max(s, 1) for i, s in enumerate(var.shape))
-        elif for_training and var.dtype.kind != "O":
-            chunks = training_chunks(var.shape, var.dtype, axis)
-            if chunks is not None:
-                out[str(name)] = chunks
-    return out
+        name = str(name)
+        layouts[name] = variable_layout(
+            out,
+            name,
+            var.shape,
+            var.encoding.get("dtype", var.dtype),  # the stored dtype, as to_hdf5 writes it
+            tuple(map(str, var.dims)),
+            hdf5_chunks=_hdf5_chunks(var, dim, args.for_training, rows.get(name)),
+            compression=compression,
+            compression_opts=opts,
+            shuffle=keep and bool(var.encoding.get("shuffle")),
+            source_chunks=var.encoding.get("chunksizes"),
+            action="write",
+        )
+    return layouts
+
+
+def _to_hdf5_options(layouts: dict[str, VariableLayout]) -> dict[str, Any]:
+    """The :func:`lazyh5.to_hdf5` arguments that give each variable its layout."""
+    return dict(
+        hdf5_chunks={n: v.chunks for n, v in layouts.items()},
+        compression={n: v.filters.get("compression") for n, v in layouts.items()},
+        compression_opts={n: v.filters.get("compression_opts") for n, v in layouts.items()},
+        shuffle={n: bool(v.filters.get("shuffle")) for n, v in layouts.items()},
+    )
 
 
 def _compression(spec: str | None, ds: xr.Dataset, for_training: bool) -> tuple[Any, Any]:
@@ -183,13 +217,15 @@ def _compression(spec: str | None, ds: xr.Dataset, for_training: bool) -> tuple[
 
 
 def _partial_note(tmp: str, resume: bool) -> str | None:
+    from ..write.to_hdf5 import _DONE_MARKS
+
     if not os.path.exists(tmp):
         return "nothing to resume: starting from the beginning" if resume else None
     if not resume:
         return f"an interrupted run left '{tmp}': starting over (--resume continues it)"
     try:
         with open_h5file(tmp, "r") as f:
-            masks = [d[()] for d in f["_lazyh5_progress"].values()]
+            masks = [d[()] for d in f[_DONE_MARKS].values()]
         done, total = sum(int(m.sum()) for m in masks), sum(m.size for m in masks)
         return f"resuming '{tmp}': {done} of {total} blocks already written"
     except (OSError, KeyError, ValueError):
@@ -209,29 +245,19 @@ def run(args: argparse.Namespace) -> int:
     where = f"'{src}'" + (f" group '{args.group}'" if args.group else "")
     ds = open_dataset(src, group=args.group)
     dim = _sample_dim(ds, args.dim, where)
-    chunks = _chunks(ds, dim, args.for_training, _parse_rows(args.chunks, ds, dim, where))
-    compression, opts = _compression(args.compression, ds, args.for_training)
-    # Keeping a variable's filter keeps its shuffle filter too (gzip+shuffle stays so).
-    shuffle = (
-        {str(n): bool(v.encoding.get("shuffle")) for n, v in ds.variables.items()}
-        if args.compression is None and not args.for_training
-        else False
-    )
+    layouts = _layouts(out, ds, dim, args, _parse_rows(args.hdf5_chunks, ds, dim, where))
     note = _partial_note(partial_path(out), args.resume)
     if note:
         print(note, flush=True)
     started = time.perf_counter()
     to_hdf5(
-        ds,
         out,
+        ds,
         group=args.group,
         mode="w" if args.overwrite else "w-",
-        chunks=chunks,
-        compression=compression,
-        compression_opts=opts,
-        shuffle=shuffle,
         progress=args.progress,
         resume=args.resume,
+        **_to_hdf5_options(layouts),
     )
     took = time.perf_counter() - started
     size = sum(v.size * v.dtype.itemsize for v in ds.data_vars.values())

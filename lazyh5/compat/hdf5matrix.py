@@ -9,17 +9,18 @@ that streams from the file — a one-line change.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
+from xarray.core.utils import close_on_error
 
-from .._files import is_damage, open_h5file
+from .._damage import damage_reported
+from .._files import open_h5file
 from .._filters import missing_filter_error
 from ..errors import (
-    CorruptFileError,
     DimensionError,
     InvalidArgumentError,
     InvalidIndexError,
@@ -66,12 +67,8 @@ class HDF5Matrix:
         self.datapath = os.fspath(datapath)
         self.dataset = dataset
         self._file = open_h5file(self.datapath, "r")
-        try:
-            with _damaged(self.datapath, dataset, self):
-                self._open(dataset, start, end, normalizer)
-        except BaseException:
-            self._file.close()
-            raise
+        with close_on_error(self._file), _damaged(self.datapath, dataset, self):
+            self._open(dataset, start, end, normalizer)
 
     def _open(
         self,
@@ -187,23 +184,17 @@ class HDF5Matrix:
         self._file.close()
 
 
-@contextlib.contextmanager
-def _damaged(path: str, dataset: str, matrix: HDF5Matrix | None = None) -> Iterator[None]:
-    """Turn h5py's errors about damaged files into a :class:`CorruptFileError`, and
-    failed reads of ``matrix``'s dataset needing a filter that is not installed into a
-    :class:`MissingFilterError`."""
-    try:
-        yield
-    except Exception as err:
-        if not is_damage(err):
-            raise
+def _damaged(
+    path: str, dataset: str, matrix: HDF5Matrix | None = None
+) -> AbstractContextManager[None]:
+    """:func:`~lazyh5._damage.damage_reported` for ``matrix``'s dataset: failed reads of
+    a dataset needing a filter that is not installed give a :class:`MissingFilterError`."""
+
+    def missing_filter() -> Exception | None:
         dset = getattr(matrix, "data", None)  # set once the dataset is found
-        missing = None if dset is None else missing_filter_error(dset, dataset, path)
-        if missing is not None:
-            raise missing from err
-        raise CorruptFileError(
-            f"cannot read '{dataset}' in '{path}': the file is damaged or truncated ({err})"
-        ) from err
+        return None if dset is None else missing_filter_error(dset, dataset, path)
+
+    return damage_reported(path, dataset, missing_filter=missing_filter)
 
 
 def _loader(x: HDF5Matrix, y: HDF5Matrix | None, batch_size: int, shuffle: bool):

@@ -24,7 +24,6 @@ from ..backend import rows as file_rows
 from ..backend.array import H5BackendArray
 from ..backend.threads import Pending
 from ..backend.view import stored_region
-from ..errors import CorruptFileError
 
 # Rows smaller than this (labels: 8 bytes) are read in runs and scattered by numpy,
 # and the loader reads such variables whole per epoch.
@@ -121,14 +120,8 @@ class DirectSource:
 
     def _checked(self, task: Callable[[], Any]) -> None:
         """Run a copy from the file; a short read means a damaged or truncated file."""
-        try:
+        with self.array.damage_reported():
             task()
-        except OSError as err:
-            arr = self.array
-            raise CorruptFileError(
-                f"cannot read '{arr.path}' in '{arr.store.filename}': the file is damaged "
-                f"or truncated where this dataset's data is stored ({err})"
-            ) from err
 
 
 def direct_source(view: xr.DataArray, dim: Hashable) -> DirectSource | None:

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import xarray as xr
 
-from ..backend.chunking import chunk_memory, plan_chunks
+from ..backend.chunking import chunk_memory, dask_chunks
 from ..backend.view import Target, h5_sources
 from ..errors import DimensionError, InvalidArgumentError, UnsupportedDtypeError
 from .graph import (
@@ -230,7 +230,7 @@ def _file_blocks(target: Target) -> list[int]:
     arr = target.array
     with arr.store.lock:
         chunks = arr.store.acquire(needs_lock=False)[target.path].chunks
-    planned = plan_chunks(target.file_shape, chunks, target.dtype)
+    planned = dask_chunks(target.file_shape, chunks, target.dtype)
     return [max(1, b) for a, b in zip(target.axes, planned, strict=True) if not isinstance(a, int)]
 
 

@@ -6,7 +6,7 @@ import json
 import os
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask.array as da
@@ -16,15 +16,15 @@ import xarray as xr
 from xarray import conventions
 
 from .._files import check_new_file_path, open_h5file
-from ..backend.chunking import plan_chunks
-from ..create import _compression_kwargs, _per_var, row_chunks, write_layout
+from ..backend.chunking import dask_chunks
 from ..errors import AlreadyExistsError, InvalidArgumentError
 from .graph import precompute_shared, store_blocks
+from .layout import HDF5Chunks, VariableLayout, group_path, variable_layout, write_layout
 
 __all__ = ["to_hdf5", "partial_path"]
 
-# Inside the partial file: one done-mask per variable (one bool per dask block).
-_PROGRESS = "_lazyh5_progress"
+# Inside the partial file: the done marks, one bool per dask block of each variable.
+_DONE_MARKS = "_lazyh5_done"
 # CF encoding worth keeping when writing (the rest of a lazyh5 encoding describes the
 # file it was read from, not the one being written).
 _CF_ENCODING = ("units", "calendar", "_FillValue", "scale_factor", "add_offset")
@@ -59,17 +59,18 @@ def _prepare(ds: xr.Dataset) -> dict[str, xr.Variable]:
     return out
 
 
-def _fingerprint(variables: Mapping[str, xr.Variable], plans: Mapping[str, Any]) -> str:
+def _fingerprint(layouts: Mapping[str, VariableLayout]) -> str:
+    """What a partial file was started for: a resumed run must match it."""
     return json.dumps(
         {
-            name: [
-                list(var.dims),
-                list(var.shape),
-                str(var.dtype),
-                repr(plans[name].get("chunks")),
-                [_filter_key(plans[name].get(k)) for k in _FILTER_KEYS],
+            path: [
+                list(layout.dims),
+                list(layout.shape),
+                str(layout.dtype),
+                repr(layout.chunks),
+                [_filter_key(layout.filters.get(k)) for k in _FILTER_KEYS],
             ]
-            for name, var in sorted(variables.items())
+            for path, layout in sorted(layouts.items())
         }
     )
 
@@ -85,12 +86,12 @@ def _filter_key(value: Any) -> Any:
 
 
 def to_hdf5(
-    obj: xr.Dataset | xr.DataArray,
     path: str | os.PathLike,
+    obj: xr.Dataset | xr.DataArray,
     *,
     group: str | None = None,
     mode: str = "w-",
-    chunks: bool | tuple[int, ...] | Mapping[str, Any] | None = None,
+    hdf5_chunks: HDF5Chunks = "auto",
     compression: Any = None,
     compression_opts: Any = None,
     shuffle: bool | Mapping[str, bool] = False,
@@ -112,18 +113,18 @@ def to_hdf5(
 
     Parameters
     ----------
+    path
+        The file to create (first, as in :func:`dask.array.to_hdf5`).
     obj
         What to write; a DataArray is written as one variable (named ``obj.name``
         or ``"data"``).
-    path
-        The file to create.
     group
         Group to write the variables into (``"train"``); the root by default.
     mode
         ``"w-"`` (default): fail if ``path`` exists; ``"w"``: replace it.
-    chunks
-        HDF5 chunks: ``None`` keeps the source's HDF5 chunks where known, else rows of
-        about 1 MiB; ``True``, ``False`` (contiguous), a tuple, or ``{name: chunks}``.
+    hdf5_chunks
+        ``"auto"`` (default): the source's HDF5 chunks where known, else whole rows of
+        about 1 MiB; ``None``: contiguous; a tuple, or ``{name: value}``.
     compression, compression_opts
         As in :func:`lazyh5.create` (``"gzip"``, ``"lzf"``, a gzip level,
         ``"blosc"``/``"zstd"``/``"lz4"`` with hdf5plugin), or per variable.
@@ -141,91 +142,122 @@ def to_hdf5(
     >>> src = lazyh5.create("raw.h5", {"image": ((512, 8, 8, 3), "u1")},
     ...                     dims={"image": ("sample", "y", "x", "channel")})
     >>> norm = (src["image"].astype("f4") / 255.0).rename("image")
-    >>> lazyh5.to_hdf5(norm, "norm.h5", progress=False)
+    >>> lazyh5.to_hdf5("norm.h5", norm, progress=False)
     >>> out = lazyh5.open_dataset("norm.h5")
     >>> out["image"].dtype, out["image"].dims
     (dtype('float32'), ('sample', 'y', 'x', 'channel'))
     """
+    obj = _as_dataset(path, obj)
     path = os.path.abspath(os.fspath(path))
     if mode not in ("w-", "x", "w"):
         raise InvalidArgumentError(f"cannot write '{path}': mode must be 'w-' or 'w', got {mode!r}")
-    if isinstance(obj, xr.DataArray):
-        obj = obj.to_dataset(name=obj.name if obj.name is not None else "data")
-    if not isinstance(obj, xr.Dataset):
-        raise TypeError(f"cannot write '{path}': expected a Dataset or DataArray, got {obj!r}")
     check_new_file_path(path, mode, action="write")
-    prefix = f"{group.strip('/')}/" if group and group.strip("/") else ""
+    grp = group_path(path, group, action="write")
     variables = _prepare(obj)
     if not variables:
         raise InvalidArgumentError(
             f"cannot write '{path}': the dataset has no variables; expected at least one"
         )
-    specs, plans, dim_names, arrays = {}, {}, {}, {}
-    for name, var in variables.items():
-        specs[prefix + name], plans[prefix + name] = _plan(
-            path, name, var, obj, chunks, compression, compression_opts, shuffle
-        )
-        dim_names[prefix + name] = tuple(str(d) for d in var.dims)
-        arrays[prefix + name] = _lazy(var, plans[prefix + name])
-    fingerprint = _fingerprint({prefix + n: v for n, v in variables.items()}, plans)
-
+    options = dict(
+        hdf5_chunks=hdf5_chunks,
+        compression=compression,
+        compression_opts=compression_opts,
+        shuffle=shuffle,
+    )
+    layouts = {n: _layout(path, n, v, obj, **options) for n, v in variables.items()}
+    prefix = f"{grp}/" if grp else ""
+    arrays = {prefix + n: _lazy(v, layouts[n]) for n, v in variables.items()}
+    fingerprint = _fingerprint({prefix + n: v for n, v in layouts.items()})
     tmp = partial_path(path)
     f = _open_partial(tmp, fingerprint, resume)
     try:
-        if _PROGRESS not in f:
-            prog = f.create_group(_PROGRESS)
-            if obj.attrs:
-                target = f.require_group(prefix) if prefix else f
-                target.attrs.update({k: v for k, v in obj.attrs.items() if v is not None})
-            write_layout(f, path, specs, plans, dim_names)
-            for i, (name, arr) in enumerate(arrays.items()):
-                mask = prog.create_dataset(str(i), shape=arr.numblocks or (1,), dtype=bool)
-                mask.attrs["variable"] = name
-                # The mask refers to these blocks: a resumed run must use the same ones.
-                mask.attrs["blocks"] = json.dumps([list(c) for c in arr.chunks])
-            prog.attrs["fingerprint"] = fingerprint
-            f.flush()
-        prog = f[_PROGRESS]
-        masks = {prog[k].attrs["variable"]: prog[k] for k in prog}
-        lock = threading.Lock()
-        for name, arr in arrays.items():
-            dset, mask = f[name], masks[name]
-            if arr.ndim == 0:
-                if not mask[0]:
-                    dset[()] = np.asarray(arr.compute(), dtype=dset.dtype)
-                    mask[0] = True
-                continue
-            blocks = tuple(tuple(c) for c in json.loads(mask.attrs["blocks"]))
-            if arr.chunks != blocks:
-                arr = arr.rechunk(blocks)
-            done = np.argwhere(mask[()])
-            if len(done) == mask.size:
-                continue
-
-            def write(idx, region, block, dset=dset, mask=mask) -> None:
-                block = np.asarray(block, dtype=dset.dtype)
-                with lock:
-                    dset[region] = block
-                    # One flush per block: it puts this block's data (and the marks of
-                    # earlier blocks) on disk; this block's mark follows with the next
-                    # flush, so a mark never reaches the disk before its data. A crash
-                    # loses at most the last mark: that block is recomputed.
-                    f.flush()
-                    mask[idx] = True
-
-            store_blocks(
-                precompute_shared(arr),
-                write,
-                skip=[tuple(int(i) for i in d) for d in done],
-                desc=f"{os.path.basename(path)}:{name}",
-                progress=progress,
-            )
-        del f[_PROGRESS]
+        if _DONE_MARKS not in f:
+            _start(f, path, grp, obj.attrs, list(layouts.values()), arrays, fingerprint)
+        _write_all(f, path, arrays, progress)
+        del f[_DONE_MARKS]
     finally:
         f.close()
     if mode in ("w-", "x") and os.path.exists(path):
         raise AlreadyExistsError(f"cannot write '{path}': it appeared while writing ({tmp} kept)")
     os.replace(tmp, path)
+
+
+def _as_dataset(path: Any, obj: Any) -> xr.Dataset:
+    """``obj`` as a Dataset; a clear error for the arguments in the wrong order."""
+    if isinstance(path, xr.Dataset | xr.DataArray):
+        raise TypeError(
+            "to_hdf5(path, obj, ...): the path comes first, then the Dataset or DataArray "
+            f"to write; got a {type(path).__name__} as the path"
+        )
+    if isinstance(obj, xr.DataArray):
+        obj = obj.to_dataset(name=obj.name if obj.name is not None else "data")
+    if not isinstance(obj, xr.Dataset):
+        raise TypeError(f"cannot write '{path}': expected a Dataset or DataArray, got {obj!r}")
+    return obj
+
+
+def _start(
+    f: h5py.File,
+    path: str,
+    group: str,
+    attrs: Mapping[str, Any],
+    layouts: Sequence[VariableLayout],
+    arrays: Mapping[str, da.Array],
+    fingerprint: str,
+) -> None:
+    """Lay a new partial file out: attributes, datasets, and all done marks unset."""
+    marks = f.create_group(_DONE_MARKS)
+    if attrs:
+        target = f.require_group(group) if group else f
+        target.attrs.update({k: v for k, v in attrs.items() if v is not None})
+    write_layout(f, path, layouts, group)
+    for i, (name, arr) in enumerate(arrays.items()):
+        mask = marks.create_dataset(str(i), shape=arr.numblocks or (1,), dtype=bool)
+        mask.attrs["variable"] = name
+        # The marks refer to these blocks: a resumed run must use the same ones.
+        mask.attrs["blocks"] = json.dumps([list(c) for c in arr.chunks])
+    # Set last: a file without a fingerprint was killed while being laid out.
+    marks.attrs["fingerprint"] = fingerprint
+    f.flush()
+
+
+def _write_all(f: h5py.File, path: str, arrays: Mapping[str, da.Array], progress: bool) -> None:
+    """Compute and write every block not marked done, marking each once it is on disk."""
+    marks = f[_DONE_MARKS]
+    masks = {marks[k].attrs["variable"]: marks[k] for k in marks}
+    lock = threading.Lock()
+    for name, arr in arrays.items():
+        dset, mask = f[name], masks[name]
+        if arr.ndim == 0:
+            if not mask[0]:
+                dset[()] = np.asarray(arr.compute(), dtype=dset.dtype)
+                mask[0] = True
+            continue
+        blocks = tuple(tuple(c) for c in json.loads(mask.attrs["blocks"]))
+        if arr.chunks != blocks:
+            arr = arr.rechunk(blocks)
+        done = np.argwhere(mask[()])
+        if len(done) == mask.size:
+            continue
+
+        def write(idx, region, block, dset=dset, mask=mask) -> None:
+            block = np.asarray(block, dtype=dset.dtype)
+            with lock:
+                dset[region] = block
+                # One flush per block: it puts this block's data (and the marks of
+                # earlier blocks) on disk; this block's mark follows with the next
+                # flush, so a mark never reaches the disk before its data. A crash
+                # loses at most the last mark: that block is recomputed.
+                f.flush()
+                mask[idx] = True
+
+        store_blocks(
+            precompute_shared(arr),
+            write,
+            skip=[tuple(int(i) for i in d) for d in done],
+            desc=f"{os.path.basename(path)}:{name}",
+            progress=progress,
+        )
 
 
 def _open_partial(tmp: str, fingerprint: str, resume: bool) -> h5py.File:
@@ -237,7 +269,7 @@ def _open_partial(tmp: str, fingerprint: str, resume: bool) -> h5py.File:
                 f"cannot resume from '{tmp}' ({err}); starting over", UserWarning, stacklevel=3
             )
         else:
-            found = f[_PROGRESS].attrs.get("fingerprint") if _PROGRESS in f else None
+            found = f[_DONE_MARKS].attrs.get("fingerprint") if _DONE_MARKS in f else None
             if found == fingerprint:
                 return f
             f.close()
@@ -251,62 +283,37 @@ def _open_partial(tmp: str, fingerprint: str, resume: bool) -> h5py.File:
     return open_h5file(tmp, "w")
 
 
-def _plan(
-    path: str,
-    name: str,
-    var: xr.Variable,
-    ds: xr.Dataset,
-    chunks: Any,
-    compression: Any,
-    compression_opts: Any,
-    shuffle: Any = False,
-) -> tuple[tuple, dict[str, Any]]:
+def _layout(
+    path: str, name: str, var: xr.Variable, ds: xr.Dataset, **options: Any
+) -> VariableLayout:
+    """The layout of the encoded variable ``var`` (``name`` in ``ds``)."""
     dtype = h5py.string_dtype() if var.dtype.kind in "OU" else var.dtype
-    shape = tuple(var.shape)
-    vchunks = _per_var(chunks, name, None)
-    if vchunks is None:
-        source = ds.variables[name].encoding.get("chunksizes") if name in ds.variables else None
-        if source is not None and len(source) == len(shape):
-            vchunks = tuple(max(1, min(c, n)) for c, n in zip(source, shape, strict=True))
-        else:
-            vchunks = True
-    if vchunks is True:
-        vchunks = row_chunks(shape, dtype)
-    elif vchunks is False:
-        vchunks = None
-    comp = _compression_kwargs(
+    source = ds.variables[name].encoding.get("chunksizes") if name in ds.variables else None
+    return variable_layout(
         path,
-        _per_var(compression, name),
-        _per_var(compression_opts, name),
-        bool(_per_var(shuffle, name, False)),
+        name,
+        var.shape,
+        dtype,
+        tuple(str(d) for d in var.dims),
+        attrs={k: v for k, v in var.attrs.items() if v is not None},
+        source_chunks=source,
+        action="write",
+        **options,
     )
-    if comp and vchunks is None and shape:
-        vchunks = row_chunks(shape, dtype)
-    if not shape or 0 in shape:
-        vchunks, comp = None, {}
-    if isinstance(vchunks, tuple | list) and len(vchunks) != len(shape):
-        raise InvalidArgumentError(
-            f"cannot write '{path}': chunks {tuple(vchunks)} for '{name}' have "
-            f"{len(vchunks)} axes, the shape {shape} has {len(shape)}"
-        )
-    plan = dict(shape=shape, dtype=dtype, chunks=vchunks, **comp)
-    attrs = {k: v for k, v in var.attrs.items() if v is not None}
-    return (shape, dtype, attrs), plan
 
 
-def _lazy(var: xr.Variable, plan: Mapping[str, Any]) -> da.Array:
+def _lazy(var: xr.Variable, layout: VariableLayout) -> da.Array:
     """The variable as a dask array in blocks of whole HDF5 chunks (about a dask block)."""
     data = var.data
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=-1)
     if data.ndim == 0:
         return data
-    hdf5 = plan.get("chunks")
-    hdf5 = tuple(hdf5) if isinstance(hdf5, tuple | list) else None
+    hdf5 = layout.chunks
     if hdf5 is not None and all(
         all(c % h == 0 for c in axis[:-1]) for axis, h in zip(data.chunks, hdf5, strict=True)
     ):
         # Already whole HDF5 chunks per block: rechunking would only merge or split
         # blocks after they are computed (a float32 result of uint8 blocks is 4× bigger).
         return data
-    return data.rechunk(plan_chunks(data.shape, hdf5, data.dtype))
+    return data.rechunk(dask_chunks(data.shape, hdf5, data.dtype))

@@ -50,7 +50,7 @@ for line in sys.stdin:
 """
 
 
-def make_seed_files(folder: Path) -> list[Path]:
+def make_plain_files(folder: Path) -> list[Path]:
     """Small valid files that exercise many HDF5 structures."""
     rng = np.random.default_rng(0)
     paths = []
@@ -160,7 +160,7 @@ def fuzz(
     counts: dict[str, int] = {}
     corpus.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        seeds = [p.read_bytes() for p in make_seed_files(Path(tmp))]
+        seeds = [p.read_bytes() for p in make_plain_files(Path(tmp))]
         worker = Worker()
         deadline = time.monotonic() + seconds
         i = 0
