@@ -9,7 +9,7 @@ from the same run:
 - ``h5py-blocks``: one process, one thread, h5py reading whole runs of chunks (the same
   rows per read as lazyh5's dask chunks) — what a careful h5py user writes;
 - ``lazyh5-threads``: ``lazyh5.open_dataset`` + dask's local threaded scheduler; chunks
-  are decoded outside the HDF5 lock (lazyh5.backend.decode);
+  are decoded outside the HDF5 lock (lazyh5.backend.read);
 - ``lazyh5-h5py-lock``: the same, with parallel decoding switched off (every read
   through h5py under its lock), to show what the parallel path buys;
 - ``lazyh5-1-thread``: dask's synchronous scheduler and one decode thread: what the
@@ -159,16 +159,16 @@ def main() -> None:
         env = {"LAZYH5_DECODE_THREADS": threads} if threads else {}
         saved_env = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
-        saved = decode.plan_for
+        saved = decode.format_of
         if plain:
-            decode.plan_for = lambda dset: None  # every read through h5py's own filters
+            decode.format_of = lambda dset: None  # every read through h5py's own filters
         try:
             # None: the active distributed Client (the default scheduler while it lives).
             with dask.config.set(scheduler=scheduler) if scheduler else contextlib.nullcontext():
                 lazyh5_sum(path)  # warm-up
                 t, value = best_of(args.repeat, lazyh5_sum, path)
         finally:
-            decode.plan_for = saved
+            decode.format_of = saved
             for k, v in saved_env.items():
                 if v is None:
                     os.environ.pop(k)

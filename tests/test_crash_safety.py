@@ -93,7 +93,7 @@ def _assign_source(path):
 
 
 def test_sigkill_during_in_place_assignment(tmp_path):
-    from lazyh5.write.assign import PROGRESS_BLOCKS, PROGRESS_DONE
+    from lazyh5.write.assign import DONE_MARKS, DONE_MARKS_LAYOUT
 
     path = tmp_path / "inplace.h5"
     _assign_source(path)
@@ -120,8 +120,8 @@ def test_sigkill_during_in_place_assignment(tmp_path):
     ds.close()
     with h5py.File(path, "r") as f:
         x1 = f["x"][()]
-        layout = json.loads(f["x"].attrs[PROGRESS_BLOCKS])
-        marks = f["x"].attrs[PROGRESS_DONE]
+        layout = json.loads(f["x"].attrs[DONE_MARKS_LAYOUT])
+        marks = f["x"].attrs[DONE_MARKS]
     sizes = layout["blocks"][0]
     assert layout["blocks"][1] == [WIDTH] and sum(sizes) == ROWS and len(marks) == len(sizes)
     assert layout["selection"] == [[0, ROWS, 1], [0, WIDTH, 1]]
@@ -148,7 +148,7 @@ def test_sigkill_during_in_place_assignment(tmp_path):
 
 
 def test_completed_assignment_leaves_no_progress_marks(tmp_path):
-    from lazyh5.write.assign import PROGRESS_BLOCKS, PROGRESS_DONE
+    from lazyh5.write.assign import DONE_MARKS, DONE_MARKS_LAYOUT
 
     path = tmp_path / "inplace.h5"
     _assign_source(path)
@@ -162,8 +162,8 @@ def test_completed_assignment_leaves_no_progress_marks(tmp_path):
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(f["x"][()], x0 * 2)
         for name in ("x", "y"):
-            assert PROGRESS_DONE not in f[name].attrs
-            assert PROGRESS_BLOCKS not in f[name].attrs
+            assert DONE_MARKS not in f[name].attrs
+            assert DONE_MARKS_LAYOUT not in f[name].attrs
 
 
 # -- SIGKILL during create of a large file -----------------------------------------

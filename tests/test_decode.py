@@ -1,4 +1,5 @@
-"""Parallel decoding (lazyh5.backend.decode) gives exactly what h5py gives."""
+"""Reads through lazyh5.backend.read (row copies, parallel decoding) give exactly what
+h5py gives."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lazyh5
-from lazyh5.backend import decode
+from lazyh5.backend import decode, read, threads
+from lazyh5.backend.rows import row_copy
 
 SHAPE = (37, 11, 3)
 CHUNKS = (8, 4, 3)
@@ -95,15 +97,17 @@ def _keys() -> st.SearchStrategy:
 
 
 def _decoded(dset: h5py.Dataset, key: tuple):
-    return decode.read(lambda: dset, threading.Lock(), dset.shape, key, always=True)
+    """``dset[key]`` by the parallel decoding strategy, whether or not h5py is faster."""
+    key = tuple(key) + (slice(None),) * (dset.ndim - len(key))
+    return read.read_chunks(dset, decode.format_of(dset), dset.shape, key).run()
 
 
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_plan_decodes_supported_and_falls_back_otherwise(pipeline_file, name):
     with h5py.File(pipeline_file, "r") as f:
         for dtype in f[name]:
-            plan = decode.plan_for(f[name][dtype])
-            assert (plan is not None) == PIPELINES[name][1], (name, dtype)
+            fmt = decode.format_of(f[name][dtype])
+            assert (fmt is not None) == PIPELINES[name][1], (name, dtype)
 
 
 @pytest.mark.parametrize("name", [n for n, (_, ok) in PIPELINES.items() if ok])
@@ -141,14 +145,16 @@ def test_decoding_runs_outside_the_lock(pipeline_file, monkeypatch):
     held = []
     original = decode.decode_chunk
 
-    def spy(plan, mask, raw):
+    def spy(fmt, mask, raw):
         held.append(lock.locked())
-        return original(plan, mask, raw)
+        return original(fmt, mask, raw)
 
     monkeypatch.setattr(decode, "decode_chunk", spy)
     with h5py.File(pipeline_file, "r") as f:
         dset = f["gzip+shuffle"]["<f4"]
-        got = decode.read(lambda: dset, lock, dset.shape, (slice(None),) * 3, always=True)
+        with lock:
+            chunks = read.read_chunks(dset, decode.format_of(dset), dset.shape, (slice(None),) * 3)
+        got = chunks.run()
         np.testing.assert_array_equal(got, dset[...])
     assert held and not any(held)
 
@@ -182,13 +188,13 @@ def test_lzf_chunks_stored_raw_or_compressed_decode_like_h5py(tmp_path):
         masks = []
         f["x"].id.chunk_iter(lambda info: masks.append(info.filter_mask))
         assert sorted(masks) == [0, 0, 1, 1]
-        assert decode.worthwhile(decode.plan_for(f["x"]))
+        assert read.worthwhile(decode.format_of(f["x"]))
         got = _decoded(f["x"], (slice(3, 1000), slice(None)))
         assert got.tobytes() == f["x"][3:1000].tobytes() == data[3:1000].tobytes()
         # rows whose chunks are all stored as is are copied straight from the file
         whole = (slice(None),)
-        assert decode.row_copy(f["x"], f["x"].shape, (slice(3, 500), *whole)) is not None
-        assert decode.row_copy(f["x"], f["x"].shape, (slice(3, 600), *whole)) is None
+        assert row_copy(f["x"], f["x"].shape, (slice(3, 500), *whole)) is not None
+        assert row_copy(f["x"], f["x"].shape, (slice(3, 600), *whole)) is None
         got = _decoded(f["x"], (slice(3, 500), slice(None)))
         assert got.tobytes() == data[3:500].tobytes()
 
@@ -228,12 +234,14 @@ def test_h5py_keeps_what_it_reads_faster(tmp_path):
         f.create_dataset("tiny", (4096, 64), "f4", chunks=(16, 16), compression="gzip")
         f.create_dataset("big", (4096, 64), "f4", chunks=(256, 64), compression="gzip")
     with h5py.File(path, "r") as f:
-        plans = [decode.plan_for(f[n]) for n in ("plain", "tiny", "big")]
-        assert [decode.worthwhile(p) for p in plans] == [False, False, True]
+        formats = [decode.format_of(f[n]) for n in ("plain", "tiny", "big")]
+        assert [read.worthwhile(p) for p in formats] == [False, False, True]
         key = (slice(None), slice(None))
-        assert decode.read(lambda: f["cols"], threading.Lock(), (4096, 64), key) is None
-        assert decode.read(lambda: f["big"], threading.Lock(), (4096, 64), key) is not None
-        got = decode.read(lambda: f["plain"], threading.Lock(), (4096, 64), key)
+        assert isinstance(read.prepare(f["cols"], (4096, 64), key), read.ByH5py)
+        big = read.prepare(f["big"], (4096, 64), key)  # not written: fill values
+        assert not isinstance(big, read.ByH5py)
+        np.testing.assert_array_equal(big.run(None), f["big"][:])
+        got = read.read(lambda: f["plain"], threading.Lock(), (4096, 64), key)
         np.testing.assert_array_equal(got, f["plain"][:])
 
 
@@ -271,7 +279,9 @@ def test_whole_row_chunks_copied_from_the_file_equal_h5py(tmp_path, rows):
             full = (slice(None),) * (dset.ndim - 1)
             if isinstance(rows, int) and not -len(dset) <= rows < len(dset):
                 continue
-            got = decode.read(lambda d=dset: d, threading.Lock(), dset.shape, (rows, *full))
+            strategy = read.prepare(dset, dset.shape, (rows, *full))
+            assert isinstance(strategy, read.RowRead)
+            got = strategy.run(None)
             want = dset[(rows, *full)]
             assert got is not None and got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_array_equal(got, want)
@@ -284,7 +294,7 @@ def test_files_open_for_writing_are_read_by_h5py(tmp_path):
     with h5py.File(path, "r+") as f:
         f["x"][0] = 1234
         key = (slice(None), slice(None), slice(None))
-        assert decode.read(lambda: f["x"], threading.Lock(), f["x"].shape, key) is None
+        assert isinstance(read.prepare(f["x"], f["x"].shape, key), read.ByH5py)
     ds = lazyh5.open_dataset(path, mode="r+")
     ds["x"].h5[1] = 4321
     assert int(ds["x"][1, 0, 0]) == 4321 and int(ds["x"][0, 0, 0]) == 1234
@@ -292,9 +302,9 @@ def test_files_open_for_writing_are_read_by_h5py(tmp_path):
 
 def test_decode_threads_setting(monkeypatch):
     monkeypatch.setenv("LAZYH5_DECODE_THREADS", "3")
-    assert decode.decode_threads() == 3
+    assert threads.decode_threads() == 3
     monkeypatch.setenv("LAZYH5_DECODE_THREADS", "nonsense")
-    assert decode.decode_threads() >= 1
+    assert threads.decode_threads() >= 1
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +335,7 @@ def big_chunk_file(tmp_path_factory):
 )
 def test_backend_reads_through_the_parallel_path_like_h5py(big_chunk_file, rows, cols, last):
     with h5py.File(big_chunk_file, "r") as f:
-        assert decode.worthwhile(decode.plan_for(f["x"]))
+        assert read.worthwhile(decode.format_of(f["x"]))
         index = np.array(rows) if isinstance(rows, list) else rows
         expected = f["x"][...][index, cols, last]
     ds = lazyh5.open_dataset(big_chunk_file, chunks={}, mask_and_scale=False)
@@ -346,7 +356,7 @@ def test_compound_types_packed_decode_padded_fall_back(tmp_path):
             values["b"] = np.arange(300) / 3
             f.create_dataset(name, data=values, chunks=(64,), compression="gzip")
     with h5py.File(path, "r") as f:
-        assert decode.plan_for(f["padded"]) is None
+        assert decode.format_of(f["padded"]) is None
         got = _decoded(f["packed"], (slice(10, 290, 3),))
         assert got.tobytes() == f["packed"][10:290:3].tobytes()
 
@@ -365,7 +375,8 @@ def test_damaged_chunks_are_left_to_h5py(tmp_path):
     key = (slice(None), slice(None))
     with h5py.File(path, "r") as f:
         for name in ("x", "y"):
-            assert decode.read(lambda n=name: f[n], threading.Lock(), (128, 256), key) is None
+            with pytest.raises(decode.Undecodable):
+                read.prepare(f[name], (128, 256), key).run(None)
         np.testing.assert_array_equal(_decoded(f["x"], (slice(0, 64), slice(None))), 1.0)
         x_by_h5py = f["x"][...]  # HDF5 keeps what fits of the over-long chunk
         with pytest.raises(OSError):

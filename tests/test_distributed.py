@@ -121,9 +121,9 @@ def test_files_reopen_by_path_and_stay_cached_per_worker(client, data_file):
 
 def test_workers_decode_in_their_task_thread(client):
     """On workers, the cluster already runs a task per core: one decode thread each."""
-    from lazyh5.backend import decode
+    from lazyh5.backend.threads import decode_threads
 
-    futures = [client.submit(decode.decode_threads, pure=False) for _ in range(4)]
+    futures = [client.submit(decode_threads, pure=False) for _ in range(4)]
     assert client.gather(futures) == [1, 1, 1, 1]
 
 
@@ -238,7 +238,7 @@ def test_h5_accessor_assignment_on_the_cluster_matches_local(client, tmp_path):
 
 def test_assignment_to_a_file_opened_before_the_client_runs_locally(client, tmp_path):
     """Its lock works in one process only, which holds the file: computed here instead."""
-    from lazyh5.write.graph import h5_sources
+    from lazyh5.backend.view import h5_sources
 
     path = _write_inputs(tmp_path, "early.h5")
     with dask.config.set(scheduler="threads"):  # as if no Client existed yet

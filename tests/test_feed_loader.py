@@ -112,8 +112,8 @@ def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file):
     lock = threading.Lock()
     original = loader._fetch
 
-    def counting(block, *into):
-        out = original(block, *into)
+    def counting(sources, block, *into):
+        out = original(sources, block, *into)
         with lock:
             fetched.append(block)
             live[0] = len(fetched) - consumed[0]
@@ -294,7 +294,7 @@ def test_lzf_chunks_stored_as_is_and_compressed_feed_exact_rows(
     """Chunks LZF could not shrink are stored as is and copied straight from the file;
     the others are decoded: a block mixing both kinds still feeds exact rows."""
     if not table:
-        monkeypatch.setattr("lazyh5.feed.direct._TABLE_MAX", 0)
+        monkeypatch.setattr("lazyh5.backend.rows._TABLE_MAX", 0)
     rng = np.random.default_rng(2)
     data = rng.random((3000, 40)).astype("f4")
     data[1000:2000] = np.round(data[1000:2000])  # these chunks compress
@@ -316,7 +316,7 @@ def test_lzf_chunks_stored_as_is_and_compressed_feed_exact_rows(
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_unwritten_chunks_feed_their_fill_value(tmp_path, shuffle, table, monkeypatch):
     if not table:  # datasets with too many chunks for one table ask HDF5 chunk by chunk
-        monkeypatch.setattr("lazyh5.feed.direct._TABLE_MAX", 0)
+        monkeypatch.setattr("lazyh5.backend.rows._TABLE_MAX", 0)
     path = tmp_path / "holes.h5"
     with h5py.File(path, "w") as f:
         x = f.create_dataset("x", (1000, 300), "f4", chunks=(50, 300), fillvalue=-1.0)

@@ -316,9 +316,9 @@ def test_cf_encoded_variable_refused(tmp_path):
 
 
 def test_in_place_only_when_each_block_reads_its_own_region(tmp_path):
+    from lazyh5.backend.view import target_of
     from lazyh5.write.assign import _aligned_chunks, _file_blocks, _in_place_safe
     from lazyh5.write.graph import precompute_shared
-    from lazyh5.write.regions import target_of
 
     path = tmp_path / "safe.h5"
     _make(path, n=64).close()

@@ -6,7 +6,13 @@
 - :mod:`.group` — one group as a lazy Dataset: members, scales, names, variables, CF.
 - :mod:`.encoding` — how a dataset is stored, as xarray's ``encoding``.
 - :mod:`.array` — the lazily indexed array wrapper (one HDF5 dataset).
-- :mod:`.decode` — chunks read under the HDF5 lock, decoded in parallel outside it.
+- :mod:`.read` — reading a selection: the strategy (row copy, parallel decode, h5py).
+- :mod:`.decode` — the codecs: filter pipelines decoded without h5py, GIL released.
+- :mod:`.threads` — the decode thread pool.
+- :mod:`.selection` — which chunks a key touches, and what to copy from each.
+- :mod:`.rows` — rows copied straight from the file, and the chunk-address table.
+- :mod:`.view` — which file region a view of a variable shows (for writes and direct reads).
+- :mod:`.positions` — the file positions a view holds, replayed from its dask graph.
 - :mod:`.types` — what each HDF5 type becomes (dtype, trailing dims, or skipped).
 - :mod:`.attrs` — attributes read as h5netcdf reads them (netCDF-C's 1-element arrays).
 - :mod:`.dims` — dimension naming: HDF5 dimension scales, ``dims=``, the default rule.

@@ -12,7 +12,7 @@ from xarray.core import indexing
 
 from .._damage import damage_reported
 from .._filters import missing_filter_error
-from . import decode
+from .read import read
 from .types import VariableType
 
 
@@ -81,18 +81,10 @@ class H5BackendArray(BackendArray):
         if self._element_ndim or self._read_dtype is not None:
             return self._read_converted(key, out)
         if not self._decode_strings:
-            # Chunked, decodable datasets: only the raw-chunk read holds the lock.
-            got = decode.read(self._dataset_unlocked, self.store.lock, self.shape, key, out=out)
-            if got is not None:
-                return got
+            return read(self._dataset_unlocked, self.store.lock, self.shape, key, out)
         with self.store.lock:
             dset = self.get_array(needs_lock=False)
-            if self._decode_strings:
-                return np.asarray(dset.asstr()[key], dtype=object)
-            if out is not None:
-                dset.read_direct(out, source_sel=tuple(key))
-                return out
-            return np.asarray(dset[key])
+            return np.asarray(dset.asstr()[key], dtype=object)
 
     def _read_converted(self, key: tuple, out: np.ndarray | None) -> np.ndarray:
         """``dset[key]`` of a dataset HDF5 converts (byte order of a compound) or whose

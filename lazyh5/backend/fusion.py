@@ -4,9 +4,8 @@
 dask read three whole dask chunks (megabytes each) and then pick one row of each: dask's
 ``take`` splits an index list per chunk with its shuffle tasks
 (``dask.array._shuffle._getitem``), which its own getter fusion
-(``dask.array.optimization._optimize_slices``) does not look through. Measured on a 1 GB
-uint8 file, 100 sorted random rows took 4.4x h5py's fancy read with 4 MiB chunks and
-9.1x with 128 MiB chunks.
+(``dask.array.optimization._optimize_slices``) does not look through, so a few
+sorted random rows cost several times h5py's fancy read, more with bigger chunks.
 
 This pass rewrites each ``take(read(chunk region), rows)`` whose read is of a lazyh5
 dataset, and whose read feeds nothing else, into one read of just those rows, so HDF5
@@ -23,6 +22,9 @@ from typing import Any
 
 import dask
 import numpy as np
+from dask._task_spec import Alias, DataNode, List, Task, TaskRef, convert_legacy_graph
+from dask.array._shuffle import _getitem as _take
+from dask.array._shuffle import concatenate_arrays
 from dask.array.core import getter, getter_inline, getter_nofancy
 from dask.array.optimization import fuse_slice
 from dask.array.optimization import optimize as _dask_optimize
@@ -30,13 +32,6 @@ from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.utils import ensure_dict
 
 from .array import H5BackendArray
-
-try:  # graphs of dask's task objects, as array optimisation uses them from 2024.12
-    from dask._task_spec import Alias, DataNode, List, Task, TaskRef, convert_legacy_graph
-    from dask.array._shuffle import _getitem as _take
-    from dask.array._shuffle import concatenate_arrays
-except ImportError:  # pragma: no cover - older dask
-    _take = None
 
 _GETTERS = (getter, getter_inline, getter_nofancy)
 
@@ -54,10 +49,6 @@ _NEXT: Callable[..., Any] = _dask_optimize
 def install() -> None:
     """Make :func:`optimize` dask's array optimisation (wrapping any one set before)."""
     global _NEXT
-    if _take is None:
-        # dask before 2024.12 (no List node; its optimisation takes legacy tuples):
-        # index lists there still read whole dask chunks.
-        return
     current = dask.config.get("array_optimize", None)
     if current is optimize:
         return
@@ -111,7 +102,7 @@ def _merge_reads(dsk: dict) -> dict:
     """Join the row reads that one output chunk of a take concatenates into one read.
 
     100 random rows spread over 100 dask chunks would otherwise be 100 tasks of one
-    HDF5 read each (measured 2.6x h5py's single fancy read); joined, they are one read.
+    HDF5 read each (slower than h5py's single fancy read); joined, they are one read.
     """
     users = Counter(dep for task in dsk.values() for dep in task.dependencies)
     for key, task in list(dsk.items()):

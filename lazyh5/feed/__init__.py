@@ -3,6 +3,10 @@
 - :mod:`.plan` — ``BlockPlan``: blocks of rows aligned to HDF5 chunks;
 - :mod:`.shuffle` — epoch orders (random block order, shuffle across a window of blocks);
 - :mod:`.prefetch` — background computation with a bounded number of blocks held;
+- :mod:`.sources` — where a block's rows come from (the file directly, a whole small
+  column, or dask), behind one interface;
+- :mod:`.direct` — reading a plain view of its file without dask;
+- :mod:`.buffers` — reused block buffers;
 - :mod:`.loader` — :class:`BatchLoader`;
 - :mod:`.keras`, :mod:`.tf` — Keras 3 ``PyDataset`` and ``tf.data`` adapters.
 """

@@ -1,10 +1,8 @@
 """Block buffers, reused once nothing refers to them any more.
 
 A fresh 16 MiB array per block costs the kernel a page fault and a page of zeroes per
-4 KiB (the allocator hands big blocks back to the system when they are freed): measured
-on 2 cores, copying 100,000 rows of 12 KiB from the page cache ran at 1.0M rows/s into
-fresh blocks and 1.8M rows/s into reused ones (a hand-written h5py loop reading 32 rows
-at a time into a buffer that stays in the CPU cache: 1.6M rows/s).
+4 KiB (the allocator hands big blocks back to the system when they are freed), which
+costs nearly as much as copying the rows into them; reused buffers do not.
 
 Batches are views of their block, and a view keeps its base array alive: a buffer is
 reused only when the pool holds the last reference to it, so no batch a caller still

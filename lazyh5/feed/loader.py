@@ -15,11 +15,10 @@ import dask.local
 import dask.threaded
 import numpy as np
 import xarray as xr
-from dask.array.core import concatenate3
 from dask.utils import parse_bytes
 
 from .._files import source_label
-from ..backend import decode
+from ..backend.threads import Pending
 from ..errors import (
     DimensionError,
     InvalidArgumentError,
@@ -29,54 +28,12 @@ from ..errors import (
 )
 from .buffers import Buffers
 from .direct import SMALL_ROW, DirectSource, direct_source
-from .plan import BlockPlan, _chunk_rows, plan_blocks, split_rows
+from .plan import BlockPlan, chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
 from .shuffle import Window, epoch_windows
+from .sources import DaskRows, FileRows, SmallColumn, Source
 
 Names = str | Sequence[str] | Mapping[str, str] | None
-
-
-def _compute_uncopied(arrays: list[da.Array]) -> list[np.ndarray]:
-    """``dask.compute(*arrays)`` through dask's collection protocol, without its extras.
-
-    One graph for all variables (shared inputs are read once), optimised the way dask
-    optimises arrays (which fuses the block's row slice into the HDF5 read), run on the
-    active scheduler (threads, or a distributed client). Measured per 16 MiB block on 2
-    cores: ``dask.compute`` 7-10 ms for a 2.5 ms h5py read, this 4.5 ms; most of the gap
-    was the expression layer and the defensive copy ``dask.compute`` makes of a
-    one-chunk result.
-    """
-    keys = [a.__dask_keys__() for a in arrays]
-    dsk: dict = {}
-    for a in arrays:
-        dsk.update(a.__dask_graph__())
-    dsk = arrays[0].__dask_optimize__(dsk, keys)
-    get = dask.base.get_scheduler(collections=arrays)
-    if get is dask.threaded.get and len(dsk) <= 4 * len(arrays):
-        # A block read as one task per variable (the usual case: lazyh5's dask chunks
-        # are larger than blocks, and its decoder parallelises inside the task) gains
-        # nothing from the thread pool; skipping the hand-off measured ~1 ms per block.
-        get = dask.local.get_sync
-    out = []
-    for nested in get(dsk, keys):  # nested tuples (or lists) of chunks, like the keys
-        single = nested
-        while isinstance(single, tuple | list) and len(single) == 1:
-            single = single[0]
-        if isinstance(single, tuple | list):  # several chunks: one copy to join them
-            single = concatenate3(_as_lists(nested))
-        out.append(single)
-    return out
-
-
-def _as_lists(nested: Any) -> Any:
-    return [_as_lists(x) for x in nested] if isinstance(nested, tuple | list) else nested
-
-
-def _place(out: np.ndarray, dst: np.ndarray, rows: np.ndarray, pending: decode.Pending) -> None:
-    """``out[dst] = rows`` in a decode thread while the next block is read (numpy
-    releases the GIL for it): shuffling an lzf file, decoding a block took 1.2 ms and
-    placing its rows 0.6 ms, one after the other."""
-    pending.submit(functools.partial(out.__setitem__, dst, rows))
 
 
 class BatchLoader:
@@ -188,25 +145,28 @@ class BatchLoader:
             ds, self._names, dim, self.start, self.end, parse_bytes(block_size)
         )
         self.epoch = 0
-        # Sample dim first, once: slicing the dask array per block costs ~0.1 ms, the
-        # same through xarray's isel ~0.5 ms.
+        # Sample dim first, once: slicing the dask array per block is cheaper than
+        # xarray's isel.
         self._arrays: dict[str, Any] = {n: ds[n].transpose(dim, ...).data for n in self._names}
         self._direct: dict[str, DirectSource | None] = {
             n: direct_source(ds[n], dim) for n in self._names
         }
-        # Variables of small rows (labels), held whole per epoch (see _small_columns)
-        # when they take at most a few blocks' worth of memory.
-        budget = 4 * parse_bytes(block_size)
-        self._small = [
+        self._small = self._small_variables()
+        # blocks in flight, in order or shuffled (windows), with one spare
+        self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
+        self._warn_if_blocks_recompute_chunks()
+
+    def _small_variables(self) -> list[str]:
+        """Variables of small rows (labels), read whole per epoch (see SmallColumn),
+        when they take at most a few blocks' worth of memory."""
+        budget = 4 * parse_bytes(self.block_size)
+        return [
             n
             for n, src in self._direct.items()
             if src is not None
             and self._arrays[n][:1].nbytes < SMALL_ROW
             and self._arrays[n][:1].nbytes * self.rows <= budget
         ]
-        # blocks in flight, in order or shuffled (windows), with one spare
-        self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
-        self._warn_if_blocks_recompute_chunks()
 
     # -- validation -----------------------------------------------------------------
     def _flat(self, names: Names) -> list[str]:
@@ -287,88 +247,43 @@ class BatchLoader:
         )
 
     # -- reading --------------------------------------------------------------------
-    def _fetch(
-        self,
-        block: int,
-        into: tuple[dict[str, np.ndarray], np.ndarray, decode.Pending] | None = None,
-        columns: dict[str, np.ndarray] | None = None,
-    ) -> dict[str, np.ndarray] | None:
-        """Block ``block``'s rows; or, with ``into=(out, dst, pending)``, written to
-        ``out[n][dst]``, complete once ``pending.wait()`` returns. ``columns`` holds
-        this epoch's small variables (see :meth:`_small_columns`)."""
-        a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
-        small = self._small_columns(columns, a, b)
-        if into is None:  # in order: plain views of the file go into reused buffers
-            local = self._local()
-            out = {
-                n: self._buffers.empty((b - a, *arr.shape[1:]), arr.dtype)
-                for n, arr in self._arrays.items()
-                if local and self._direct[n] is not None and n not in small
-            }
-            done = self._scatter_direct(a, b, out, None)
-            return small | {n: out[n] for n in done} | self._read(a, b, skip=done | set(small))
-        out, dst, pending = into
-        skip = self._scatter_direct(a, b, out, dst, pending, skip=set(small)) | set(small)
-        computed = small | self._read(a, b, skip=skip)
-        for name, rows in computed.items():
-            out[name][dst] = rows
-        return None
-
-    def _small_columns(
-        self, columns: dict[str, np.ndarray] | None, a: int, b: int
-    ) -> dict[str, np.ndarray]:
-        """Rows ``[a, b)`` of the small variables (labels, weights), read whole once
-        per epoch into ``columns``.
-
-        Read block by block, a 4,096-row label chunk was decoded again for each
-        1,280-row block that needs it, and each read cost a pass through h5py under its
-        lock: 0.3 ms per block of an lzf label, 30% of a shuffled epoch. Read whole,
-        each chunk is decoded once per epoch (each epoch still reads the file).
-        """
-        if columns is None or not self._small:
-            return {}
-        for name in self._small:
-            if name not in columns:
-                columns[name] = self._direct[name].read(self.start, self.end)
-        return {n: columns[n][a - self.start : b - self.start] for n in self._small}
-
-    def _scatter_direct(
-        self,
-        a: int,
-        b: int,
-        out: dict[str, np.ndarray],
-        dst: np.ndarray | None,
-        pending: decode.Pending | None = None,
-        skip: set[str] = frozenset(),
-    ) -> set[str]:
-        """Rows ``[a, b)`` copied from the file straight to ``out[n][dst]`` where the
-        variable allows it (see :meth:`DirectSource.scatter`); the names done."""
+    def _sources(self, epoch: bool = True) -> list[Source]:
+        """Where rows come from. Plain views of the file are read directly on the local
+        schedulers; on a distributed client dask computes every block on the workers.
+        Made per ``epoch``: small variables are read whole once, blocks go to reused
+        buffers; else (a single read) neither."""
         if not self._local():
-            return set()
-        done = set()
-        for name, src in self._direct.items():
-            if src is None or name not in out or name in skip:
-                continue
-            if not src.scatter(a, b, out[name], dst, pending):  # not copyable from the file
-                if dst is None:
-                    src.read_into(a, b, out[name])
-                else:  # read into a reused buffer, then put the rows in place
-                    rows = self._buffers.empty((b - a, *out[name].shape[1:]), out[name].dtype)
-                    src.read_into(a, b, rows)
-                    _place(out[name], dst, rows, pending)
-                    del rows
-            done.add(name)
-        return done
+            return [DaskRows(self._arrays)]
+        direct = {n: src for n, src in self._direct.items() if src is not None}
+        small = self._small if epoch else []
+        buffers = self._buffers if epoch else Buffers(limit=0)
+        files: list[Source] = [
+            FileRows(n, direct[n], self._arrays[n], buffers) for n in direct if n not in small
+        ]
+        column = SmallColumn({n: direct[n] for n in small}, self.start, self.end)
+        computed = {n: arr for n, arr in self._arrays.items() if n not in direct}
+        return [*files, column, DaskRows(computed)]
+
+    def _read(self, a: int, b: int) -> dict[str, np.ndarray]:
+        """Rows ``[a, b)`` of every fed variable in fresh arrays, read now (outside an
+        epoch's stream)."""
+        out: dict[str, np.ndarray] = {}
+        for source in self._sources(epoch=False):
+            source.read(a, b, out, None, None)
+        return out
+
+    def _fetch(self, sources: list[Source], block: int, out: dict, dst: Any, pending: Any) -> None:
+        """Block ``block``'s rows into ``out[name][dst]``, or set as ``out[name]`` when
+        ``dst`` is ``None``: see :class:`~lazyh5.feed.sources.Source`."""
+        a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
+        for source in sources:
+            source.read(a, b, out, dst, pending)
 
     @staticmethod
     def _local() -> bool:
-        # Plain views of the file are read directly on the local schedulers; on a
-        # distributed client every block is computed on the workers.
         return dask.base.get_scheduler() in (None, dask.threaded.get, dask.local.get_sync)
 
-    def _window(
-        self, w: Window, columns: dict[str, np.ndarray] | None = None
-    ) -> dict[str, np.ndarray]:
+    def _window(self, w: Window, sources: list[Source]) -> dict[str, np.ndarray]:
         """The rows of a window's blocks in emission order, one array per variable.
 
         In order, a window is one block, returned as read (batches are views of it).
@@ -377,7 +292,9 @@ class BatchLoader:
         background thread: the training thread only takes views.
         """
         if not self.shuffle:
-            return self._fetch(int(w.blocks[0]), columns=columns)
+            block: dict[str, np.ndarray] = {}
+            self._fetch(sources, int(w.blocks[0]), block, None, None)
+            return block
         total = int(self.plan.sizes[w.blocks].sum())
         dest = np.empty(total, np.int64)
         dest[w.order] = np.arange(total)  # where each pooled row goes
@@ -387,11 +304,11 @@ class BatchLoader:
         }
         at = 0
         # The copies of all the window's blocks share the decode pool (see Pending).
-        pending = decode.Pending()
+        pending = Pending()
         try:
-            for block in w.blocks:
-                size = int(self.plan.sizes[block])
-                self._fetch(int(block), (out, dest[at : at + size], pending), columns)
+            for b in w.blocks:
+                size = int(self.plan.sizes[b])
+                self._fetch(sources, int(b), out, dest[at : at + size], pending)
                 at += size
         except BaseException:
             with contextlib.suppress(BaseException):  # the first error is the one to see
@@ -405,8 +322,7 @@ class BatchLoader:
 
         dask does not push a block's row slice through a transform
         (``(ds.image * 2)[a:b]`` computes the whole dask chunk, then slices), so every
-        block would compute its whole chunk: measured 77 ms against 7 ms per 1,280-row
-        block for 10,752-row chunks.
+        block would compute its whole chunk, many times the rows it needs.
         """
         for name, arr in self._arrays.items():
             if self._direct[name] is not None or not isinstance(arr, da.Array):
@@ -431,20 +347,6 @@ class BatchLoader:
                     stacklevel=3,
                 )
 
-    def _read(self, a: int, b: int, skip: set[str] = frozenset()) -> dict[str, np.ndarray]:
-        """Rows ``[a, b)`` of every fed variable (but ``skip``), computed together."""
-        local = self._local()
-        pieces = {}
-        for name, arr in self._arrays.items():
-            if name in skip:
-                continue
-            src = self._direct[name] if local else None
-            pieces[name] = src.read(a, b) if src is not None else arr[a:b]
-        lazy = {k: v for k, v in pieces.items() if isinstance(v, da.Array)}
-        if lazy:
-            pieces.update(zip(lazy, _compute_uncopied(list(lazy.values())), strict=True))
-        return {k: np.asarray(v) for k, v in pieces.items()}
-
     def _pack(self, arrays: dict[str, np.ndarray], names: Names) -> Any:
         if isinstance(names, str):
             return arrays[names]
@@ -468,8 +370,7 @@ class BatchLoader:
         # prefetch counts blocks; shuffled, whole windows are prepared ahead
         depth = -(-self.prefetch // self.window) if self.shuffle else self.prefetch
         bs, names, first = self.batch_size, self._names, self._names[0]
-        # small variables of this epoch, read whole by the prefetch thread
-        fetch = functools.partial(self._window, columns={} if self._local() else None)
+        fetch = functools.partial(self._window, sources=self._sources())
         with Prefetcher(fetch, windows, depth=depth) as prefetcher:
             carry: dict[str, np.ndarray] | None = None
             for _, rows in prefetcher:
@@ -521,7 +422,7 @@ class BatchLoader:
         The cut is moved to an HDF5 chunk edge when one lies within 1% of it. The
         validation loader does not shuffle unless ``shuffle_validation``.
         """
-        unit = max(_chunk_rows(self._ds[n], self.dim) for n in self._names)
+        unit = max(chunk_rows(self._ds[n], self.dim) for n in self._names)
         cut = split_rows(self.start, self.end, fraction, unit)
         train = self._replace(end=cut)
         val = self._replace(start=cut, shuffle=self.shuffle and shuffle_validation)

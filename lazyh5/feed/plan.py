@@ -10,9 +10,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from ..backend.positions import Untraceable, view_positions
+from ..backend.view import h5_sources
 from ..errors import InvalidArgumentError
-from ..write.graph import h5_sources
-from ..write.positions import Untraceable, view_positions
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class BlockPlan:
         return self.stops - self.starts
 
 
-def _chunk_rows(var: xr.DataArray, dim: Hashable) -> int:
+def chunk_rows(var: xr.DataArray, dim: Hashable) -> int:
     """Rows per HDF5 chunk along ``dim`` (1 for contiguous or computed variables)."""
     chunks = var.encoding.get("chunksizes")
     dims = var.encoding.get("lazyh5_dims")
@@ -86,7 +86,7 @@ def plan_blocks(
         # of one chunk bigger than a block (then BatchLoader warns).
         sizes = data.chunks[ds[heaviest].dims.index(dim)]
         return _blocks_of_chunks(sizes, start, end, block_rows)
-    unit = _chunk_rows(ds[heaviest], dim)
+    unit = chunk_rows(ds[heaviest], dim)
     per_block = max(unit, block_rows // unit * unit)
     offset = _file_offset(ds[heaviest], dim)
     # Edges at file rows that are multiples of `per_block` (so also of the chunk size).

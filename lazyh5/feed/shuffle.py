@@ -1,7 +1,7 @@
 """Epoch orders: random block order plus a shuffle across a window of several blocks.
 
 A true per-sample shuffle of an HDF5 file costs one chunk decode per sample (what
-``h5py`` fancy indexing does, about 100x slower than reading in order). lazyh5 instead
+``h5py`` fancy indexing does, far slower than reading in order). lazyh5 instead
 
 1. visits the blocks (runs of whole HDF5 chunks) in a random order, and
 2. pools the rows of ``window`` consecutive blocks of that order and permutes them.
@@ -42,14 +42,3 @@ def epoch_windows(
     for i in range(0, len(blocks), window):
         ids = blocks[i : i + window]
         yield Window(ids, rng.permutation(int(plan.sizes[ids].sum())))
-
-
-def epoch_rows(
-    plan: BlockPlan, epoch: int, seed: int | None, shuffle: bool, window: int
-) -> np.ndarray:
-    """Every row of the epoch in emission order (relative to the loader's rows)."""
-    parts = []
-    for w in epoch_windows(plan, epoch, seed, shuffle, window):
-        rows = np.concatenate([np.arange(plan.starts[b], plan.stops[b]) for b in w.blocks])
-        parts.append(rows[w.order])
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)

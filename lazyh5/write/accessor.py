@@ -13,9 +13,9 @@ from typing import Any
 import xarray as xr
 
 from .._files import source_label
+from ..backend.view import label_key, target_of
 from ..errors import InvalidIndexError, ObjectNotFoundError
-from .assign import assign
-from .regions import label_key, target_of
+from .assign import assign, checked_value
 
 __all__ = ["H5DataArrayAccessor", "H5DatasetAccessor"]
 
@@ -133,11 +133,9 @@ class H5DatasetAccessor:
         progress: bool = True,
     ) -> None:
         """Write ``values[name]`` into each variable at the ``{dim: key}`` selection."""
-        from .assign import _as_array, _check
-
         if not isinstance(key, Mapping):
             raise TypeError("ds.h5[...] takes a {dim: key} mapping; use ds[name].h5[...]")
-        plans = []
+        writes = []
         for name, value in values.items():
             if name not in self._obj.variables:
                 raise ObjectNotFoundError(
@@ -147,9 +145,9 @@ class H5DatasetAccessor:
             var = self._obj[name]
             sub = {d: k for d, k in key.items() if d in var.dims}
             target = target_of(var).select(sub)
-            _check(_as_array(value, target), target)  # validate all before writing any
-            plans.append((target, value))
-        for target, value in plans:
+            checked_value(value, target)  # validate all before writing any
+            writes.append((target, value))
+        for target, value in writes:
             assign(target, value, progress=progress)
 
 

@@ -1,4 +1,4 @@
-"""Write values into a :class:`~lazyh5.write.regions.Target`, region by region.
+"""Write values into a :class:`~lazyh5.backend.view.Target`, region by region.
 
 Everything is validated (cast, shape, bounds, file mode) before the first byte is
 written. Numpy values are written in slabs of about one dask block; lazy values are
@@ -25,29 +25,28 @@ import numpy as np
 import xarray as xr
 
 from ..backend.chunking import chunk_memory, dask_chunks
+from ..backend.view import Target, h5_sources
 from ..errors import DimensionError, InvalidArgumentError, UnsupportedDtypeError
 from .graph import (
-    _distributed_client,
     analyze,
     block_regions,
-    h5_sources,
+    distributed_client,
     precompute_shared,
     progress_bar,
     store_blocks,
     target_reads,
 )
-from .regions import Target
 
-__all__ = ["assign"]
+__all__ = ["assign", "checked_value"]
 
 _Run = tuple[slice, slice | np.ndarray]  # (file slice, positions in the value)
 
 #: Attributes an assignment of several blocks keeps on the dataset while it runs: the
-#: blocks (``PROGRESS_BLOCKS``, JSON) and one uint8 per block, 1 once the block is
-#: written and on disk (``PROGRESS_DONE``). Both are removed when the assignment ends;
+#: blocks (``DONE_MARKS_LAYOUT``, JSON) and one uint8 per block, 1 once the block is
+#: written and on disk (``DONE_MARKS``). Both are removed when the assignment ends;
 #: a process killed (or an assignment failing) midway leaves them, saying how far it got.
-PROGRESS_BLOCKS = "_lazyh5_assign_blocks"
-PROGRESS_DONE = "_lazyh5_assign_done"
+DONE_MARKS_LAYOUT = "_lazyh5_assign_blocks"
+DONE_MARKS = "_lazyh5_assign_done"
 
 
 def _axis_runs(axis: range | np.ndarray) -> list[_Run]:
@@ -104,7 +103,7 @@ class _Writer:
             self.store.acquire(needs_lock=False).flush()
 
 
-class _Progress:
+class _DoneMarks:
     """Which blocks of a running assignment are written, recorded on the dataset.
 
     Created before the first block (attributes of fixed size, flushed), updated after
@@ -127,8 +126,8 @@ class _Progress:
         with writer.store.lock:
             f = writer.store.acquire(needs_lock=False)
             dset = f[t.path]
-            dset.attrs[PROGRESS_BLOCKS] = json.dumps(layout)
-            dset.attrs.create(PROGRESS_DONE, self.done)
+            dset.attrs[DONE_MARKS_LAYOUT] = json.dumps(layout)
+            dset.attrs.create(DONE_MARKS, self.done)
             f.flush()
 
     def mark(self, idx: tuple[int, ...]) -> None:
@@ -137,14 +136,14 @@ class _Progress:
             f = self.writer.store.acquire(needs_lock=False)
             f.flush()  # this block's data (and earlier marks) reach the disk first
             self.done[np.ravel_multi_index(idx, self.numblocks)] = 1
-            f[self.writer.target.path].attrs.modify(PROGRESS_DONE, self.done)
+            f[self.writer.target.path].attrs.modify(DONE_MARKS, self.done)
 
     def finish(self) -> None:
         with self.writer.store.lock:
             f = self.writer.store.acquire(needs_lock=False)
             f.flush()
             attrs = f[self.writer.target.path].attrs
-            for name in (PROGRESS_DONE, PROGRESS_BLOCKS):
+            for name in (DONE_MARKS, DONE_MARKS_LAYOUT):
                 if name in attrs:
                     del attrs[name]
             f.flush()
@@ -160,10 +159,10 @@ def _axis_repr(axis: range | np.ndarray) -> Any:
 _MAX_MARKED_BLOCKS = 60_000
 
 
-def _progress(writer: _Writer, chunks: tuple[tuple[int, ...], ...]) -> _Progress | None:
-    """A progress record for assignments of 2 to 60,000 blocks (else ``None``)."""
+def _done_marks(writer: _Writer, chunks: tuple[tuple[int, ...], ...]) -> _DoneMarks | None:
+    """Done marks for assignments of 2 to 60,000 blocks (else ``None``)."""
     n = int(np.prod([len(c) for c in chunks]))
-    return _Progress(writer, chunks) if 1 < n <= _MAX_MARKED_BLOCKS else None
+    return _DoneMarks(writer, chunks) if 1 < n <= _MAX_MARKED_BLOCKS else None
 
 
 def _as_array(value: Any, target: Target) -> Any:
@@ -185,6 +184,14 @@ def _as_array(value: Any, target: Target) -> Any:
     if isinstance(value, bool | int | float | complex | np.generic):
         return value
     return np.asarray(value)
+
+
+def checked_value(value: Any, target: Target) -> Any:
+    """``value`` as an array (or scalar) to write to ``target``; raises a clear error
+    when its dimensions, shape or dtype do not fit."""
+    value = _as_array(value, target)
+    _check(value, target)
+    return value
 
 
 def _check(value: Any, target: Target) -> None:
@@ -259,8 +266,7 @@ def _slabs(shape: tuple[int, ...], itemsize: int) -> Iterator[tuple[slice, ...]]
 
 def assign(target: Target, value: Any, *, progress: bool = True) -> None:
     """Write ``value`` (numpy-broadcast to the target's shape) into the file."""
-    value = _as_array(value, target)
-    _check(value, target)
+    value = checked_value(value, target)
     writer = _Writer(target)
     shape = target.shape
     if 0 in shape:
@@ -269,7 +275,7 @@ def assign(target: Target, value: Any, *, progress: bool = True) -> None:
         full = np.broadcast_to(np.asarray(value), shape)
         slabs = list(_slabs(shape, target.dtype.itemsize))
         rows = tuple(r[0].stop - r[0].start for r in slabs) if shape else ()
-        marks = _progress(writer, (rows, *((n,) for n in shape[1:])) if shape else ())
+        marks = _done_marks(writer, (rows, *((n,) for n in shape[1:])) if shape else ())
         for i, region in enumerate(slabs):
             writer.write(region, full[region])
             if marks is not None:
@@ -289,8 +295,8 @@ def assign(target: Target, value: Any, *, progress: bool = True) -> None:
             # A cluster-locked target (opened r+ under a dask.distributed Client) is
             # written by the workers that compute the blocks, under the file's lock.
             on_workers = target.array.store.cluster_locked
-            # Progress marks are kept by this process; blocks written on workers have none.
-            marks = None if on_workers else _progress(writer, lazy.chunks)
+            # Done marks are kept by this process; blocks written on workers have none.
+            marks = None if on_workers else _done_marks(writer, lazy.chunks)
             store_blocks(
                 lazy,
                 functools.partial(_write_block, writer)
@@ -312,7 +318,7 @@ def _write_block(writer: _Writer, _idx: tuple[int, ...], region: tuple[slice, ..
 
 
 def _write_marked(
-    writer: _Writer, marks: _Progress, idx: tuple[int, ...], region: tuple[slice, ...], block
+    writer: _Writer, marks: _DoneMarks, idx: tuple[int, ...], region: tuple[slice, ...], block
 ) -> None:
     writer.write(region, block)
     marks.mark(idx)
@@ -325,7 +331,7 @@ def _scheduler_for(value: da.Array) -> Any:
     lock that only works in this process, which also holds the file open: workers
     could not open it. Values that read such a file are computed here instead.
     """
-    if _distributed_client() is None or not any(
+    if distributed_client() is None or not any(
         s.store.mode == "r+" and not s.store.cluster_locked for s in h5_sources(value)
     ):
         return contextlib.nullcontext()
@@ -383,7 +389,7 @@ def _staged(lazy: da.Array, target: Target, writer: _Writer, desc: str, progress
 
             store_blocks(lazy, put, desc=f"{desc} (staging)", progress=progress, scheduler=None)
             regions = block_regions(lazy.chunks)
-            marks = _progress(writer, lazy.chunks)
+            marks = _done_marks(writer, lazy.chunks)
             with progress_bar(len(regions), desc, progress) as bar:
                 for idx, region in regions.items():
                     writer.write(region, stage[region])

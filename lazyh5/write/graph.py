@@ -1,4 +1,4 @@
-"""Dask-graph helpers for writing: which HDF5 arrays a graph reads, shared reductions
+"""Dask-graph helpers for writing: which file regions a graph reads, shared reductions
 computed first, and block-by-block storing with a progress bar.
 """
 
@@ -6,53 +6,20 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 from dask.base import compute_as_if_collection, tokenize
-from dask.core import flatten, get_dependencies
+from dask.core import flatten, get_dependencies, reverse_dict, toposort
 from dask.highlevelgraph import HighLevelGraph
 
 from ..backend.array import H5BackendArray
+from ..backend.view import unwrap
 
-__all__ = ["h5_sources", "precompute_shared", "progress_bar", "store_blocks"]
-
-
-def _unwrap(obj: Any, depth: int = 12) -> H5BackendArray | None:
-    # xarray wraps backend arrays in adapters (CopyOnWrite, LazilyIndexed, ...), all
-    # of which keep the wrapped array in `.array`; dask keeps literals in DataNodes.
-    for _ in range(depth):
-        if isinstance(obj, H5BackendArray):
-            return obj
-        if hasattr(obj, "args") and hasattr(obj, "func"):  # an array inlined in a task
-            for arg in obj.args:
-                found = _unwrap(arg, depth - 1)
-                if found is not None:
-                    return found
-            return None
-        if type(obj).__name__ == "DataNode":
-            obj = obj.value
-        nxt = getattr(obj, "array", None)
-        if nxt is None:
-            return None
-        obj = nxt
-    return None
-
-
-def h5_sources(data: Any) -> list[H5BackendArray]:
-    """The lazyh5 backend arrays an xarray/dask object reads from (one per dataset)."""
-    found: dict[tuple[str, str], H5BackendArray] = {}
-    if isinstance(data, da.Array):
-        values: Iterable[Any] = dict(data.__dask_graph__()).values()
-    else:
-        values = [data]
-    for value in values:
-        arr = _unwrap(value)
-        if arr is not None:
-            found.setdefault((arr.store.filename, arr.path), arr)
-    return list(found.values())
+__all__ = ["precompute_shared", "progress_bar", "store_blocks"]
 
 
 def precompute_shared(arr: da.Array) -> da.Array:
@@ -72,7 +39,7 @@ def precompute_shared(arr: da.Array) -> da.Array:
     if arr.npartitions < 2:
         return arr
     dsk, deps, owner = analyze(arr)
-    dependents = _dependents(deps)
+    dependents = reverse_dict(deps)
     # A reduction feeds (almost) every block; an overlap (shift, rolling window) feeds
     # two or three, and precomputing those would hold the whole array in memory.
     wide = max(2, arr.npartitions // 2)
@@ -91,14 +58,6 @@ def precompute_shared(arr: da.Array) -> da.Array:
     return da.Array(dsk, arr.name, arr.chunks, meta=arr._meta)
 
 
-def _dependents(deps: dict) -> dict[Any, list[Any]]:
-    dependents: dict[Any, list[Any]] = {k: [] for k in deps}
-    for k, ds in deps.items():
-        for d in ds:
-            dependents[d].append(k)
-    return dependents
-
-
 def analyze(arr: da.Array) -> tuple[dict, dict, dict]:
     """The graph, each key's dependencies, and each key's *owner*.
 
@@ -107,11 +66,11 @@ def analyze(arr: da.Array) -> tuple[dict, dict, dict]:
     """
     dsk = dict(arr.__dask_graph__())
     deps = {k: get_dependencies(dsk, k) for k in dsk}
-    dependents = _dependents(deps)
+    dependents = reverse_dict(deps)
     owner: dict[Any, Any] = {}
     out_set = set(flatten(arr.__dask_keys__()))
     # From the outputs down (reverse topological order).
-    for k in reversed(_topological(dsk, deps)):
+    for k in reversed(toposort(dsk, dependencies=deps)):
         if k in out_set:
             owner[k] = k
             continue
@@ -131,7 +90,7 @@ def target_reads(
     """
     originals = set()
     for k, v in dsk.items():
-        arr = _unwrap(v)
+        arr = unwrap(v)
         if arr is None or arr.store.filename != filename or arr.path != path:
             continue
         if type(v).__name__ == "Task":
@@ -149,39 +108,28 @@ def target_reads(
     for k, ds in deps.items():
         if not ds & originals:
             continue
-        task = dsk[k]
-        try:
-            assert task.func.__name__ == "getter" and len(task.args) == 2
-            region = task.args[1].value
-            assert all(isinstance(r, slice) and r.step in (None, 1) for r in region)
-        except (AssertionError, AttributeError, TypeError):
+        region = _getter_region(dsk[k])
+        if region is None:
             return None
-        reads[k] = tuple(region)
+        reads[k] = region
     return reads
+
+
+def _getter_region(task: Any) -> tuple[slice, ...] | None:
+    """The region a ``getter(array, (slice, ...))`` task reads, else ``None``."""
+    func, args = getattr(task, "func", None), getattr(task, "args", ())
+    if getattr(func, "__name__", None) != "getter" or len(args) != 2:
+        return None
+    region = getattr(args[1], "value", None)
+    if not isinstance(region, tuple | list):
+        return None
+    if not all(isinstance(r, slice) and r.step in (None, 1) for r in region):
+        return None
+    return tuple(region)
 
 
 def _literal(value: Any) -> Any:
     return value
-
-
-def _topological(dsk: dict, deps: dict) -> list[Any]:
-    seen: set[Any] = set()
-    order: list[Any] = []
-    for root in dsk:
-        if root in seen:
-            continue
-        stack = [(root, iter(deps[root]))]
-        seen.add(root)
-        while stack:
-            node, it = stack[-1]
-            child = next(it, None)
-            if child is None:
-                stack.pop()
-                order.append(node)
-            elif child not in seen and child in dsk:
-                seen.add(child)
-                stack.append((child, iter(deps[child])))
-    return order
 
 
 def progress_bar(total: int, desc: str, progress: bool) -> Any:
@@ -230,7 +178,7 @@ def store_blocks(
     todo = [idx for idx in regions if idx not in skip]
     if not todo:
         return 0
-    client = None if scheduler else _distributed_client()
+    client = None if scheduler else distributed_client()
     if client is not None:
         return _store_distributed(client, arr, write, todo, regions, desc, progress, on_workers)
     name = "lazyh5-store-" + tokenize(arr.name, desc, len(todo))
@@ -243,14 +191,14 @@ def store_blocks(
     dsk = {(name, *idx): (task, (arr.name, *idx), idx, regions[idx]) for idx in todo}
     graph = HighLevelGraph.from_collections(name, dsk, dependencies=[arr])
     try:
-        with dask.config.set(scheduler=scheduler) if scheduler else _nullcontext():
+        with dask.config.set(scheduler=scheduler) if scheduler else nullcontext():
             compute_as_if_collection(da.Array, graph, list(dsk))
     finally:
         bar.close()
     return len(todo)
 
 
-def _distributed_client() -> Any:
+def distributed_client() -> Any:
     """The dask.distributed client dask would compute with now, if any."""
     if "distributed" not in sys.modules:
         return None
@@ -302,11 +250,3 @@ def _store_distributed(client, arr, write, todo, regions, desc, progress, on_wor
     finally:
         bar.close()
     return len(todo)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

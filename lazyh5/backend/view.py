@@ -1,4 +1,8 @@
-"""Map a view of a lazyh5 variable (after isel/sel) and a key on it to file coordinates.
+"""Which region of which HDF5 dataset a view of a lazyh5 variable (after isel/sel) shows.
+
+The ``.h5`` accessor and ``to_hdf5`` write through a :class:`Target` (:func:`target_of`,
+narrowed by a key with :meth:`Target.select`); the BatchLoader reads a view's rows
+straight from the file when :func:`stored_region` finds them there as stored.
 
 Every axis of the HDF5 dataset gets one of:
 
@@ -6,34 +10,40 @@ Every axis of the HDF5 dataset gets one of:
 - a ``range``: positions ``start, start+step, ...`` (slices, with any step);
 - a 1-D ``int64`` array: positions picked by an index array.
 
-Positions come from the view's data (see :mod:`lazyh5.write.positions`): the key
+Positions come from the view's data (see :mod:`lazyh5.backend.positions`): the key
 of a lazily indexed array, or the dask graph of slices from the file's blocks. No
 coordinate is needed, so views of dimensions without coordinates map back too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import operator
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
+from dask.array import chunk
+from dask.array._shuffle import _getitem as shuffle_getitem
+from dask.array._shuffle import concatenate_arrays
+from dask.array.core import concatenate3, getter, getter_inline, getter_nofancy
 
-from ..backend.array import H5BackendArray
 from ..errors import (
     InvalidIndexError,
+    Lazyh5Error,
     ObjectNotFoundError,
     ReadOnlyError,
     UnmappableViewError,
     UnsupportedDtypeError,
 )
-from .graph import h5_sources
+from .array import H5BackendArray
 from .positions import AxisMap, Untraceable, view_positions
 
 # Encoding keys that mean stored values differ from the values xarray shows.
-_CF_KEYS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "calendar")
+CF_KEYS = ("scale_factor", "add_offset", "_FillValue", "missing_value", "calendar")
 
 
 @dataclass
@@ -142,7 +152,55 @@ def _check_positions(axes: list[AxisMap], view: xr.DataArray, label: str) -> Non
             )
 
 
-def _find_array(view: xr.DataArray, label: str) -> H5BackendArray:
+def unwrap(obj: Any, depth: int = 12) -> H5BackendArray | None:
+    """The backend array inside ``obj`` (a graph value), or ``None``."""
+    # xarray wraps backend arrays in adapters (CopyOnWrite, LazilyIndexed, ...), all
+    # of which keep the wrapped array in `.array`; dask keeps literals in DataNodes.
+    for _ in range(depth):
+        if isinstance(obj, H5BackendArray):
+            return obj
+        if hasattr(obj, "args") and hasattr(obj, "func"):  # an array inlined in a task
+            for arg in obj.args:
+                found = unwrap(arg, depth - 1)
+                if found is not None:
+                    return found
+            return None
+        if type(obj).__name__ == "DataNode":
+            obj = obj.value
+        nxt = getattr(obj, "array", None)
+        if nxt is None:
+            return None
+        obj = nxt
+    return None
+
+
+def h5_sources(data: Any) -> list[H5BackendArray]:
+    """The lazyh5 backend arrays an xarray/dask object reads from (one per dataset).
+
+    Examples
+    --------
+    >>> import numpy as np, lazyh5
+    >>> from lazyh5.backend.view import h5_sources
+    >>> ds = lazyh5.create("sources.h5", {"x": ((4,), "f4")})
+    >>> [a.path for a in h5_sources((ds["x"] * 2).data)]
+    ['/x']
+    >>> h5_sources(np.zeros(3))
+    []
+    """
+    found: dict[tuple[str, str], H5BackendArray] = {}
+    if isinstance(data, da.Array):
+        values: Iterable[Any] = dict(data.__dask_graph__()).values()
+    else:
+        values = [data]
+    for value in values:
+        arr = unwrap(value)
+        if arr is not None:
+            found.setdefault((arr.store.filename, arr.path), arr)
+    return list(found.values())
+
+
+def find_array(view: xr.DataArray, label: str) -> H5BackendArray:
+    """The one backend array ``view`` reads, the dataset its encoding names."""
     enc = view.encoding
     # The variable's own data: `view.data` would load a lazily indexed (non-dask) view.
     sources = h5_sources(view.variable._data)
@@ -179,7 +237,7 @@ def target_of(view: xr.DataArray) -> Target:
     label = f"'{name}' ({path}) in '{source}'"
     file_dims = tuple(enc["lazyh5_dims"])
     file_shape = tuple(enc["original_shape"])
-    arr = _find_array(view, label)
+    arr = find_array(view, label)
     if arr.element_ndim:
         raise UnsupportedDtypeError(
             f"cannot write to {label}: its last {arr.element_ndim} dimension(s) are the "
@@ -191,7 +249,7 @@ def target_of(view: xr.DataArray) -> Target:
             f"cannot write to '{name}' in {source}: the file was opened read-only; "
             "open it with mode='r+'"
         )
-    bad = [k for k in _CF_KEYS if k in enc] + (["units"] if view.dtype.kind in "mM" else [])
+    bad = [k for k in CF_KEYS if k in enc] + (["units"] if view.dtype.kind in "mM" else [])
     if bad == ["_FillValue"] and view.dtype.kind == "f" and np.isnan(enc["_FillValue"]):
         bad = []  # a NaN fill on floats decodes to itself: values are stored as shown
     if bad or view.dtype.kind in "mMOSU" or arr.dtype != view.dtype:
@@ -252,3 +310,63 @@ def label_key(view: xr.DataArray, indexers: Mapping[Hashable, Any], label: str) 
                 f"cannot write to {label}: label(s) {err.args[0]!r} not found along '{dim}'"
             ) from None
     return key
+
+
+# The tasks of a graph that only reads and slices: the read of a region of the file
+# (dask's getters), and the slicing, taking and joining of the blocks read (isel,
+# rechunk).
+_INDEXING = frozenset(
+    {getter, getter_inline, getter_nofancy, chunk.getitem, operator.getitem, concatenate3}
+    | {shuffle_getitem, concatenate_arrays}
+)
+
+
+def _indexing_only(data: da.Array) -> bool:
+    """Whether every task of ``data``'s graph reads or slices blocks (no computation)."""
+    for value in dict(data.__dask_graph__()).values():
+        func = getattr(value, "func", None)
+        if isinstance(value, tuple) and value and callable(value[0]):
+            func = value[0]  # a task in dask's tuple form
+        if func is not None and func not in _INDEXING:
+            return False
+    return True
+
+
+def stored_region(view: xr.DataArray) -> tuple[H5BackendArray, tuple[slice, ...]] | None:
+    """The dataset and the region (one step-1 slice per file axis) whose stored values
+    ``view`` holds unchanged, in the file's axis order; ``None`` when its values are
+    computed: decoded (CF), transformed, assigned in memory, transposed, or picked with
+    steps or index arrays (dask computes those). Only dask-backed views qualify.
+
+    Examples
+    --------
+    >>> import lazyh5
+    >>> from lazyh5.backend.view import stored_region
+    >>> ds = lazyh5.create("region.h5", {"x": ((100, 3), "f4")})
+    >>> array, key = stored_region(ds["x"][10:50])
+    >>> array.path, key
+    ('/x', (slice(10, 50, None), slice(0, 3, None)))
+    >>> stored_region(ds["x"] * 2) is None
+    True
+    """
+    data = view.variable._data
+    enc = view.encoding
+    if not isinstance(data, da.Array) or "lazyh5_path" not in enc:
+        return None
+    if any(k in enc for k in CF_KEYS) or view.dtype.kind not in "biufc":
+        return None  # values are decoded from what the file stores
+    if tuple(view.dims) != tuple(enc.get("lazyh5_dims", ())):
+        return None  # transposed, or a dimension dropped by an integer
+    if not _indexing_only(data):
+        return None  # a function of the user's runs on the values (and may have effects)
+    label = f"'{view.name}' ({enc['lazyh5_path']}) in '{enc.get('source')}'"
+    try:
+        arr = find_array(view, label)
+        axes = view_positions(data, arr, stored=True)
+    except (Lazyh5Error, Untraceable):
+        return None
+    if arr.dtype != view.dtype or arr.shape != tuple(enc["original_shape"]):
+        return None
+    if not all(isinstance(a, range) and a.step == 1 for a in axes):
+        return None
+    return arr, tuple(slice(a.start, a.stop) for a in axes)

@@ -23,7 +23,7 @@ from dask.core import flatten
 from dask.local import get_sync
 from xarray.core import indexing
 
-from ..backend.array import H5BackendArray
+from .array import H5BackendArray
 
 AxisMap = int | range | np.ndarray
 
@@ -96,10 +96,10 @@ class Positions:
                 if arr.ndim != 1 or arr.dtype.kind not in "iub":
                     raise Untraceable(f"an index of shape {arr.shape} and dtype {arr.dtype}")
                 axes[i] = axes[i][arr]
-        return Positions(axes)
+        return type(self)(axes)
 
     def copy(self) -> Positions:
-        return Positions(list(self.axes))
+        return type(self)(list(self.axes))
 
     def __setitem__(self, key: Any, value: Any) -> None:
         # Assigning values in memory (ds["x"][i] = v) moves no data: positions stay.
@@ -133,7 +133,7 @@ def _concatenate(arrays: Any, axis: int = 0, **kwargs: Any) -> Positions:
             if not same:
                 raise Untraceable("a concatenation of blocks from different positions")
     axes[along] = np.concatenate([a.axes[along] for a in arrays])
-    return Positions(axes)
+    return type(first)(axes)
 
 
 def _take(a: Positions, indices: Any, axis: int | None = None, **kwargs: Any) -> Positions:
@@ -145,6 +145,16 @@ def _take(a: Positions, indices: Any, axis: int | None = None, **kwargs: Any) ->
 
 
 _HANDLED: dict[Callable, Callable] = {np.concatenate: _concatenate, np.take: _take}
+
+
+class StoredPositions(Positions):
+    """Positions of a view whose values must be the file's as stored: an assignment
+    in memory (``ds["x"][i] = v``) makes it untraceable."""
+
+    __slots__ = ()
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise Untraceable("values assigned in memory")
 
 
 def _lazy_key(obj: Any) -> tuple[H5BackendArray, Any] | None:
@@ -165,11 +175,11 @@ def _lazy_key(obj: Any) -> tuple[H5BackendArray, Any] | None:
     return None
 
 
-def _stand_in(obj: Any, arr: H5BackendArray) -> Positions | None:
+def _stand_in(obj: Any, arr: H5BackendArray, kind: type[Positions]) -> Positions | None:
     found = _lazy_key(obj)
     if found is None or found[0] is not arr:
         return None
-    full = Positions.full(arr.shape)
+    full = kind.full(arr.shape)
     return full if found[1] is None else full[found[1]]
 
 
@@ -187,14 +197,15 @@ def _as_map(axis: int | np.ndarray) -> AxisMap:
     return axis.astype(np.int64, copy=False)
 
 
-def _replay(data: da.Array, arr: H5BackendArray) -> Positions:
-    """Compute ``data``'s graph with :class:`Positions` in place of the file's array."""
+def _replay(data: da.Array, arr: H5BackendArray, kind: type[Positions]) -> Positions:
+    """Compute ``data``'s graph with ``kind`` (:class:`Positions`) in place of the
+    file's array."""
     dsk = dict(data.__dask_graph__())
     replaced = 0
     for k, v in dsk.items():
         if type(v).__name__ == "Task":
             continue  # a task, not the array object itself
-        stand_in = _stand_in(v, arr)
+        stand_in = _stand_in(v, arr, kind)
         if stand_in is not None:
             dsk[k] = stand_in
             replaced += 1
@@ -238,13 +249,13 @@ def _assemble(data: da.Array, blocks: list[Positions]) -> Positions:
     return Positions(axes)
 
 
-# Replaying a graph costs about 10 µs per block; the loader asks again for each
-# batch plan, so results are kept per dask array (its name identifies its graph).
-_CACHE: dict[str, list[AxisMap]] = {}
+# Replaying a graph costs time per block and the loader asks again for each block
+# plan, so results are kept per dask array (its name identifies its graph).
+_CACHE: dict[tuple[str, bool], list[AxisMap]] = {}
 _CACHE_SIZE = 256
 
 
-def view_positions(data: Any, arr: H5BackendArray) -> list[AxisMap]:
+def view_positions(data: Any, arr: H5BackendArray, *, stored: bool = False) -> list[AxisMap]:
     """The file positions ``data`` (a view of ``arr``'s dataset) holds, per file axis.
 
     Parameters
@@ -254,6 +265,9 @@ def view_positions(data: Any, arr: H5BackendArray) -> list[AxisMap]:
         wrapper around ``arr``).
     arr
         The backend array of the HDF5 dataset the view reads.
+    stored
+        Also refuse a view whose values differ from the stored ones by an assignment
+        in memory (positions alone do not change with it).
 
     Returns
     -------
@@ -266,15 +280,16 @@ def view_positions(data: Any, arr: H5BackendArray) -> list[AxisMap]:
     Untraceable
         When the view's data does not map to positions of the file.
     """
+    kind = StoredPositions if stored else Positions
     if isinstance(data, da.Array):
-        cached = _CACHE.get(data.name)
+        cached = _CACHE.get((data.name, stored))
         if cached is None:
-            cached = [_as_map(a) for a in _replay(data, arr).axes]
+            cached = [_as_map(a) for a in _replay(data, arr, kind).axes]
             if len(_CACHE) >= _CACHE_SIZE:
                 _CACHE.pop(next(iter(_CACHE), None), None)
-            _CACHE[data.name] = cached
+            _CACHE[data.name, stored] = cached
         return cached
-    stand_in = _stand_in(data, arr)
+    stand_in = _stand_in(data, arr, kind)
     if stand_in is None:
         raise Untraceable("the view's data is not lazily indexed from the file")
     return [_as_map(a) for a in stand_in.axes]

@@ -1,0 +1,288 @@
+"""Rows copied straight from the file, and the chunk-address table they are found by.
+
+A dataset chunked by whole rows whose chunks are stored plain (unfiltered, or left as
+is by a filter that could not shrink them) holds each run of rows as consecutive
+bytes of the file. In a file open read-only through the default (sec2) driver, those
+bytes are copied with ``os.preadv`` straight into the output, outside the HDF5 lock
+and the GIL: h5py copies them one chunk at a time holding both.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import decode
+from .threads import run_each
+
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+# Chunk address tables up to this many chunks (8 bytes each) are read in one pass.
+_TABLE_MAX = 1 << 20
+_COMPRESSED = -2  # in a chunk table: a chunk stored through its filters
+
+
+class Compressed(Exception):
+    """A chunk is stored through its filters: it has to be decoded, not copied."""
+
+
+@dataclass
+class RowCopy:
+    """Rows of a dataset chunked by whole rows, copied straight from the file.
+
+    ``copies`` are ``(file offset, first row, rows)`` runs of consecutive rows, relative
+    to the selection; ``fills`` the ``(first row, values)`` of unallocated chunks, read
+    by h5py (it knows the fill value semantics). ``fd`` is a duplicate of the file's
+    descriptor: ours to close, and valid even if h5py closes the file meanwhile.
+    """
+
+    fd: int
+    rows: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    copies: list[tuple[int, int, int]]
+    fills: list[tuple[int, np.ndarray]]
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.row_shape) * self.dtype.itemsize
+
+    def run(self, out: np.ndarray | None = None, dst: np.ndarray | None = None) -> np.ndarray:
+        """Copy the rows into ``out[dst]`` (default: a new array, in order); close ``fd``.
+
+        ``os.preadv`` releases the HDF5 lock and the GIL, so chunks are copied in
+        parallel while batches keep flowing to the training thread, and a scatter
+        (``dst``) costs no extra copy: each run of rows is read by one ``preadv`` into
+        the rows' destinations.
+        """
+        try:
+            if out is None:
+                out = np.empty((self.rows, *self.row_shape), self.dtype)
+            run_each(_call, self.tasks(out, dst), self.rows * self.row_bytes)
+        finally:
+            os.close(self.fd)
+        self.fill(out, dst)
+        return out
+
+    def tasks(self, out: np.ndarray, dst: np.ndarray | None) -> list[Callable[[], None]]:
+        """One call per run of rows, copying it to ``out[dst]``; run them in any threads
+        and order, then :meth:`fill` and close ``fd`` (what :meth:`run` does)."""
+        size = self.row_bytes
+        flat = memoryview(out.reshape(-1).view(np.uint8))
+
+        def one(where: int, first: int, n: int) -> None:
+            if dst is None:
+                buffers = [flat[first * size : (first + n) * size]]
+            else:
+                buffers = [flat[r * size : (r + 1) * size] for r in dst[first : first + n].tolist()]
+            for i in range(0, len(buffers), _IOV_MAX):
+                part = buffers[i : i + _IOV_MAX]
+                want = sum(len(b) for b in part)
+                if os.preadv(self.fd, part, where) != want:  # regular files: only at EOF
+                    raise OSError(f"the file ends inside a chunk at byte {where}")
+                where += want
+
+        return [functools.partial(one, *copy) for copy in self.copies]
+
+    def fill(self, out: np.ndarray, dst: np.ndarray | None) -> None:
+        """The rows of unallocated chunks (their fill values) into ``out[dst]``."""
+        for first, values in self.fills:
+            if dst is None:
+                out[first : first + len(values)] = values
+            else:
+                out[dst[first : first + len(values)]] = values
+
+
+def _call(task: Callable[[], Any]) -> Any:
+    return task()
+
+
+def stored_plain(fmt: decode.ChunkFormat, filter_mask: int, size: int) -> bool:
+    """Whether a chunk's bytes in the file are its values: no filters, or every filter
+    skipped for it (HDF5 stores a chunk that a filter such as gzip or lzf cannot
+    shrink as is, with the filter's bit set in the chunk's mask)."""
+    every = (1 << len(fmt.filters)) - 1
+    return filter_mask & every == every and size == fmt.nbytes
+
+
+def chunk_offset(dset: h5py.Dataset, fmt: decode.ChunkFormat, coord: tuple[int, ...]) -> int | None:
+    """File offset of the chunk at ``coord`` (called under the lock): ``None`` when
+    unallocated; raises :class:`Compressed` unless it is :func:`stored_plain`."""
+    info = dset.id.get_chunk_info_by_coord(coord)
+    if info.byte_offset is None:
+        return None
+    if fmt.filters and not stored_plain(fmt, info.filter_mask, info.size):
+        raise Compressed(coord)
+    return info.byte_offset
+
+
+def row_copy(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> tuple[RowCopy, bool] | None:
+    """A :class:`RowCopy` for ``dset[key]`` (called under the lock), and whether ``key``
+    drops the row axis (an integer); ``None`` unless ``key`` is a run of rows (other
+    axes whole) of a dataset chunked by whole rows whose chunks there are stored plain
+    (:func:`stored_plain`), in a file open read-only through the default (sec2) driver.
+    """
+    fmt = decode.format_of(dset)
+    if fmt is None or len(key) != len(shape) or not shape:
+        return None
+    rows, rest = key[0], key[1:]
+    drop = isinstance(rows, int | np.integer)
+    if drop:
+        i = int(rows) + (shape[0] if rows < 0 else 0)
+        if not 0 <= i < shape[0]:
+            return None  # h5py raises its own IndexError
+        rows = slice(i, i + 1)
+    if not isinstance(rows, slice) or tuple(fmt.chunks[1:]) != tuple(shape[1:]):
+        return None
+    if any(
+        not (isinstance(k, slice) and k.indices(n) == (0, n, 1))
+        for k, n in zip(rest, shape[1:], strict=True)
+    ):
+        return None
+    start, stop, step = rows.indices(shape[0])
+    if step != 1 or dset.file.mode != "r" or dset.file.driver != "sec2":
+        return None  # a file open for writing may hold newer data in HDF5's chunk cache
+    stop = max(start, stop)
+    row_bytes = math.prod(shape[1:]) * fmt.dtype.itemsize
+    tail = (0,) * (len(shape) - 1)
+    try:
+        copies, holes = row_runs(
+            start, stop, fmt.chunks[0], row_bytes, lambda r: chunk_offset(dset, fmt, (r, *tail))
+        )
+    except Compressed:
+        return None  # decoded (in parallel) instead
+    fills = [(lo - start, dset[lo:hi]) for lo, hi in holes]
+    fd = os.dup(dset.file.id.get_vfd_handle())
+    copy = RowCopy(fd, stop - start, tuple(shape[1:]), fmt.dtype, copies, fills)
+    return copy, drop
+
+
+def row_runs(
+    start: int,
+    stop: int,
+    chunk_rows: int,
+    row_bytes: int,
+    address: Callable[[int], int | None],
+) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """Rows ``[start, stop)`` of a dataset chunked by whole rows, chunk by chunk.
+
+    ``address(first_row_of_chunk)`` is the chunk's byte offset in the file, ``None``
+    when unallocated. Returns the :class:`RowCopy` runs ``(file offset, first row,
+    rows)``, rows counted from ``start``, and the ``(lo, hi)`` file rows of
+    unallocated chunks.
+
+    Examples
+    --------
+    >>> from lazyh5.backend.rows import row_runs
+    >>> row_runs(2, 7, 4, 10, lambda row: None if row == 4 else 1000 + row)
+    ([(1020, 0, 2)], [(4, 7)])
+    """
+    c = chunk_rows
+    copies, holes = [], []
+    for ci in range(start // c, (stop - 1) // c + 1 if stop > start else 0):
+        lo, hi = max(start, ci * c), min(stop, (ci + 1) * c)
+        where = address(ci * c)
+        if where is None:
+            holes.append((lo, hi))
+        else:
+            copies.append((where + (lo - ci * c) * row_bytes, lo - start, hi - lo))
+    return copies, holes
+
+
+class RowFile:
+    """Where the whole-row chunks of one dataset lie in its file, looked up once.
+
+    Per block, asking HDF5 again (the dataset, its filters and type, each chunk's
+    address, a descriptor) costs as much under the HDF5 lock as copying a chunk. The
+    file is open read-only, so chunk addresses do not move; ``fd`` is our own
+    duplicate of its descriptor, closed when this object goes away.
+    """
+
+    def __init__(
+        self,
+        copy: RowCopy,
+        chunk_rows: int,
+        lookup: Callable[[int], int | None],
+        table: np.ndarray | None = None,
+    ):
+        self.fd = copy.fd
+        self.chunk_rows = chunk_rows
+        self.row_bytes = copy.row_bytes
+        self.row_shape = copy.row_shape
+        self.dtype = copy.dtype
+        self.lookup = lookup  # first row of a chunk -> its byte offset, asking HDF5
+        # every chunk's offset (-1: unallocated, -2: compressed), when read in one pass
+        self.table = table
+        self.offsets: dict[int, int | None] = {}
+        weakref.finalize(self, os.close, self.fd)
+
+    def address(self, row: int) -> int | None:
+        """Byte offset of the chunk starting at ``row`` (asked of HDF5 once): ``None``
+        if unallocated; raises :class:`Compressed` if it has to be decoded."""
+        if self.table is not None:
+            where = int(self.table[row // self.chunk_rows])
+            if where == _COMPRESSED:
+                raise Compressed(row)
+            return None if where < 0 else where
+        if row not in self.offsets:
+            self.offsets[row] = self.lookup(row)
+        return self.offsets[row]
+
+    def copy(self, start: int, stop: int) -> RowCopy | None:
+        """A :class:`RowCopy` of file rows ``[start, stop)`` (``None`` if a chunk is
+        unallocated: its fill value comes from h5py); raises :class:`Compressed` if a
+        chunk has to be decoded."""
+        copies, holes = row_runs(start, stop, self.chunk_rows, self.row_bytes, self.address)
+        if holes:
+            return None
+        return RowCopy(os.dup(self.fd), stop - start, self.row_shape, self.dtype, copies, [])
+
+
+def chunk_table(dset: h5py.Dataset, fmt: decode.ChunkFormat) -> np.ndarray | None:
+    """The byte offset of every chunk of a dataset chunked by whole rows (-1 where
+    unallocated, -2 where stored compressed), in one pass over its chunk index;
+    ``None`` where HDF5 has no such pass or the table would be large.
+
+    Asked chunk by chunk from the loader's prefetch thread, each lookup takes the HDF5
+    lock and the GIL from the training thread; ``chunk_iter`` reads them all at once.
+    """
+    chunk_rows = fmt.chunks[0]
+    count = -(-dset.shape[0] // chunk_rows)
+    if not hasattr(dset.id, "chunk_iter") or count > _TABLE_MAX:
+        return None
+    table = np.full(count, -1, np.int64)
+
+    def seen(info: Any) -> None:
+        plain = stored_plain(fmt, info.filter_mask, info.size)
+        table[info.chunk_offset[0] // chunk_rows] = info.byte_offset if plain else _COMPRESSED
+
+    dset.id.chunk_iter(seen)
+    return table
+
+
+def row_file(
+    get_dataset: Callable[[], h5py.Dataset], lock: Any, shape: Sequence[int]
+) -> RowFile | None:
+    """The :class:`RowFile` of a dataset (``get_dataset()`` under ``lock``, the HDF5
+    lock), or ``None`` when its rows cannot be copied from the file."""
+    tail = (0,) * (len(shape) - 1)
+    with lock:
+        dset = get_dataset()
+        probe = row_copy(dset, shape, (slice(0, 0),) + (slice(None),) * len(tail))
+        fmt = decode.format_of(dset) if probe is not None else None
+        table = chunk_table(dset, fmt) if fmt is not None else None
+    if probe is None or fmt is None:
+        return None
+
+    def lookup(row: int) -> int | None:
+        with lock:
+            return chunk_offset(get_dataset(), fmt, (row, *tail))
+
+    return RowFile(probe[0], fmt.chunks[0], lookup, table)

@@ -1,0 +1,145 @@
+"""Where the loader's rows come from: one interface over three kinds of source.
+
+Every source covers some of the fed variables and has one method,
+``read(a, b, out, dst, pending)``: rows ``[a, b)`` of its variables, written to
+``out[name][dst]`` (complete once ``pending.wait()`` returns), or, with ``dst=None``,
+set as ``out[name]`` in order (a reused buffer or the computed array, no extra copy).
+
+- :class:`FileRows`: a plain view of its file, read directly (see
+  :mod:`lazyh5.feed.direct`);
+- :class:`SmallColumn`: variables of small rows (labels, weights), read whole once
+  per epoch so each of their chunks is decoded once;
+- :class:`DaskRows`: everything else, computed by dask in one graph (shared inputs
+  are read once).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Protocol
+
+import dask
+import dask.array as da
+import dask.local
+import dask.threaded
+import numpy as np
+from dask.array.core import concatenate3
+
+from ..backend.threads import Pending
+from .buffers import Buffers
+from .direct import DirectSource
+
+
+class Source(Protocol):
+    """Rows of some fed variables (see the module docstring)."""
+
+    def read(
+        self,
+        a: int,
+        b: int,
+        out: dict[str, np.ndarray],
+        dst: np.ndarray | None,
+        pending: Pending | None,
+    ) -> None: ...
+
+
+class FileRows:
+    """One variable read straight from its file: copied to its destination rows when
+    its chunks allow it, else read into a reused buffer (and placed)."""
+
+    def __init__(self, name: str, source: DirectSource, like: Any, buffers: Buffers) -> None:
+        self.name, self.source, self.buffers = name, source, buffers
+        self.row_shape, self.dtype = tuple(like.shape[1:]), like.dtype  # sample axis first
+
+    def read(self, a, b, out, dst, pending) -> None:
+        src, name = self.source, self.name
+        if dst is None:
+            rows = out[name] = self.buffers.empty((b - a, *self.row_shape), self.dtype)
+            if not src.scatter(a, b, rows, None):
+                src.read_into(a, b, rows)
+            return
+        if not src.scatter(a, b, out[name], dst, pending):  # not copyable from the file
+            rows = self.buffers.empty((b - a, *out[name].shape[1:]), out[name].dtype)
+            src.read_into(a, b, rows)
+            _place(out[name], dst, rows, pending)
+            del rows
+
+
+class SmallColumn:
+    """Variables of small rows, read whole on first use (so once per epoch: a loader
+    makes new sources each epoch) between rows ``start`` and ``end``."""
+
+    def __init__(self, sources: dict[str, DirectSource], start: int, end: int) -> None:
+        self.sources, self.start, self.end = sources, start, end
+        self.columns: dict[str, np.ndarray] = {}
+
+    def read(self, a, b, out, dst, pending) -> None:
+        for name, src in self.sources.items():
+            if name not in self.columns:
+                self.columns[name] = src.read(self.start, self.end)
+            rows = self.columns[name][a - self.start : b - self.start]
+            if dst is None:
+                out[name] = rows
+            else:
+                out[name][dst] = rows
+
+
+class DaskRows:
+    """Variables computed block by block by dask (or held as numpy arrays), sample
+    dimension first."""
+
+    def __init__(self, arrays: dict[str, Any]) -> None:
+        self.arrays = arrays
+
+    def read(self, a, b, out, dst, pending) -> None:
+        if not self.arrays:
+            return
+        pieces = {name: arr[a:b] for name, arr in self.arrays.items()}
+        lazy = {k: v for k, v in pieces.items() if isinstance(v, da.Array)}
+        if lazy:
+            pieces.update(zip(lazy, compute_uncopied(list(lazy.values())), strict=True))
+        for name, rows in pieces.items():
+            if dst is None:
+                out[name] = np.asarray(rows)
+            else:
+                out[name][dst] = rows
+
+
+def compute_uncopied(arrays: list[da.Array]) -> list[np.ndarray]:
+    """``dask.compute(*arrays)`` through dask's collection protocol, without its extras.
+
+    One graph for all variables (shared inputs are read once), optimised the way dask
+    optimises arrays (which fuses the block's row slice into the HDF5 read), run on the
+    active scheduler (threads, or a distributed client), without the expression layer
+    and the defensive copy ``dask.compute`` makes of a one-chunk result.
+    """
+    keys = [a.__dask_keys__() for a in arrays]
+    dsk: dict = {}
+    for a in arrays:
+        dsk.update(a.__dask_graph__())
+    dsk = arrays[0].__dask_optimize__(dsk, keys)
+    get = dask.base.get_scheduler(collections=arrays)
+    if get is dask.threaded.get and len(dsk) <= 4 * len(arrays):
+        # A block read as one task per variable (the usual case: lazyh5's dask chunks
+        # are larger than blocks, and its decoder parallelises inside the task) gains
+        # nothing from the thread pool but the hand-off's cost.
+        get = dask.local.get_sync
+    out = []
+    for nested in get(dsk, keys):  # nested tuples (or lists) of chunks, like the keys
+        single = nested
+        while isinstance(single, tuple | list) and len(single) == 1:
+            single = single[0]
+        if isinstance(single, tuple | list):  # several chunks: one copy to join them
+            single = concatenate3(_as_lists(nested))
+        out.append(single)
+    return out
+
+
+def _as_lists(nested: Any) -> Any:
+    return [_as_lists(x) for x in nested] if isinstance(nested, tuple | list) else nested
+
+
+def _place(out: np.ndarray, dst: np.ndarray, rows: np.ndarray, pending: Pending) -> None:
+    """``out[dst] = rows`` in a decode thread while the next block is read (numpy
+    releases the GIL for it), rather than after the block's decode."""
+    pending.submit(functools.partial(out.__setitem__, dst, rows))
