@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-import warnings
 from typing import Any
 
+from .._warn import warn_user
 from ..errors import InvalidIndexError
 
 try:
@@ -71,13 +71,12 @@ class LoaderPyDataset(keras.utils.PyDataset):
                 self._out_of_order += 1
                 if self._out_of_order == max(8, len(self._loader) // 10) and not self._warned:
                     self._warned = True
-                    warnings.warn(
+                    warn_user(
                         f"Keras asks for the batches of {self._loader._where} out of order "
                         "(fit shuffles batch indices by default), and this loader was built "
                         "with shuffle=False, so each such batch is a separate read (slow). "
                         "Pass shuffle=False to fit() to train in file order, or build the "
                         "BatchLoader with shuffle=True for lazyh5's chunk-aware shuffle.",
-                        stacklevel=2,
                     )
                 return self._direct(index)
             if self._stream is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ import xarray as xr
 from dask.utils import parse_bytes
 
 from .._files import source_label
+from .._warn import warn_user
 from ..backend.threads import Pending
 from ..errors import (
     DimensionError,
@@ -334,7 +334,7 @@ class BatchLoader:
             factor = computed / max(self.plan.rows, 1)
             if factor > 1.5:
                 rows = int(self.plan.sizes.max())
-                warnings.warn(
+                warn_user(
                     f"'{name}' in {self._where} is computed by dask in chunks of up to "
                     f"{max(arr.chunks[0])} rows along '{self.dim}', but BatchLoader reads "
                     f"blocks of {rows} rows: each block computes its whole chunk, "
@@ -343,8 +343,6 @@ class BatchLoader:
                     "before transforming (lazyh5.open_dataset's default chunks are; "
                     f"or pass chunks={{'{self.dim}': {rows}}}), or pass BatchLoader a "
                     "block_size as large as the dask chunks.",
-                    UserWarning,
-                    stacklevel=3,
                 )
 
     def _pack(self, arrays: dict[str, np.ndarray], names: Names) -> Any:

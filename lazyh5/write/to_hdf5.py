@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import xarray as xr
 from xarray import conventions
 
 from .._files import check_new_file_path, open_h5file
+from .._warn import warn_user
 from ..backend.chunking import dask_chunks
 from ..errors import AlreadyExistsError, InvalidArgumentError
 from .graph import precompute_shared, store_blocks
@@ -265,9 +265,7 @@ def _open_partial(tmp: str, fingerprint: str, resume: bool) -> h5py.File:
         try:
             f = open_h5file(tmp, "r+")
         except Exception as err:  # killed mid-flush: start over rather than fail
-            warnings.warn(
-                f"cannot resume from '{tmp}' ({err}); starting over", UserWarning, stacklevel=3
-            )
+            warn_user(f"cannot resume from '{tmp}' ({err}); starting over")
         else:
             found = f[_DONE_MARKS].attrs.get("fingerprint") if _DONE_MARKS in f else None
             if found == fingerprint:
