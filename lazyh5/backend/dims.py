@@ -42,8 +42,8 @@ def scale_name(scale: h5py.Dataset, base: str | None = None) -> tuple[str, bool]
     """The dimension name a scale gives, and whether it carries coordinate values.
 
     ``base`` is the scale's own name in its group, when the caller knows it: h5py's
-    ``.name`` asks HDF5 to search the file for the object's path, 2 ms per call in a
-    group of 3,000 datasets.
+    ``.name`` asks HDF5 to search the file for the object's path, which grows with
+    the size of the group.
     """
     if base is None:
         base = scale.name.rsplit("/", 1)[-1]
