@@ -131,6 +131,13 @@ _SNIPPET = textwrap.dedent(
     #                                          validation_data=(x_test, y_test))
     h = model.fit(**lazyh5.compat.fit_kwargs(x_train, y_train, batch_size=32,
                   validation_data=(x_test, y_test)), epochs=3, verbose=0)
+    # before: model.evaluate(x_test, y_test, batch_size=32), model.predict(x_test, ...)
+    loss = model.evaluate(**lazyh5.compat.evaluate_kwargs(x_test, y_test, batch_size=32),
+                          verbose=0)
+    pred = model.predict(**lazyh5.compat.predict_kwargs(x_test, batch_size=32), verbose=0)
+    in_memory = model.predict(x_test[:], batch_size=32, verbose=0)  # 200 rows: small
+    assert pred.shape == (200, 4) and abs(pred - in_memory).max() < 1e-5
+    assert abs(loss - h.history["val_loss"][-1]) < 1e-4
     print(h.history["loss"][0], h.history["loss"][-1], h.history["val_loss"][-1])
     """
 )
