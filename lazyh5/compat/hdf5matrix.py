@@ -2,13 +2,15 @@
 
 Keras 3 removed ``keras.utils.HDF5Matrix`` and converts any array-like given to ``fit``
 into one numpy array, i.e. loads the whole file. This class keeps the old object's
-behaviour (length, shape, indexing) without ever loading everything silently, and
-:func:`fit_kwargs` turns the old ``model.fit(x, y, validation_data=...)`` call into one
-that streams from the file — a one-line change.
+behaviour (length, shape, indexing) without ever loading everything silently;
+:mod:`lazyh5.compat.streaming` turns the old ``model.fit(x, y, ...)``,
+``model.evaluate(x, y)`` and ``model.predict(x)`` calls into ones that stream from the
+file — a one-line change each.
 """
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -43,7 +45,10 @@ class HDF5Matrix:
     start, end
         Rows to expose (``end=None``: to the end).
     normalizer
-        A function applied to every array read, e.g. ``lambda x: x / 255.0``.
+        A function applied to every array of rows read, e.g. ``lambda x: x / 255.0``.
+        It may change the shape of a row (``lambda a: a.reshape(len(a), -1)``) but must
+        return one row per row it is given: the shape and dtype of the output for the
+        first row are the matrix's ``shape[1:]`` and ``dtype``.
 
     Examples
     --------
@@ -54,6 +59,10 @@ class HDF5Matrix:
     >>> y = HDF5Matrix("m.h5", "label", start=800, end=1000)
     >>> len(y), y.shape, int(y[0]), int(y[-1]), y[[1, 3]].tolist()
     (200, (200,), 800, 999, [801, 803])
+    >>> y[190:201]  # a slice past the end raises IndexError, as in Keras 2
+    Traceback (most recent call last):
+    ...
+    lazyh5.errors.InvalidIndexError: slice 190:201 reaches past the end of HDF5Matrix ...
     """
 
     def __init__(
@@ -97,10 +106,16 @@ class HDF5Matrix:
             )
         self.start, self.end = int(start), end
         self.normalizer = normalizer
-        first = self.data[self.start : self.start + 1] if self.end > self.start else self.data[:0]
-        sample = normalizer(first) if normalizer is not None else first
-        self._dtype = np.asarray(sample).dtype
-        self._row_shape = tuple(np.asarray(sample).shape[1:]) or tuple(self.data.shape[1:])
+        first = self.data[self.start : self.start + 1] if self.end > self.start else self.data[:1]
+        sample = np.asarray(normalizer(first)) if normalizer is not None else first
+        if sample.ndim == 0 or len(sample) != len(first):
+            raise InvalidArgumentError(
+                f"the normalizer of HDF5Matrix '{dataset}' in '{self.datapath}' turned "
+                f"rows of shape {first.shape} into an array of shape {sample.shape}; "
+                "expected one row per row given (a first axis of the same length)"
+            )
+        self._dtype = sample.dtype
+        self._row_shape = tuple(sample.shape[1:])
 
     def __len__(self) -> int:
         return self.end - self.start
@@ -131,12 +146,37 @@ class HDF5Matrix:
         return self.start + (i % n)
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        one = isinstance(key, int | np.integer)
+        if one and self.normalizer is not None:  # it gets rows: a batch of one
+            key = [key]
         with _damaged(self.datapath, self.dataset, self):
             out = self._getitem(key)
-        return self.normalizer(out) if self.normalizer is not None else out
+        if self.normalizer is None:
+            return out
+        out = np.asarray(self.normalizer(out))
+        return out[0] if one else out
+
+    def _check_slice(self, key: slice) -> None:
+        """Keras 2's bound: a slice may not reach past the matrix's last row."""
+        n = len(self)
+        step = 1 if key.step is None else operator.index(key.step)
+        if step > 0 and key.stop is not None and operator.index(key.stop) > n:
+            expected = f"a stop <= {n}"
+        elif step < 0 and key.start is not None and operator.index(key.start) >= n:
+            expected = f"a start < {n} for a negative step"
+        else:
+            return
+        parts = ["" if v is None else str(v) for v in (key.start, key.stop, key.step)]
+        text = ":".join(parts if key.step is not None else parts[:2])
+        raise InvalidIndexError(
+            f"slice {text} reaches past the end of HDF5Matrix of '{self.dataset}' in "
+            f"'{self.datapath}' with {n} rows (rows {self.start}:{self.end} of the "
+            f"dataset); expected {expected} (as in Keras 2)"
+        )
 
     def _getitem(self, key: Any) -> np.ndarray:
         if isinstance(key, slice):
+            self._check_slice(key)
             rows = range(len(self))[key]
             if rows.step > 0:
                 out = self.data[
@@ -167,9 +207,11 @@ class HDF5Matrix:
             raise MemoryError(
                 f"refusing to load all of '{self.dataset}' in '{self.datapath}' "
                 f"({nbytes / 2**20:.0f} MiB) into memory: Keras 3 converts arrays given to "
-                "fit() with np.asarray. Stream it instead: "
+                "fit(), evaluate() and predict() with np.asarray. Stream it instead: "
                 "model.fit(**lazyh5.compat.fit_kwargs(x, y, batch_size=..., "
-                "validation_data=(x_val, y_val)), epochs=...)"
+                "validation_data=(x_val, y_val)), epochs=...), "
+                "model.evaluate(**lazyh5.compat.evaluate_kwargs(x, y, batch_size=...)), "
+                "model.predict(**lazyh5.compat.predict_kwargs(x, batch_size=...))"
             )
         out = self[:]
         return out.astype(dtype) if dtype is not None else out
@@ -195,72 +237,3 @@ def _damaged(
         return None if dset is None else missing_filter_error(dset, dataset, path)
 
     return damage_reported(path, dataset, missing_filter=missing_filter)
-
-
-def _loader(x: HDF5Matrix, y: HDF5Matrix | None, batch_size: int, shuffle: bool):
-    from ..feed.loader import BatchLoader
-    from ..open import open_dataset
-
-    if y is not None and (os.path.abspath(y.datapath) != os.path.abspath(x.datapath)):
-        raise InvalidArgumentError(
-            f"x comes from '{x.datapath}' and y from '{y.datapath}'; fit_kwargs needs both in "
-            "one file (use lazyh5.open_dataset on each and xr.merge them into one BatchLoader)"
-        )
-    if y is not None and (y.start, y.end) != (x.start, x.end):
-        raise InvalidArgumentError(
-            f"x holds rows {x.start}:{x.end} but y rows {y.start}:{y.end} of '{x.datapath}'; "
-            "they must be the same rows"
-        )
-    mats = [m for m in (x, y) if m is not None]
-    names = {
-        m.dataset: ("sample", *(f"{m.dataset}_dim_{i}" for i in range(1, m.data.ndim)))
-        for m in mats
-    }
-    ds = open_dataset(x.datapath, dims=names)
-    for m in mats:
-        if m.normalizer is not None:
-            ds[m.dataset] = ds[m.dataset].copy(
-                data=ds[m.dataset].data.map_blocks(m.normalizer, dtype=m.dtype)
-            )
-    return BatchLoader(
-        ds,
-        x.dataset,
-        None if y is None else y.dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        start=x.start,
-        end=x.end,
-    )
-
-
-def fit_kwargs(
-    x: HDF5Matrix,
-    y: HDF5Matrix | None = None,
-    *,
-    batch_size: int = 32,
-    shuffle: bool = True,
-    validation_data: tuple[HDF5Matrix, HDF5Matrix] | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for ``model.fit`` that stream ``HDF5Matrix`` data from the file.
-
-    Replace ``model.fit(x, y, batch_size=32, validation_data=(xv, yv), epochs=5)`` by
-    ``model.fit(**fit_kwargs(x, y, batch_size=32, validation_data=(xv, yv)), epochs=5)``.
-
-    Examples
-    --------
-    >>> import h5py, numpy as np
-    >>> from lazyh5.compat import HDF5Matrix, fit_kwargs
-    >>> with h5py.File("fk.h5", "w") as f:
-    ...     _ = f.create_dataset("image", data=np.zeros((100, 4, 4), "f4"))
-    ...     _ = f.create_dataset("label", data=np.arange(100) % 2)
-    >>> x, y = HDF5Matrix("fk.h5", "image", end=80), HDF5Matrix("fk.h5", "label", end=80)
-    >>> xv, yv = HDF5Matrix("fk.h5", "image", start=80), HDF5Matrix("fk.h5", "label", start=80)
-    >>> kwargs = fit_kwargs(x, y, batch_size=32, validation_data=(xv, yv))
-    >>> sorted(kwargs), len(kwargs["x"]), len(kwargs["validation_data"])
-    (['validation_data', 'x'], 3, 1)
-    """
-    kwargs: dict[str, Any] = {"x": _loader(x, y, batch_size, shuffle).keras()}
-    if validation_data is not None:
-        vx, vy = validation_data
-        kwargs["validation_data"] = _loader(vx, vy, batch_size, False).keras()
-    return kwargs

@@ -28,9 +28,21 @@ def _spec(loader, names: Any) -> Any:
 
 
 def to_tf_dataset(loader) -> tf.data.Dataset:
-    """The loader's batches as a ``tf.data.Dataset`` whose ``element_spec`` is exact.
+    """The loader's batches as a ``tf.data.Dataset`` whose ``element_spec`` and
+    cardinality are exact.
 
-    Each pass over the dataset runs a new epoch of the loader (a new shuffle order).
+    Each pass over the dataset runs a new epoch of the loader (a new shuffle order). The
+    cardinality (``len(loader)`` batches) lets Keras count the steps of an epoch and
+    ``tf.distribute`` plan it; the dataset raises if the loader yields a different
+    number of batches.
+
+    Examples
+    --------
+    >>> import numpy as np, lazyh5
+    >>> ds = lazyh5.create("tfd.h5", {"image": ((100, 4), "f4"), "label": ((100,), "i8")})
+    >>> tfds = lazyh5.BatchLoader(ds, "image", "label", batch_size=32).tf()
+    >>> int(tfds.cardinality()), [len(y) for _, y in tfds]
+    (4, [32, 32, 32, 4])
     """
     spec = _spec(loader, loader.x)
     if loader.y is not None or loader.sample_weight is not None:
@@ -39,4 +51,5 @@ def to_tf_dataset(loader) -> tf.data.Dataset:
             parts.append(_spec(loader, loader.sample_weight))
         spec = tuple(parts)
     dataset = tf.data.Dataset.from_generator(lambda: iter(loader), output_signature=spec)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(loader)))
     return dataset.prefetch(tf.data.AUTOTUNE)
