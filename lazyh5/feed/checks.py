@@ -69,6 +69,15 @@ def check_variables(
     return names
 
 
+def check_batch_size(batch_size: Any, where: str) -> int:
+    """``batch_size`` checked: a positive integer."""
+    if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
+        raise InvalidArgumentError(
+            f"cannot feed {where}: batch_size must be a positive integer, got {batch_size!r}"
+        )
+    return int(batch_size)
+
+
 def check_range(
     start: int | None, end: int | None, n: int, dim: Hashable, where: str
 ) -> tuple[int, int]:

@@ -19,7 +19,13 @@ from .._files import source_label
 from ..backend.threads import Pending
 from ..errors import InvalidArgumentError
 from .buffers import Buffers
-from .checks import Names, check_range, check_variables, warn_if_blocks_recompute_chunks
+from .checks import (
+    Names,
+    check_batch_size,
+    check_range,
+    check_variables,
+    warn_if_blocks_recompute_chunks,
+)
 from .direct import SMALL_ROW, DirectSource, direct_source
 from .plan import BlockPlan, chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
@@ -136,11 +142,7 @@ class BatchLoader(Resumable):
             )
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.dim = dim
-        if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
-            raise InvalidArgumentError(
-                f"cannot feed {where}: batch_size must be a positive integer, got {batch_size!r}"
-            )
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size(batch_size, where)
         self.shuffle, self.seed = shuffle, seed
         self.drop_remainder = drop_remainder
         self.prefetch, self.window = max(1, int(prefetch)), max(1, int(window))
@@ -163,19 +165,22 @@ class BatchLoader(Resumable):
         self._direct: dict[str, DirectSource | None] = {
             n: direct_source(ds[n], dim) for n in self._names
         }
-        # Variables of small rows (labels) read whole per epoch (see SmallColumn), when
-        # they take at most a few blocks' worth of memory.
-        budget = 4 * parse_bytes(block_size)
-        self._small = [
+        self._small = self._small_variables()
+        # blocks in flight, in order or shuffled (windows), with one spare
+        self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
+        warn_if_blocks_recompute_chunks(self._arrays, self._direct, self.plan, dim, where)
+
+    def _small_variables(self) -> list[str]:
+        """Variables of small rows (labels), read whole per epoch (see SmallColumn),
+        when they take at most a few blocks' worth of memory."""
+        budget = 4 * parse_bytes(self.block_size)
+        return [
             n
             for n, src in self._direct.items()
             if src is not None
             and self._arrays[n][:1].nbytes < SMALL_ROW
             and self._arrays[n][:1].nbytes * self.rows <= budget
         ]
-        # blocks in flight, in order or shuffled (windows), with one spare
-        self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
-        warn_if_blocks_recompute_chunks(self._arrays, self._direct, self.plan, dim, where)
 
     def _check_shard(self) -> None:
         count = self.shard.count
@@ -339,6 +344,8 @@ class BatchLoader(Resumable):
         """The batches of one epoch (default: the next one) without advancing the count,
         from batch ``start`` on (the windows before it are not read).
 
+        Examples
+        --------
         >>> import lazyh5
         >>> ds = lazyh5.open_dataset("feed.h5")
         >>> loader = lazyh5.BatchLoader(ds, "label", batch_size=30, seed=1)

@@ -10,7 +10,7 @@ Each row appears exactly once per epoch. Rows of one HDF5 chunk end up spread ov
 stretch of ``window`` blocks, at a random place in the epoch; a class-sorted file comes
 out mixed at the scale of a window (see ``tests/test_feed_shuffle.py`` for measurements).
 
-**Shards.** The epoch's block order is one for all shards (it depends on the seed and
+**Shards.** The epoch's block order is one for all shards (it depends on ``seed`` and
 the epoch only). Shard ``s`` of ``k`` takes positions ``[s * R, (s + 1) * R)`` of the
 rows in that block order: whole blocks, but for the two at the ends of its run, which
 it shares with its neighbours. ``R`` is ``ceil(rows / k)`` when padding (positions past

@@ -1,7 +1,7 @@
 """A loader's position as a small JSON-serialisable dict, and its check on load.
 
 The state names the position (``epoch``, and ``batch``: batches of that epoch already
-served) and what the order depends on: the seed, the rows, the shard, the batch size,
+served) and what the order depends on: ``seed``, the rows, the shard, the batch size,
 the window and the block layout. A state loaded into a loader that would produce a
 different order is refused, naming what differs.
 """
