@@ -182,6 +182,22 @@ def test_keras_random_requests_are_exact_and_warn(feed_file):
     ds.on_epoch_end()
 
 
+@pytest.mark.parametrize("fixture", ["feed_file", "lzf_feed_file"])
+def test_direct_reads_match_the_stream(request, fixture):
+    """Each batch read directly (row runs of a plain file, whole chunks of an lzf one;
+    the padded shard repeats rows) equals that batch of the stream."""
+    path = request.getfixturevalue(fixture)
+    ds = lazyh5.open_dataset(path)
+    for kwargs in ({}, {"shard": (2, 3)}, {"shuffle": False, "shard": (2, 3)}):
+        loader = BatchLoader(ds, "image", "label", batch_size=24, seed=5, window=2, **kwargs)
+        streamed = list(loader.batches(1))
+        picks = [*np.random.default_rng(1).permutation(len(loader))[:12], len(loader) - 1]
+        for i in picks:  # the last batch of shard 2 holds the repeated row
+            x, y = loader._read_batch(1, int(i))
+            np.testing.assert_array_equal(x, streamed[i][0])
+            np.testing.assert_array_equal(y, streamed[i][1])
+
+
 _DATA_PARALLEL = textwrap.dedent(
     """
     import sys, numpy as np, keras, lazyh5

@@ -245,11 +245,11 @@ class BatchLoader(Resumable):
         computed = {n: arr for n, arr in self._arrays.items() if n not in direct}
         return [*files, column, DaskRows(computed)]
 
-    def _read(self, a: int, b: int) -> dict[str, np.ndarray]:
+    def _read(self, a: int, b: int, sources: list[Source] | None = None) -> dict[str, np.ndarray]:
         """Rows ``[a, b)`` of every fed variable in fresh arrays, read now (outside an
         epoch's stream)."""
         out: dict[str, np.ndarray] = {}
-        for source in self._sources(epoch=False):
+        for source in sources or self._sources(epoch=False):
             source.read(a, b, out, None, None)
         return out
 
@@ -386,9 +386,15 @@ class BatchLoader(Resumable):
         return self._batch(self._read_rows(self._order(epoch).batch_rows(index)))
 
     def _read_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """``rows`` of every fed variable, read now (see :func:`.sources.read_rows`)."""
-        unit = max(chunk_rows(self._ds[n], self.dim) for n in self._names)
-        return read_rows(self._read, rows, unit)
+        """``rows`` of every fed variable, read now (see :func:`.sources.read_rows`):
+        rows of one chunk as one read where chunks are decoded (one decode per chunk),
+        else run by run (a row copied from the file costs no more than its bytes)."""
+        plain = all(
+            "uncompressed" in self._ds[n].encoding.get("lazyh5_storage", "") for n in self._names
+        )
+        unit = 1 if plain else max(chunk_rows(self._ds[n], self.dim) for n in self._names)
+        sources = self._sources(epoch=False)
+        return read_rows(functools.partial(self._read, sources=sources), rows, unit)
 
     # -- derived loaders and adapters -----------------------------------------------
     def _replace(self, **changes: Any) -> BatchLoader:
