@@ -435,7 +435,9 @@ class BatchLoader(Resumable):
 
         Keyword arguments go to ``PyDataset`` (``workers``, ``use_multiprocessing``,
         ``max_queue_size``); the loader already prefetches in the background, so the
-        defaults (one worker) are usually best.
+        defaults (one worker) are usually best. ``dataset[i]`` is batch ``i`` of the
+        epoch's order; pass ``shuffle=False`` to ``fit`` (the loader shuffles), so that
+        Keras asks for the batches in order and they come from the stream.
         """
         from .keras import LoaderPyDataset
 
