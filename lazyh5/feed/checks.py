@@ -1,4 +1,5 @@
-"""The loader's checks of its arguments, and its warning about recomputed dask chunks."""
+"""The loader's arguments: their checks, the structure of a batch they ask for, and the
+warning about recomputed dask chunks."""
 
 from __future__ import annotations
 
@@ -31,6 +32,26 @@ def flat(names: Names) -> list[str]:
     if isinstance(names, Mapping):
         return list(names.values())
     return list(names)
+
+
+def _pack(arrays: dict[str, np.ndarray], names: Names) -> Any:
+    if isinstance(names, str):
+        return arrays[names]
+    if isinstance(names, Mapping):
+        return {key: arrays[var] for key, var in names.items()}
+    return tuple(arrays[n] for n in names)
+
+
+def pack(arrays: dict[str, np.ndarray], x: Names, y: Names, sample_weight: str | None) -> Any:
+    """A batch as the loader's ``x``, ``y``, ``sample_weight`` ask: ``x``, ``(x, y)`` or
+    ``(x, y, w)``, each an array, a tuple or a dict of arrays."""
+    xs = _pack(arrays, x)
+    if y is None and sample_weight is None:
+        return xs
+    ys = None if y is None else _pack(arrays, y)
+    if sample_weight is None:
+        return xs, ys
+    return xs, ys, arrays[sample_weight]
 
 
 def check_variables(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import dask
@@ -24,6 +24,7 @@ from .checks import (
     check_batch_size,
     check_range,
     check_variables,
+    pack,
     warn_if_blocks_recompute_chunks,
 )
 from .direct import SMALL_ROW, DirectSource, direct_source
@@ -309,21 +310,8 @@ class BatchLoader(Resumable):
         pending.wait()
         return out
 
-    def _pack(self, arrays: dict[str, np.ndarray], names: Names) -> Any:
-        if isinstance(names, str):
-            return arrays[names]
-        if isinstance(names, Mapping):
-            return {key: arrays[var] for key, var in names.items()}
-        return tuple(arrays[n] for n in names)
-
     def _batch(self, arrays: dict[str, np.ndarray]) -> Any:
-        x = self._pack(arrays, self.x)
-        if self.y is None and self.sample_weight is None:
-            return x
-        y = None if self.y is None else self._pack(arrays, self.y)
-        if self.sample_weight is None:
-            return x, y
-        return x, y, arrays[self.sample_weight]
+        return pack(arrays, self.x, self.y, self.sample_weight)
 
     def _order(self, epoch: int) -> EpochOrder:
         """Epoch ``epoch``'s windows (of this shard), kept for the latest epoch asked: a
