@@ -32,7 +32,7 @@ from .plan import BlockPlan, chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
 from .shard import Shard, check_mode, parse
 from .shuffle import EpochOrder, Window, epoch_windows, shard_rows
-from .sources import DaskRows, FileRows, SmallColumn, Source, read_rows
+from .sources import DaskRows, FileRows, SmallColumn, Source, gather_plain, read_rows
 from .state import Resumable
 
 
@@ -377,6 +377,11 @@ class BatchLoader(Resumable):
         """``rows`` of every fed variable, read now (see :func:`.sources.read_rows`):
         rows of one chunk as one read where chunks are decoded (one decode per chunk),
         else run by run (a row copied from the file costs no more than its bytes)."""
+        if self._local() and all(self._direct.values()):
+            unique, inverse = np.unique(rows, return_inverse=True)
+            got = {n: gather_plain(s, unique, self._arrays[n]) for n, s in self._direct.items()}
+            if all(v is not None for v in got.values()):
+                return {n: v[inverse] for n, v in got.items()}
         plain = all(
             "uncompressed" in self._ds[n].encoding.get("lazyh5_storage", "") for n in self._names
         )

@@ -16,6 +16,7 @@ set as ``out[name]`` in order (a reused buffer or the computed array, no extra c
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -26,6 +27,7 @@ import dask.threaded
 import numpy as np
 from dask.array.core import concatenate3
 
+from ..backend.rows import Compressed
 from ..backend.threads import Pending
 from .buffers import Buffers
 from .direct import DirectSource
@@ -165,3 +167,29 @@ def read_rows(
     if len(parts) == 1:
         return {n: parts[0][n][where] for n in names}
     return {n: np.concatenate([p[n] for p in parts])[where] for n in names}
+
+
+def gather_plain(src: DirectSource, rows: np.ndarray, like: Any) -> np.ndarray | None:
+    """Rows ``rows`` of a view (``like``: an array with its row shape and dtype), one
+    ``pread`` per row straight from the file, when its chunks are stored plain and
+    allocated; else ``None`` (read them another way)."""
+    found = src._row_file() if src.row_axis == 0 else None
+    if found is None:
+        return None
+    out = np.empty((len(rows), *like.shape[1:]), like.dtype)
+    flat = memoryview(out.reshape(-1).view(np.uint8))
+    size, chunk = found.row_bytes, found.chunk_rows
+    try:
+        with src.array.damage_reported():
+            for j, r in enumerate((rows + src.key[0].start).tolist()):
+                where = found.address(r - r % chunk)
+                if where is None:  # unallocated: h5py knows the fill value
+                    return None
+                if (
+                    os.preadv(found.fd, [flat[j * size : (j + 1) * size]], where + r % chunk * size)
+                    != size
+                ):
+                    raise OSError(f"the file ends inside a chunk at byte {where}")
+    except Compressed:
+        return None
+    return out
