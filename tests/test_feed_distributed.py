@@ -467,3 +467,24 @@ def test_distributed_training_docs_code_runs(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "shard 0 of 1" in out.stdout
+
+
+def test_direct_reads_of_a_truncated_file_raise_corrupt_file(tmp_path):
+    """A batch read directly (a random Keras index), row by row, from a file cut short
+    under the loader: the error names the file and dataset, no descriptor is left."""
+    import h5py
+
+    from lazyh5.errors import CorruptFileError
+
+    path = tmp_path / "cut.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.ones((4000, 256), "f4"), chunks=(100, 256))
+        f.create_dataset("y", data=np.arange(4000), chunks=(1000,))
+    loader = BatchLoader(lazyh5.open_dataset(path), "x", "y", batch_size=50, seed=0)
+    assert len(loader._read_batch(0, 3)[1]) == 50  # caches the chunk addresses
+    fds = len(os.listdir("/proc/self/fd"))
+    os.truncate(path, os.path.getsize(path) // 2)
+    with pytest.raises(CorruptFileError, match=r"cut\.h5.*damaged or truncated"):
+        for i in range(len(loader)):
+            loader._read_batch(0, i)
+    assert len(os.listdir("/proc/self/fd")) == fds
