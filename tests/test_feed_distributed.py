@@ -418,6 +418,7 @@ def test_resume_keras_fit_from_a_checkpoint_callback(feed_file, tmp_path):
 
     pyds = _loader(feed_file).keras()
     model().fit(pyds, epochs=1, shuffle=False, verbose=0, callbacks=[SaveLoaderState(pyds, 10)])
+    pyds.on_epoch_end()  # Keras does not end an epoch it stops: close the stream here
     state = json.loads(path.read_text())
     assert (state["epoch"], state["batch"]) == (0, 10)
     loader = _loader(feed_file)
