@@ -26,7 +26,8 @@ _TRAIN = textwrap.dedent(
     model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     before = model.evaluate(val.keras(), verbose=0)[0]
-    hist = model.fit(train.keras(), validation_data=val.keras(), epochs=3, verbose=0)
+    hist = model.fit(train.keras(), validation_data=val.keras(), epochs=3, verbose=0,
+                     shuffle=False)  # the loader shuffles
     after = model.evaluate(val.keras(), verbose=0)[0]
     pred = model.predict(val.keras(), verbose=0)
     print(keras.backend.backend(), before, after, hist.history["loss"][0],
@@ -91,18 +92,17 @@ def test_pydataset_epochs_and_peeks(learnable):
     loader = lazyh5.BatchLoader(ds, "image", "label", batch_size=100, seed=0)
     pyds = loader.keras()
     assert len(pyds) == 12
-    peek = pyds[0][1]  # outside an epoch: read directly, rows 0..99
-    np.testing.assert_array_equal(peek, ds["label"].values[:100])
+    peek = pyds[0][1]  # outside an epoch: batch 0 of the next epoch, read directly
+    np.testing.assert_array_equal(peek, next(loader.batches(0))[1])
     epochs = []
     for _ in range(2):
         pyds.on_epoch_begin()
-        # Keras shuffles indices; a shuffling loader streams its own order regardless
-        epochs.append(
-            np.concatenate([pyds[i][1] for i in np.random.default_rng(0).permutation(12)])
-        )
+        # in order: from the stream; each batch i is batch i of the epoch
+        epochs.append(np.concatenate([pyds[i][1] for i in range(12)]))
         pyds.on_epoch_end()
     assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(ds["label"].values)
     assert not np.array_equal(epochs[0], epochs[1])
+    np.testing.assert_array_equal(epochs[1], np.concatenate([y for _, y in loader.batches(1)]))
     with pytest.raises(IndexError):
         pyds[12]
 
@@ -132,7 +132,8 @@ def test_unshuffled_loader_warns_when_keras_shuffles_indices(learnable):
 
 def test_fit_streams_each_epoch_between_keras_epoch_callbacks(learnable):
     """Keras calls PyDataset.on_epoch_begin (from Keras 3.5 on): fit's batches come from
-    the loader's stream, not one direct (random) read per batch."""
+    the loader's stream, not one direct (random) read per batch, when fit does not
+    shuffle batch indices (the loader shuffles)."""
     keras = pytest.importorskip("keras")
     ds = lazyh5.open_dataset(learnable)
     ds = ds.assign(image=ds["image"].astype("float32") / 255.0)
@@ -145,6 +146,6 @@ def test_fit_streams_each_epoch_between_keras_epoch_callbacks(learnable):
         [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)]
     )
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(pyds, epochs=2, verbose=0)
+    model.fit(pyds, epochs=2, verbose=0, shuffle=False)
     assert len(begins) == 2
     assert len(direct) <= 2, direct  # Keras may peek at a batch before the first epoch

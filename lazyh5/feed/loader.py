@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 import dask
-import dask.array as da
 import dask.local
 import dask.threaded
 import numpy as np
@@ -17,26 +16,27 @@ import xarray as xr
 from dask.utils import parse_bytes
 
 from .._files import source_label
-from .._warn import warn_user
 from ..backend.threads import Pending
-from ..errors import (
-    DimensionError,
-    InvalidArgumentError,
-    InvalidIndexError,
-    ObjectNotFoundError,
-    UnsupportedDtypeError,
-)
+from ..errors import InvalidArgumentError
 from .buffers import Buffers
+from .checks import (
+    Names,
+    check_batch_size,
+    check_range,
+    check_variables,
+    pack,
+    warn_if_blocks_recompute_chunks,
+)
 from .direct import SMALL_ROW, DirectSource, direct_source
 from .plan import BlockPlan, chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
-from .shuffle import Window, epoch_windows
-from .sources import DaskRows, FileRows, SmallColumn, Source
+from .shard import Shard, check_mode, parse
+from .shuffle import EpochOrder, Window, epoch_windows, shard_rows
+from .sources import DaskRows, FileRows, SmallColumn, Source, gather_plain, read_rows
+from .state import Resumable
 
-Names = str | Sequence[str] | Mapping[str, str] | None
 
-
-class BatchLoader:
+class BatchLoader(Resumable):
     """Batches of rows of a lazy Dataset, for training loops, Keras ``fit`` and tf.data.
 
     Rows are read in **blocks**: runs of whole HDF5 chunks of about ``block_size`` bytes
@@ -86,6 +86,16 @@ class BatchLoader:
         Blocks pooled for shuffling (more: better mixing, more memory).
     block_size
         Target bytes per block for all variables together (``"16MiB"``).
+    shard
+        ``(index, count)``: feed only shard ``index`` of ``count`` (one per process of a
+        data-parallel job), or ``"auto"``: the rank and world size of the framework
+        that is active (``torch.distributed``, JAX, Keras' distribution, ``TF_CONFIG``;
+        ``repr`` says which). Shards are disjoint runs of whole blocks of one global
+        order per epoch (the same ``seed`` on every process), with as many batches each.
+    shard_batches
+        ``"pad"`` (default): shards of an epoch that is not a multiple of ``count`` rows
+        repeat up to ``count - 1`` of its rows; ``"drop"``: up to ``count - 1`` rows
+        are left out of the epoch.
 
     Examples
     --------
@@ -98,6 +108,9 @@ class BatchLoader:
     >>> train, val = loader.split(0.8)
     >>> train.rows, val.rows
     (80, 20)
+    >>> halves = [lazyh5.BatchLoader(ds, "image", "label", seed=0, shard=(i, 2)) for i in (0, 1)]
+    >>> [len(h) for h in halves], np.sort(np.concatenate([y for h in halves for _, y in h]))[:3]
+    ([2, 2], array([0, 1, 2]))
     """
 
     def __init__(
@@ -117,34 +130,36 @@ class BatchLoader:
         prefetch: int = 2,
         window: int = 4,
         block_size: int | str = "16MiB",
+        shard: tuple[int, int] | str | None = None,
+        shard_batches: str = "pad",
     ) -> None:
         if not isinstance(ds, xr.Dataset):
             raise TypeError(f"BatchLoader needs an xarray.Dataset, got {type(ds).__name__}")
         self._ds = ds
-        self._where = source_label(ds.variables)
+        self._where = where = source_label(ds.variables)
         if x is None:
             raise InvalidArgumentError(
-                f"BatchLoader over {self._where} needs at least one input variable x"
+                f"BatchLoader over {where} needs at least one input variable x"
             )
         self.x, self.y, self.sample_weight = x, y, sample_weight
         self.dim = dim
-        if not isinstance(batch_size, int | np.integer) or batch_size <= 0:
-            raise InvalidArgumentError(
-                f"cannot feed {self._where}: batch_size must be a positive integer, "
-                f"got {batch_size!r}"
-            )
-        self.batch_size = int(batch_size)
+        self.batch_size = check_batch_size(batch_size, where)
         self.shuffle, self.seed = shuffle, seed
         self.drop_remainder = drop_remainder
         self.prefetch, self.window = max(1, int(prefetch)), max(1, int(window))
         self.block_size = block_size
-        self._names = self._check_variables()
-        n = ds.sizes[dim]
-        self.start, self.end = self._check_range(start, end, n)
+        self._names = check_variables(ds, (x, y, sample_weight), dim, where)
+        self.start, self.end = check_range(start, end, ds.sizes[dim], dim, where)
+        self.shard: Shard = parse(shard, where)
+        self.shard_batches = check_mode(shard_batches, where)
+        self._check_shard()
         self.plan: BlockPlan = plan_blocks(
             ds, self._names, dim, self.start, self.end, parse_bytes(block_size)
         )
         self.epoch = 0
+        self._resume: tuple[int, int] | None = None  # set by load_state_dict
+        self._current: list[int] | None = None  # [epoch, batches served] of the iteration
+        self._orders: dict[int, EpochOrder] = {}
         # Sample dim first, once: slicing the dask array per block is cheaper than
         # xarray's isel.
         self._arrays: dict[str, Any] = {n: ds[n].transpose(dim, ...).data for n in self._names}
@@ -154,7 +169,7 @@ class BatchLoader:
         self._small = self._small_variables()
         # blocks in flight, in order or shuffled (windows), with one spare
         self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
-        self._warn_if_blocks_recompute_chunks()
+        warn_if_blocks_recompute_chunks(self._arrays, self._direct, self.plan, dim, where)
 
     def _small_variables(self) -> list[str]:
         """Variables of small rows (labels), read whole per epoch (see SmallColumn),
@@ -168,79 +183,46 @@ class BatchLoader:
             and self._arrays[n][:1].nbytes * self.rows <= budget
         ]
 
-    # -- validation -----------------------------------------------------------------
-    def _flat(self, names: Names) -> list[str]:
-        if names is None:
-            return []
-        if isinstance(names, str):
-            return [names]
-        if isinstance(names, Mapping):
-            return list(names.values())
-        return list(names)
-
-    def _check_variables(self) -> list[str]:
-        names: list[str] = []
-        for group in (self.x, self.y, self.sample_weight):
-            for name in self._flat(group):
-                if name not in names:
-                    names.append(name)
-        if self.dim not in self._ds.dims:
-            raise DimensionError(
-                f"dimension '{self.dim}' is not in {self._where} (dims: {list(self._ds.dims)}); "
-                "pass dim= or name it with lazyh5.open_dataset(..., dims=...)"
-            )
-        for name in names:
-            if name not in self._ds.variables:
-                raise ObjectNotFoundError(
-                    f"no variable '{name}' in {self._where}; available: "
-                    f"{sorted(map(str, self._ds.data_vars))} (datasets lazyh5 cannot read, "
-                    "such as variable-length numeric ones, are skipped with a warning when "
-                    "the file is opened)"
-                )
-            var = self._ds[name]
-            if var.ndim == 0 or self.dim not in var.dims:
-                raise DimensionError(
-                    f"variable '{name}' in {self._where} has dims {var.dims}; every variable "
-                    f"fed to BatchLoader needs the sample dimension '{self.dim}'"
-                )
-            if var.dtype.kind not in "biufc":
-                raise UnsupportedDtypeError(
-                    f"variable '{name}' in {self._where} has dtype {var.dtype}; BatchLoader "
-                    "feeds numeric and bool data (encode strings as integers first)"
-                )
-        return names
-
-    def _check_range(self, start: int | None, end: int | None, n: int) -> tuple[int, int]:
-        s = 0 if start is None else int(start)
-        e = n if end is None else int(end)
-        if not (0 <= s <= n and 0 <= e <= n):
-            raise InvalidIndexError(
-                f"start={start}, end={end} out of range for {n} rows along '{self.dim}' "
-                f"in {self._where}; expected 0 <= start <= end <= {n}"
-            )
-        if e <= s:
+    def _check_shard(self) -> None:
+        count = self.shard.count
+        if count > 1 and self.shuffle and self.seed is None:
             raise InvalidArgumentError(
-                f"no rows to feed from {self._where}: start={s}, end={e} along '{self.dim}' "
-                f"(of {n} rows); expected at least one row (start < end)"
+                f"cannot shard {self._where} with shuffle=True and seed=None: every shard "
+                "must draw the same order, so pass the same seed on every process "
+                "(BatchLoader(..., seed=0))"
             )
-        return s, e
+        if count > 1 and self.epoch_rows == 0:
+            raise InvalidArgumentError(
+                f"cannot split the {self.rows} rows of {self._where} into {count} shards "
+                "with shard_batches='drop': fewer rows than shards"
+            )
 
     # -- sizes ----------------------------------------------------------------------
     @property
     def rows(self) -> int:
-        """Rows fed per epoch (before dropping a remainder)."""
+        """Rows selected by ``start``/``end`` (all shards together)."""
         return self.end - self.start
+
+    @property
+    def epoch_rows(self) -> int:
+        """Rows this loader (its shard) feeds per epoch, before dropping a remainder."""
+        if self.shard.count == 1:
+            return self.rows
+        return shard_rows(self.rows, self.shard.count, self.shard_batches == "drop")
 
     def __len__(self) -> int:
         if self.drop_remainder:
-            return self.rows // self.batch_size
-        return math.ceil(self.rows / self.batch_size)
+            return self.epoch_rows // self.batch_size
+        return math.ceil(self.epoch_rows / self.batch_size)
 
     def __repr__(self) -> str:
         block_rows = int(self.plan.sizes.max()) if len(self.plan) else 0
+        shard = ""
+        if self.shard.count > 1 or self.shard.source:
+            shard = f", {self.shard} ({self.epoch_rows} rows, shard_batches={self.shard_batches!r})"
         return (
             f"<lazyh5.BatchLoader {self._where}: x={self.x!r}, y={self.y!r}, rows "
-            f"{self.start}:{self.end} along '{self.dim}' ({self.rows} rows), "
+            f"{self.start}:{self.end} along '{self.dim}' ({self.rows} rows){shard}, "
             f"{len(self)} batches of {self.batch_size}, shuffle={self.shuffle} "
             f"(seed={self.seed}, window={self.window} blocks), {len(self.plan)} blocks of "
             f"<= {block_rows} rows, {self.prefetch} in flight>"
@@ -264,18 +246,27 @@ class BatchLoader:
         computed = {n: arr for n, arr in self._arrays.items() if n not in direct}
         return [*files, column, DaskRows(computed)]
 
-    def _read(self, a: int, b: int) -> dict[str, np.ndarray]:
+    def _read(self, a: int, b: int, sources: list[Source] | None = None) -> dict[str, np.ndarray]:
         """Rows ``[a, b)`` of every fed variable in fresh arrays, read now (outside an
         epoch's stream)."""
         out: dict[str, np.ndarray] = {}
-        for source in self._sources(epoch=False):
+        for source in sources or self._sources(epoch=False):
             source.read(a, b, out, None, None)
         return out
 
-    def _fetch(self, sources: list[Source], block: int, out: dict, dst: Any, pending: Any) -> None:
-        """Block ``block``'s rows into ``out[name][dst]``, or set as ``out[name]`` when
-        ``dst`` is ``None``: see :class:`~lazyh5.feed.sources.Source`."""
-        a, b = int(self.plan.starts[block]), int(self.plan.stops[block])
+    def _fetch(
+        self,
+        sources: list[Source],
+        block: int,
+        out: dict,
+        dst: Any,
+        pending: Any,
+        rows: tuple[int, int] | None = None,
+    ) -> None:
+        """Block ``block``'s rows (or its rows ``[a, b)``) into ``out[name][dst]``, or
+        set as ``out[name]`` when ``dst`` is ``None``: see
+        :class:`~lazyh5.feed.sources.Source`."""
+        a, b = rows or (int(self.plan.starts[block]), int(self.plan.stops[block]))
         for source in sources:
             source.read(a, b, out, dst, pending)
 
@@ -293,9 +284,10 @@ class BatchLoader:
         """
         if not self.shuffle:
             block: dict[str, np.ndarray] = {}
-            self._fetch(sources, int(w.blocks[0]), block, None, None)
+            piece = (int(w.starts[0]), int(w.stops[0]))
+            self._fetch(sources, int(w.blocks[0]), block, None, None, piece)
             return block
-        total = int(self.plan.sizes[w.blocks].sum())
+        total = w.rows
         dest = np.empty(total, np.int64)
         dest[w.order] = np.arange(total)  # where each pooled row goes
         out = {
@@ -306,10 +298,11 @@ class BatchLoader:
         # The copies of all the window's blocks share the decode pool (see Pending).
         pending = Pending()
         try:
-            for b in w.blocks:
-                size = int(self.plan.sizes[b])
-                self._fetch(sources, int(b), out, dest[at : at + size], pending)
-                at += size
+            for b, lo, hi in zip(
+                w.blocks.tolist(), w.starts.tolist(), w.stops.tolist(), strict=True
+            ):
+                self._fetch(sources, b, out, dest[at : at + hi - lo], pending, (lo, hi))
+                at += hi - lo
         except BaseException:
             with contextlib.suppress(BaseException):  # the first error is the one to see
                 pending.wait()  # no copy may still write to the buffers; fds closed
@@ -317,82 +310,84 @@ class BatchLoader:
         pending.wait()
         return out
 
-    def _warn_if_blocks_recompute_chunks(self) -> None:
-        """Warn when a computed variable's dask chunks hold several blocks.
-
-        dask does not push a block's row slice through a transform
-        (``(ds.image * 2)[a:b]`` computes the whole dask chunk, then slices), so every
-        block would compute its whole chunk, many times the rows it needs.
-        """
-        for name, arr in self._arrays.items():
-            if self._direct[name] is not None or not isinstance(arr, da.Array):
-                continue
-            edges = np.concatenate([[0], np.cumsum(arr.chunks[0])])
-            first = np.searchsorted(edges, self.plan.starts, side="right") - 1
-            last = np.searchsorted(edges, self.plan.stops, side="left")
-            computed = (edges[last] - edges[first]).sum()
-            factor = computed / max(self.plan.rows, 1)
-            if factor > 1.5:
-                rows = int(self.plan.sizes.max())
-                warn_user(
-                    f"'{name}' in {self._where} is computed by dask in chunks of up to "
-                    f"{max(arr.chunks[0])} rows along '{self.dim}', but BatchLoader reads "
-                    f"blocks of {rows} rows: each block computes its whole chunk, "
-                    f"{factor:.1f}x the rows it needs (dask does not slice before a "
-                    "transform). Open the file with dask chunks no bigger than a block "
-                    "before transforming (lazyh5.open_dataset's default chunks are; "
-                    f"or pass chunks={{'{self.dim}': {rows}}}), or pass BatchLoader a "
-                    "block_size as large as the dask chunks.",
-                )
-
-    def _pack(self, arrays: dict[str, np.ndarray], names: Names) -> Any:
-        if isinstance(names, str):
-            return arrays[names]
-        if isinstance(names, Mapping):
-            return {key: arrays[var] for key, var in names.items()}
-        return tuple(arrays[n] for n in names)
-
     def _batch(self, arrays: dict[str, np.ndarray]) -> Any:
-        x = self._pack(arrays, self.x)
-        if self.y is None and self.sample_weight is None:
-            return x
-        y = None if self.y is None else self._pack(arrays, self.y)
-        if self.sample_weight is None:
-            return x, y
-        return x, y, arrays[self.sample_weight]
+        return pack(arrays, self.x, self.y, self.sample_weight)
 
-    def batches(self, epoch: int | None = None) -> Iterator[Any]:
-        """The batches of one epoch (default: the next one) without advancing the count."""
+    def _order(self, epoch: int) -> EpochOrder:
+        """Epoch ``epoch``'s windows (of this shard), kept for the latest epoch asked: a
+        stream and the direct reads of one epoch see the same order, even with
+        ``seed=None``."""
+        order = self._orders.get(epoch)
+        if order is None:
+            drop = self.shard_batches == "drop"
+            shard = (self.shard.index, self.shard.count)
+            windows = epoch_windows(
+                self.plan, epoch, self.seed, self.shuffle, self.window, shard, drop
+            )
+            order = EpochOrder(list(windows), self.batch_size)
+            self._orders = {epoch: order}
+        return order
+
+    def batches(self, epoch: int | None = None, *, start: int = 0) -> Iterator[Any]:
+        """The batches of one epoch (default: the next one) without advancing the count,
+        from batch ``start`` on (the windows before it are not read).
+
+        Examples
+        --------
+        >>> import lazyh5
+        >>> ds = lazyh5.open_dataset("feed.h5")
+        >>> loader = lazyh5.BatchLoader(ds, "label", batch_size=30, seed=1)
+        >>> [len(b) for b in loader.batches(0, start=2)]
+        [30, 10]
+        """
         epoch = self.epoch if epoch is None else epoch
-        windows = list(epoch_windows(self.plan, epoch, self.seed, self.shuffle, self.window))
+        if start >= len(self):
+            return
+        order = self._order(epoch)
+        w0, skip = order.start(start)
         # prefetch counts blocks; shuffled, whole windows are prepared ahead
         depth = -(-self.prefetch // self.window) if self.shuffle else self.prefetch
         bs, names, first = self.batch_size, self._names, self._names[0]
         fetch = functools.partial(self._window, sources=self._sources())
-        with Prefetcher(fetch, windows, depth=depth) as prefetcher:
+        with Prefetcher(fetch, order.windows[w0:], depth=depth) as prefetcher:
             carry: dict[str, np.ndarray] | None = None
             for _, rows in prefetcher:
-                total, start = len(rows[first]), 0
+                total, at, skip = len(rows[first]), skip, 0
                 if carry is not None:  # finish the batch the last window began
                     head = {n: rows[n][: bs - len(carry[first])] for n in names}
-                    start = len(head[first])
+                    at = len(head[first])
                     carry = {n: np.concatenate([carry[n], head[n]]) for n in names}
                     if len(carry[first]) < bs:
                         continue
                     yield self._batch(carry)
                     carry = None
-                full = start + (total - start) // bs * bs
-                for i in range(start, full, bs):  # views of the window: no copy
+                full = at + (total - at) // bs * bs
+                for i in range(at, full, bs):  # views of the window: no copy
                     yield self._batch({n: rows[n][i : i + bs] for n in names})
                 if full < total:
                     carry = {n: rows[n][full:total] for n in names}
             if carry is not None and not self.drop_remainder:
                 yield self._batch(carry)
 
-    def __iter__(self) -> Iterator[Any]:
-        epoch = self.epoch
-        self.epoch += 1
-        return self.batches(epoch)
+    def _read_batch(self, epoch: int, index: int) -> Any:
+        """Batch ``index`` of ``epoch``, read now, outside the stream (fresh arrays)."""
+        return self._batch(self._read_rows(self._order(epoch).batch_rows(index)))
+
+    def _read_rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """``rows`` of every fed variable, read now (see :func:`.sources.read_rows`):
+        rows of one chunk as one read where chunks are decoded (one decode per chunk),
+        else run by run (a row copied from the file costs no more than its bytes)."""
+        if self._local() and all(self._direct.values()):
+            unique, inverse = np.unique(rows, return_inverse=True)
+            got = {n: gather_plain(s, unique, self._arrays[n]) for n, s in self._direct.items()}
+            if all(v is not None for v in got.values()):
+                return {n: v[inverse] for n, v in got.items()}
+        plain = all(
+            "uncompressed" in self._ds[n].encoding.get("lazyh5_storage", "") for n in self._names
+        )
+        unit = 1 if plain else max(chunk_rows(self._ds[n], self.dim) for n in self._names)
+        sources = self._sources(epoch=False)
+        return read_rows(functools.partial(self._read, sources=sources), rows, unit)
 
     # -- derived loaders and adapters -----------------------------------------------
     def _replace(self, **changes: Any) -> BatchLoader:
@@ -408,6 +403,8 @@ class BatchLoader:
             prefetch=self.prefetch,
             window=self.window,
             block_size=self.block_size,
+            shard=self.shard,
+            shard_batches=self.shard_batches,
         )
         kwargs.update(changes)
         return BatchLoader(self._ds, self.x, self.y, **kwargs)
@@ -431,7 +428,9 @@ class BatchLoader:
 
         Keyword arguments go to ``PyDataset`` (``workers``, ``use_multiprocessing``,
         ``max_queue_size``); the loader already prefetches in the background, so the
-        defaults (one worker) are usually best.
+        defaults (one worker) are usually best. ``dataset[i]`` is batch ``i`` of the
+        epoch's order; pass ``shuffle=False`` to ``fit`` (the loader shuffles), so that
+        Keras asks for the batches in order and they come from the stream.
         """
         from .keras import LoaderPyDataset
 

@@ -16,6 +16,8 @@ set as ``out[name]`` in order (a reused buffer or the computed array, no extra c
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import dask
@@ -25,6 +27,7 @@ import dask.threaded
 import numpy as np
 from dask.array.core import concatenate3
 
+from ..backend.rows import Compressed
 from ..backend.threads import Pending
 from .buffers import Buffers
 from .direct import DirectSource
@@ -143,3 +146,50 @@ def _place(out: np.ndarray, dst: np.ndarray, rows: np.ndarray, pending: Pending)
     """``out[dst] = rows`` in a decode thread while the next block is read (numpy
     releases the GIL for it), rather than after the block's decode."""
     pending.submit(functools.partial(out.__setitem__, dst, rows))
+
+
+def read_rows(
+    read: Callable[[int, int], dict[str, np.ndarray]], rows: np.ndarray, unit: int
+) -> dict[str, np.ndarray]:
+    """``rows`` (any order, repeats allowed) of every variable, by ``read(a, b)`` of
+    rows ``[a, b)``: one read per run of consecutive rows, and rows within one HDF5
+    chunk of ``unit`` rows read as one run (one decode per chunk)."""
+    unique, inverse = np.unique(rows, return_inverse=True)
+    cut = (np.diff(unique) > 1) & (np.diff(unique // unit) != 0)
+    firsts = np.concatenate([[0], np.flatnonzero(cut) + 1])
+    lasts = np.concatenate([firsts[1:], [len(unique)]]) - 1
+    spans = np.stack([unique[firsts], unique[lasts] + 1], axis=1)
+    parts = [read(int(a), int(b)) for a, b in spans]
+    offsets = np.concatenate([[0], np.cumsum(spans[:, 1] - spans[:, 0])])
+    span = np.searchsorted(spans[:, 0], unique, side="right") - 1
+    where = (offsets[span] + unique - spans[span, 0])[inverse]
+    names = parts[0].keys()
+    if len(parts) == 1:
+        return {n: parts[0][n][where] for n in names}
+    return {n: np.concatenate([p[n] for p in parts])[where] for n in names}
+
+
+def gather_plain(src: DirectSource, rows: np.ndarray, like: Any) -> np.ndarray | None:
+    """Rows ``rows`` of a view (``like``: an array with its row shape and dtype), one
+    ``pread`` per row straight from the file, when its chunks are stored plain and
+    allocated; else ``None`` (read them another way)."""
+    found = src._row_file() if src.row_axis == 0 else None
+    if found is None:
+        return None
+    out = np.empty((len(rows), *like.shape[1:]), like.dtype)
+    flat = memoryview(out.reshape(-1).view(np.uint8))
+    size, chunk = found.row_bytes, found.chunk_rows
+    try:
+        with src.array.damage_reported():
+            for j, r in enumerate((rows + src.key[0].start).tolist()):
+                where = found.address(r - r % chunk)
+                if where is None:  # unallocated: h5py knows the fill value
+                    return None
+                if (
+                    os.preadv(found.fd, [flat[j * size : (j + 1) * size]], where + r % chunk * size)
+                    != size
+                ):
+                    raise OSError(f"the file ends inside a chunk at byte {where}")
+    except Compressed:
+        return None
+    return out
