@@ -238,7 +238,7 @@ def bench_keras(path: Path, n: int, bs: int, repeat: int) -> None:
 
     def lazy_fit(m, rows):
         loader = lazyh5.BatchLoader(ds, "image", "label", batch_size=bs, seed=0, end=rows)
-        m.fit(loader.keras(), epochs=1, verbose=0)
+        m.fit(loader.keras(), epochs=1, verbose=0, shuffle=False)
 
     rates: dict[str, list[float]] = {"numpy": [], "lazyh5": []}
     for _ in range(repeat):  # interleaved: the machine is shared, its speed drifts

@@ -40,7 +40,9 @@ def main() -> None:
         ]
     )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    history = model.fit(train.keras(), validation_data=val.keras(), epochs=args.epochs, verbose=2)
+    history = model.fit(
+        train.keras(), validation_data=val.keras(), epochs=args.epochs, verbose=2, shuffle=False
+    )
     print(
         f"backend {keras.backend.backend()}: val accuracy {history.history['val_accuracy'][-1]:.3f}"
     )

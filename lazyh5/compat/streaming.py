@@ -140,10 +140,10 @@ def fit_kwargs(
     ``model.fit(**fit_kwargs(x, y, batch_size=32, validation_data=(xv, yv)), epochs=5)``.
     With ``shuffle=True`` the training rows come in lazyh5's chunk-aware shuffled order,
     a new one each epoch; that dataset raises if given to ``predict`` (use
-    :func:`predict_kwargs`). With ``shuffle=False`` they come in file order, and the
-    keyword arguments include ``shuffle=False`` for ``fit`` (whose default would ask
-    for the batches in random order, one read each). Validation data is read in file
-    order.
+    :func:`predict_kwargs`). With ``shuffle=False`` they come in file order. Either
+    way the keyword arguments include ``shuffle=False`` for ``fit``, whose own shuffle
+    would ask for the batches at random, one read each. Validation data is read in
+    file order.
 
     Examples
     --------
@@ -156,11 +156,11 @@ def fit_kwargs(
     >>> xv, yv = HDF5Matrix("fk.h5", "image", start=80), HDF5Matrix("fk.h5", "label", start=80)
     >>> kwargs = fit_kwargs(x, y, batch_size=32, validation_data=(xv, yv))
     >>> sorted(kwargs), len(kwargs["x"]), len(kwargs["validation_data"])
-    (['validation_data', 'x'], 3, 1)
+    (['shuffle', 'validation_data', 'x'], 3, 1)
     """
-    kwargs: dict[str, Any] = {"x": _pydataset(_loader(x, y, batch_size, shuffle))}
-    if not shuffle:
-        kwargs["shuffle"] = False
+    # Keras' own shuffle asks for batches at random (one read each); the loader
+    # shuffles chunk-aware itself, so fit always gets shuffle=False.
+    kwargs: dict[str, Any] = {"x": _pydataset(_loader(x, y, batch_size, shuffle)), "shuffle": False}
     if validation_data is not None:
         vx, vy = validation_data
         kwargs["validation_data"] = _loader(vx, vy, batch_size, False).keras()

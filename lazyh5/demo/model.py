@@ -67,6 +67,7 @@ def train(path: Path, epochs: int, report: Report) -> Any:
             epochs=epochs,
             verbose=0,
             callbacks=[recorder],
+            shuffle=False,  # the loader shuffles; fit would ask for batches at random
         )
     fit_s, val_s = sum(recorder.train_s), sum(recorder.val_s)
     train_rate, val_rate = train_rows.rows * epochs / fit_s, val.rows * epochs / val_s
