@@ -78,13 +78,16 @@ class RowCopy:
         flat = memoryview(out.reshape(-1).view(np.uint8))
 
         def one(where: int, first: int, n: int) -> None:
+            # A scatter builds one memoryview per row while holding the GIL: offsets
+            # computed by numpy and lengths known, it costs half as much.
             if dst is None:
-                buffers = [flat[first * size : (first + n) * size]]
+                buffers, each = [flat[first * size : (first + n) * size]], n * size
             else:
-                buffers = [flat[r * size : (r + 1) * size] for r in dst[first : first + n].tolist()]
+                starts = (dst[first : first + n] * size).tolist()
+                buffers, each = [flat[s : s + size] for s in starts], size
             for i in range(0, len(buffers), _IOV_MAX):
                 part = buffers[i : i + _IOV_MAX]
-                want = sum(len(b) for b in part)
+                want = len(part) * each
                 if os.preadv(self.fd, part, where) != want:  # regular files: only at EOF
                     raise OSError(f"the file ends inside a chunk at byte {where}")
                 where += want
