@@ -50,11 +50,10 @@ def test_feed_sweep_reports_every_layout_ratio_and_floor(tmp_path):
     head = next(line for line in lines if line.startswith("file"))
     for column in ("h5py-batches/s", "in order ÷ h5py", "shuffled ÷ in order", "1st ÷ steady"):
         assert column in head, column
-    rows = [line.split() for line in lines if line[:5].strip() in ("f4", "u8", "lzf", "gzip")]
-    layouts = {(r[0], r[1]) for r in rows}
-    assert layouts == {
-        (k, c) for k in ("f4", "u8", "lzf", "gzip") for c in ("16", "64", "256", "1,024")
-    }
+    kinds, chunks = ("f4", "u8", "lzf", "gzip"), ("16", "64", "256", "1,024")
+    rows = [line.split() for line in lines if line.split()[:1] and line.split()[0] in kinds]
+    assert {(r[0], r[1]) for r in rows} == {(k, c) for k in kinds for c in chunks}
+    assert len(rows) == 16
     for r in rows:  # four ratios, each followed by its verdict and floor
         verdicts = [r[i + 1] for i in range(5, len(r), 3)]
         assert len(verdicts) == 4 and set(verdicts) <= {"met", "MISSED"}, r
