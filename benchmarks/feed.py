@@ -257,6 +257,23 @@ def bench_keras(path: Path, n: int, bs: int, repeat: int) -> None:
     print(f"{'lazyh5 BatchLoader':<20} {lazy_rate:>12,.0f} samples/s   ratio {ratio:.3f}x")
 
 
+def layout_sweep(args: argparse.Namespace, n: int, folder: Path) -> None:
+    """``--sweep``: the loader's floors on every chunk layout (``feed_sweep.py``)."""
+    from feed_sweep import sweep  # beside this script
+
+    quick = args.quick
+    sweep(
+        folder,
+        n,
+        args.batch,
+        repeat=1 if quick else args.repeat,
+        epochs=2 if quick else args.epochs,
+        budget=0.1 if quick else args.budget,
+        kinds=args.kinds.split(","),
+        chunks=[int(c) for c in args.chunks.split(",")],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -276,19 +293,7 @@ def main() -> None:
     folder = Path(args.dir or tempfile.mkdtemp(prefix="lazyh5-feed-"))
     folder.mkdir(parents=True, exist_ok=True)
     if args.sweep:
-        from feed_sweep import sweep as run_sweep  # beside this script
-
-        quick = args.quick
-        run_sweep(
-            folder,
-            n,
-            args.batch,
-            repeat=1 if quick else args.repeat,
-            epochs=2 if quick else args.epochs,
-            budget=0.1 if quick else args.budget,
-            kinds=args.kinds.split(","),
-            chunks=[int(c) for c in args.chunks.split(",")],
-        )
+        layout_sweep(args, n, folder)
         return
     results = {}
     for label, (comp, quantised) in FILES.items():
