@@ -257,6 +257,23 @@ def bench_keras(path: Path, n: int, bs: int, repeat: int) -> None:
     print(f"{'lazyh5 BatchLoader':<20} {lazy_rate:>12,.0f} samples/s   ratio {ratio:.3f}x")
 
 
+def layout_sweep(args: argparse.Namespace, n: int, folder: Path) -> None:
+    """``--sweep``: the loader's floors on every chunk layout (``feed_sweep.py``)."""
+    from feed_sweep import sweep  # beside this script
+
+    quick = args.quick
+    sweep(
+        folder,
+        n,
+        args.batch,
+        repeat=1 if quick else args.repeat,
+        epochs=2 if quick else args.epochs,
+        budget=0.1 if quick else args.budget,
+        kinds=args.kinds.split(","),
+        chunks=[int(c) for c in args.chunks.split(",")],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -265,10 +282,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N=20000, fewer slow batches")
     parser.add_argument("--dir", default=None, help="keep the generated files here")
     parser.add_argument("--repeat", type=int, default=2, help="full-epoch methods: best of")
+    sweep = parser.add_argument_group("layout sweep")
+    sweep.add_argument("--sweep", action="store_true", help="run the layout sweep instead")
+    sweep.add_argument("--epochs", type=int, default=3, help="epochs per fresh loader (>= 2)")
+    sweep.add_argument("--budget", type=float, default=2.0, help="seconds of h5py-batches")
+    sweep.add_argument("--kinds", default="f4,u8,lzf,gzip", help="file kinds to sweep")
+    sweep.add_argument("--chunks", default="16,64,256,1024", help="rows per HDF5 chunk")
     args = parser.parse_args()
-    n = 20_000 if args.quick else args.n
+    n = (4096 if args.sweep else 20_000) if args.quick else args.n
     folder = Path(args.dir or tempfile.mkdtemp(prefix="lazyh5-feed-"))
     folder.mkdir(parents=True, exist_ok=True)
+    if args.sweep:
+        layout_sweep(args, n, folder)
+        return
     results = {}
     for label, (comp, quantised) in FILES.items():
         path = folder / f"feed_{n}_{label}.h5"

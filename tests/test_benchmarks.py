@@ -44,6 +44,24 @@ def test_feed_benchmark_prints_every_method_file_and_floor(tmp_path):
     assert out.count("lazyh5 BatchLoader") == 2  # Keras fit on both protocol files
 
 
+def test_feed_sweep_reports_every_layout_ratio_and_floor(tmp_path):
+    out = _run(tmp_path, "feed.py", "--sweep", "--quick", "--dir", "f")
+    lines = out.splitlines()
+    head = next(line for line in lines if line.startswith("file"))
+    for column in ("h5py-batches/s", "in order ÷ h5py", "shuffled ÷ in order", "1st ÷ steady"):
+        assert column in head, column
+    kinds, chunks = ("f4", "u8", "lzf", "gzip"), ("16", "64", "256", "1,024")
+    rows = [line.split() for line in lines if line.split()[:1] and line.split()[0] in kinds]
+    assert {(r[0], r[1]) for r in rows} == {(k, c) for k in kinds for c in chunks}
+    assert len(rows) == 16
+    for r in rows:  # four ratios, each followed by its verdict and floor
+        verdicts = [r[i + 1] for i in range(5, len(r), 3)]
+        assert len(verdicts) == 4 and set(verdicts) <= {"met", "MISSED"}, r
+        assert all(float(r[i]) > 0 for i in range(5, len(r), 3)), r
+    assert "Floors met:" in out
+    assert "gzip/16: gzip: 64 of 64 chunks compressed" in out  # the data does compress
+
+
 def test_open_benchmark_compares_with_h5netcdf_on_every_file(tmp_path):
     out = _run(tmp_path, "open.py", "--datasets", "20", "--repeat", "1")
     head = next(line for line in out.splitlines() if line.startswith("case"))

@@ -27,6 +27,8 @@ _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 102
 # Chunk address tables up to this many chunks (8 bytes each) are read in one pass.
 _TABLE_MAX = 1 << 20
 _COMPRESSED = -2  # in a chunk table: a chunk stored through its filters
+# Copies of small chunks are grouped into tasks of at least this many bytes.
+_TASK_BYTES = 1 << 20
 
 
 class Compressed(Exception):
@@ -72,24 +74,33 @@ class RowCopy:
         return out
 
     def tasks(self, out: np.ndarray, dst: np.ndarray | None) -> list[Callable[[], None]]:
-        """One call per run of rows, copying it to ``out[dst]``; run them in any threads
-        and order, then :meth:`fill` and close ``fd`` (what :meth:`run` does)."""
+        """Calls copying the runs of rows to ``out[dst]``, each run of at least
+        :data:`_TASK_BYTES` where runs are smaller (chunks of a few rows: a task per
+        run costs a pool hand-off each); run them in any threads and order, then
+        :meth:`fill` and close ``fd`` (what :meth:`run` does)."""
         size = self.row_bytes
         flat = memoryview(out.reshape(-1).view(np.uint8))
 
         def one(where: int, first: int, n: int) -> None:
+            # A scatter builds one memoryview per row while holding the GIL: offsets
+            # computed by numpy and lengths known, it costs half as much.
             if dst is None:
-                buffers = [flat[first * size : (first + n) * size]]
+                buffers, each = [flat[first * size : (first + n) * size]], n * size
             else:
-                buffers = [flat[r * size : (r + 1) * size] for r in dst[first : first + n].tolist()]
+                starts = (dst[first : first + n] * size).tolist()
+                buffers, each = [flat[s : s + size] for s in starts], size
             for i in range(0, len(buffers), _IOV_MAX):
                 part = buffers[i : i + _IOV_MAX]
-                want = sum(len(b) for b in part)
+                want = len(part) * each
                 if os.preadv(self.fd, part, where) != want:  # regular files: only at EOF
                     raise OSError(f"the file ends inside a chunk at byte {where}")
                 where += want
 
-        return [functools.partial(one, *copy) for copy in self.copies]
+        calls = [functools.partial(one, *copy) for copy in self.copies]
+        per = max(1, _TASK_BYTES // max(1, self.rows * size // max(1, len(calls))))
+        if per == 1:
+            return calls
+        return [functools.partial(_each, calls[i : i + per]) for i in range(0, len(calls), per)]
 
     def fill(self, out: np.ndarray, dst: np.ndarray | None) -> None:
         """The rows of unallocated chunks (their fill values) into ``out[dst]``."""
@@ -102,6 +113,11 @@ class RowCopy:
 
 def _call(task: Callable[[], Any]) -> Any:
     return task()
+
+
+def _each(tasks: list[Callable[[], Any]]) -> None:
+    for task in tasks:
+        task()
 
 
 def stored_plain(fmt: decode.ChunkFormat, filter_mask: int, size: int) -> bool:
