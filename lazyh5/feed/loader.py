@@ -434,14 +434,15 @@ class BatchLoader(Resumable):
         return to_tf_dataset(self)
 
     def jax(self, prefetch: int = 2, sharding: Any = None) -> Any:
-        """The next epoch's batches as ``jax.Array``, put on the device(s) ``prefetch``
-        batches ahead of use (``jax.device_put`` copies in the background).
+        """The next epoch's batches as ``jax.Array``, put on the device(s) ``prefetch`` ahead
+        of use, split over devices by a ``sharding``: see :func:`.jax.device_batches`.
 
-        ``sharding``: ``None`` (default device), a ``jax.Device``, or a
-        ``jax.sharding.Sharding`` such as ``NamedSharding(mesh, PartitionSpec("data"))``
-        that splits each batch over devices (each batch size must divide by their number:
-        ``drop_remainder=True`` drops a last batch that does not). See
-        :func:`lazyh5.feed.jax.device_batches`.
+        Examples
+        --------
+        >>> import lazyh5
+        >>> loader = lazyh5.BatchLoader(lazyh5.open_dataset("feed.h5"), "label", batch_size=30)
+        >>> [y.shape for y in loader.jax(prefetch=2)]
+        [(30,), (30,), (30,), (10,)]
         """
         from .jax import device_batches
 
