@@ -18,6 +18,7 @@ import pytest
 import lazyh5
 from lazyh5 import BatchLoader
 from lazyh5.errors import InvalidArgumentError
+from tests._process import prefetch_threads, wait_for_prefetch_threads
 from tests.test_examples import run_example
 
 jax = pytest.importorskip("jax")
@@ -96,6 +97,17 @@ def test_resuming_from_the_iterators_state_yields_the_rest_of_the_epoch(feed_fil
     labels = np.concatenate(head + rest)
     np.testing.assert_array_equal(labels, np.concatenate([y for _, y in loader.batches(0)]))
     np.testing.assert_array_equal(np.sort(labels), np.arange(2000))
+
+
+def test_an_abandoned_iterator_stops_the_prefetch_thread(feed_file):
+    loader = BatchLoader(
+        lazyh5.open_dataset(feed_file), "image", "label", batch_size=10, block_size="8KiB"
+    )
+    it = loader.jax()
+    next(it)
+    assert prefetch_threads()  # the loader reads ahead while the device batches wait
+    del it
+    assert not wait_for_prefetch_threads()
 
 
 @pytest.mark.parametrize("prefetch", [-1, 1.5, "2", True])

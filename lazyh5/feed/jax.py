@@ -13,7 +13,7 @@ try:
     import jax
 except ImportError as err:  # pragma: no cover - exercised only without jax
     raise ImportError(
-        "BatchLoader.jax() depends on JAX; install it with `pip install jax`"
+        "BatchLoader.jax() depends on JAX; install it with `pip install lazyh5[jax]`"
     ) from err
 
 
