@@ -390,22 +390,13 @@ class BatchLoader(Resumable):
         return read_rows(functools.partial(self._read, sources=sources), rows, unit)
 
     # -- derived loaders and adapters -----------------------------------------------
+    _SETTINGS = (
+        *("dim", "batch_size", "shuffle", "seed", "start", "end", "drop_remainder"),
+        *("sample_weight", "prefetch", "window", "block_size", "shard", "shard_batches"),
+    )
+
     def _replace(self, **changes: Any) -> BatchLoader:
-        kwargs = dict(
-            dim=self.dim,
-            batch_size=self.batch_size,
-            shuffle=self.shuffle,
-            seed=self.seed,
-            start=self.start,
-            end=self.end,
-            drop_remainder=self.drop_remainder,
-            sample_weight=self.sample_weight,
-            prefetch=self.prefetch,
-            window=self.window,
-            block_size=self.block_size,
-            shard=self.shard,
-            shard_batches=self.shard_batches,
-        )
+        kwargs = {name: getattr(self, name) for name in self._SETTINGS}
         kwargs.update(changes)
         return BatchLoader(self._ds, self.x, self.y, **kwargs)
 
@@ -441,3 +432,18 @@ class BatchLoader(Resumable):
         from .tf import to_tf_dataset
 
         return to_tf_dataset(self)
+
+    def jax(self, prefetch: int = 2, sharding: Any = None) -> Any:
+        """The next epoch's batches as ``jax.Array``, put on the device(s) ``prefetch`` ahead
+        of use, split over devices by a ``sharding``: see :func:`.jax.device_batches`.
+
+        Examples
+        --------
+        >>> import lazyh5
+        >>> loader = lazyh5.BatchLoader(lazyh5.open_dataset("feed.h5"), "label", batch_size=30)
+        >>> [y.shape for y in loader.jax(prefetch=2)]
+        [(30,), (30,), (30,), (10,)]
+        """
+        from .jax import device_batches
+
+        return device_batches(self, prefetch, sharding)
