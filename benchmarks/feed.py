@@ -25,6 +25,7 @@ from pathlib import Path
 import dask.array as da
 import h5py
 import numpy as np
+from feed_sweep import stored  # beside this script
 
 import lazyh5
 
@@ -51,19 +52,6 @@ def make_file(path: Path, n: int, compression: str | None, quantised: bool = Fal
             images = rng.random((e - s, 32, 32, 3), dtype=np.float32)
             x[s:e] = np.round(images * 15) / 15 if quantised else images
             y[s:e] = rng.integers(0, 10, e - s)
-
-
-def stored(path: Path) -> str:
-    """How the image chunks are stored: compressed, or as is (filter skipped)."""
-    with h5py.File(path, "r") as f:
-        image = f["image"]
-        if image.compression is None:
-            return "uncompressed"
-        masks: list[int] = []
-        image.id.chunk_iter(lambda info: masks.append(info.filter_mask))
-        ratio = image.id.get_storage_size() / image.nbytes
-    packed = sum(m == 0 for m in masks)
-    return f"{image.compression}: {packed} of {len(masks)} chunks compressed, {ratio:.0%} of size"
 
 
 def rate(fn, limit: int | None = None) -> float:
