@@ -30,6 +30,34 @@ def run_lazyh5(
     )
 
 
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_on_two_jax_cpus(
+    code: str, *args: object, cwd: Path | None = None, keras: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """``python -c CODE ARGS`` with JAX on two host CPU devices (fixed at JAX's first
+    import, hence a new process), lazyh5 importable from this checkout and no
+    ``TF_CONFIG``; ``keras=True`` also selects Keras' JAX backend."""
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": str(_ROOT),
+    }
+    if keras:
+        env["KERAS_BACKEND"] = "jax"
+    env.pop("TF_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
 def hold_for_writing(path: Path, seconds: float = 60) -> subprocess.Popen:
     """Another (real) process that holds ``path`` open for writing, with HDF5's file lock,
     for ``seconds``; returned once the file is open. Kill it when done."""

@@ -17,6 +17,7 @@ import pytest
 import lazyh5
 from lazyh5.errors import InvalidArgumentError
 from lazyh5.feed.loader import BatchLoader
+from tests._process import run_on_two_jax_cpus
 
 pytestmark = pytest.mark.usefixtures("close_leftover_files")
 
@@ -221,20 +222,7 @@ _DATA_PARALLEL = textwrap.dedent(
 def test_fit_under_keras_data_parallel_on_two_jax_devices(feed_file):
     pytest.importorskip("keras")
     pytest.importorskip("jax")
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-    }
-    env.pop("TF_CONFIG", None)
-    out = subprocess.run(
-        [sys.executable, "-c", _DATA_PARALLEL, str(feed_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    out = run_on_two_jax_cpus(_DATA_PARALLEL, feed_file, keras=True)
     assert out.returncode == 0, out.stderr[-3000:]
     devices, text, steps, batches, random_reads = out.stdout.strip().splitlines()[-1].split("|")
     assert devices == "2"
@@ -450,22 +438,7 @@ def test_distributed_training_docs_code_runs(tmp_path):
     section = text[text.index("## Distributed training") : text.index("## Threads and")]
     code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
     assert "shard=" in code and "load_state_dict" in code and "DataParallel" in code
-    env = {
-        **os.environ,
-        "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-    }
-    env.pop("TF_CONFIG", None)
-    out = subprocess.run(
-        [sys.executable, "-c", _MAKE_DATA + code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    out = run_on_two_jax_cpus(_MAKE_DATA + code, cwd=tmp_path, keras=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "shard 0 of 1" in out.stdout
 

@@ -4,12 +4,8 @@ files with real JAX (CPU; two host devices in a subprocess for shardings)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -18,13 +14,11 @@ import pytest
 import lazyh5
 from lazyh5 import BatchLoader
 from lazyh5.errors import InvalidArgumentError
-from tests._process import prefetch_threads, wait_for_prefetch_threads
+from tests._process import prefetch_threads, run_on_two_jax_cpus, wait_for_prefetch_threads
 from tests.test_examples import run_example
 
 jax = pytest.importorskip("jax")
 jnp = pytest.importorskip("jax.numpy")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_row_once_per_epoch_as_jax_arrays_on_the_device(feed_file):
@@ -162,20 +156,7 @@ SHARDED = textwrap.dedent(
 
 
 def test_named_sharding_splits_each_batch_over_two_devices(feed_file, tmp_path):
-    env = {
-        **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": str(ROOT),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-c", SHARDED, str(feed_file)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = run_on_two_jax_cpus(SHARDED, feed_file, cwd=tmp_path, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "sharded ok" in proc.stdout
 
