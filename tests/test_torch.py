@@ -132,6 +132,64 @@ def test_drop_remainder_with_workers_drops_only_the_epochs_last_batch(feed_file)
     assert sorted(_labels(batches)) == sorted(_labels(loader.batches(0)))
 
 
+_DDP_RANK = """
+import json, os, sys
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+import lazyh5
+
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:" + sys.argv[2],
+                        rank=int(sys.argv[3]), world_size=2)
+loader = lazyh5.BatchLoader(lazyh5.open_dataset(sys.argv[1]), "image", "label",
+                            batch_size=50, seed=0, block_size="8KiB", shard="auto")
+dataset = loader.torch()
+epochs = []
+for epoch in range(2):
+    dataset.set_epoch(epoch)
+    epochs.append([y.tolist() for _, y in DataLoader(dataset, batch_size=None, num_workers=2)])
+print(json.dumps({"shard": str(loader.shard), "epochs": epochs}))
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_ranks_take_their_shard_from_torch_distributed(tmp_path):
+    """Two real processes joined by torch.distributed (gloo on loopback), each feeding
+    shard="auto" through a DataLoader with 2 workers: together every row once per
+    epoch, as many batches on each rank, a new order each epoch."""
+    import socket
+
+    from tests._files import write_feed
+
+    path = write_feed(tmp_path / "ddp.h5", n=1999)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", _DDP_RANK, str(path), str(port), str(rank)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    outs = [p.communicate(timeout=240) for p in ranks]
+    assert all(p.returncode == 0 for p in ranks), [err[-2000:] for _, err in outs]
+    got = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert [g["shard"] for g in got] == [
+        f"shard {r} of 2 (from torch.distributed)" for r in range(2)
+    ]
+    for epoch in range(2):
+        per_rank = [g["epochs"][epoch] for g in got]
+        assert len(per_rank[0]) == len(per_rank[1]) == 20  # 1000 rows each (one padded)
+        labels = np.concatenate([np.concatenate(batches) for batches in per_rank])
+        np.testing.assert_array_equal(np.unique(labels), np.arange(1999))
+    assert got[0]["epochs"][0] != got[0]["epochs"][1]
+
+
 def test_main_process_yields_the_loaders_epochs_in_its_order(feed_file):
     loader = _loader(feed_file)
     dataset = loader.torch()
