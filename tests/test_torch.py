@@ -19,7 +19,7 @@ import pytest
 
 import lazyh5
 from lazyh5 import BatchLoader
-from lazyh5.errors import InvalidArgumentError
+from lazyh5.errors import InvalidArgumentError, UnsupportedDtypeError
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
@@ -310,6 +310,12 @@ def test_errors_are_clear(feed_file, tmp_path):
     other = _loader(feed_file, batch_size=64).torch()
     with pytest.raises(InvalidArgumentError, match="batch_size=50"):
         other.load_state_dict(dataset.state_dict())
+    if np.dtype(np.longdouble).itemsize > 8:  # a dtype numpy has and torch lacks
+        with h5py.File(tmp_path / "long.h5", "w") as f:
+            f.create_dataset("x", data=np.zeros(10, np.longdouble))
+        wide = BatchLoader(lazyh5.open_dataset(tmp_path / "long.h5"), "x", batch_size=4).torch()
+        with pytest.raises(UnsupportedDtypeError, match=r"float128 from .*long\.h5.*astype"):
+            next(iter(wide))
     no_torch = "import sys; sys.modules['torch'] = None\n" + textwrap.dedent(
         f"""
         import lazyh5
