@@ -84,13 +84,14 @@ def test_forked_workers_open_the_file_anew(feed_file):
 
     loader = _loader(feed_file)
     list(loader.batches(0))  # the parent has the file open
-    (parent,) = [f for k, f in FILE_CACHE.items() if k[-1][:1] == ("lazyh5",)]
+    mine = ("lazyh5", os.path.abspath(feed_file))  # other tests' files may be open too
+    (parent,) = [f for k, f in FILE_CACHE.items() if k[-1][:2] == mine]
 
     def inspect(batch):  # runs in the worker, on each batch
         from lazyh5.feed import torch as adapter
 
         inherited = [f for f in adapter._INHERITED if id(f) == id(parent)]
-        own = [f for k, f in FILE_CACHE.items() if k[-1][:1] == ("lazyh5",)]
+        own = [f for k, f in FILE_CACHE.items() if k[-1][:2] == mine]
         closed = len(inherited) == 1 and not inherited[0].id.valid
         fresh = len(own) == 1 and own[0] is not parent and own[0].id.valid
         return batch, closed, fresh, os.getpid()
