@@ -73,8 +73,9 @@ class RowPerItem:
 
 
 class Preallocated(IterableDataset):
-    """The ceiling of a 2-worker DataLoader on this machine: batches of the loader's
-    shapes, made once per worker, handed over as fast as torch moves them."""
+    """The ceiling of a 2-worker DataLoader on this machine: fresh batches of the
+    loader's shapes (a copy of one made ahead, as a read would make), handed over as
+    fast as torch moves them. (The same tensor sent again would cost torch no copy.)"""
 
     def __init__(self, loader: lazyh5.BatchLoader) -> None:
         self.batches, self.bs = len(loader), loader.batch_size
@@ -85,7 +86,7 @@ class Preallocated(IterableDataset):
 
         share = self.batches // get_worker_info().num_workers
         x, y = torch.zeros((self.bs, 32, 32, 3)), torch.zeros(self.bs, dtype=torch.int64)
-        return iter([(x, y)] * share)
+        return ((x.clone(), y.clone()) for _ in range(share))
 
 
 def _recipe_rate(loader, batches: int, budget: float = 20.0) -> float:
