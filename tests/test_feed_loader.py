@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 import warnings
+import weakref
 
 import h5py
 import numpy as np
@@ -95,38 +98,65 @@ def test_lazy_transforms_are_applied(feed_file):
     assert sorted(_labels(loader).tolist()) == list(range(500, 1500))
 
 
-def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file):
+def _producer_waits(thread: threading.Thread, fetch_code: object) -> bool:
+    """Whether ``thread`` waits (on a lock, a queue) outside ``fetch``, or has ended."""
+    if not thread.is_alive():
+        return True
+    frame = sys._current_frames().get(thread.ident)
+    if frame is None or not frame.f_code.co_filename.endswith(("threading.py", "queue.py")):
+        return False
+    while frame is not None:
+        if frame.f_code is fetch_code:
+            return False  # waiting inside a fetch (the decode pool), not for room
+        frame = frame.f_back
+    return True
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file, shuffle):
     ds = lazyh5.open_dataset(feed_file)
     loader = BatchLoader(
         ds.isel(sample=slice(10, None)),
         "image",
         "label",
-        block_size="16KiB",
+        block_size="8KiB",
         prefetch=2,
         window=3,
+        shuffle=shuffle,
         seed=0,
     )
     # file rows of every inner block edge are multiples of the 64-row HDF5 chunks
     assert all((loader.plan.starts[1:] + 10) % 64 == 0)
-    fetched, live, peak = [], [0], [0]
-    lock = threading.Lock()
-    original = loader._fetch
+    # Every window the background thread hands over is tracked by a weak reference to
+    # its arrays: it is in flight (queued, being handed over or in use) while they live.
+    made: list[tuple[weakref.ref, int]] = []
+    fetched: list[int] = []
+    producer: list[threading.Thread] = []
+    original = loader._window
 
-    def counting(sources, block, *into):
-        out = original(sources, block, *into)
-        with lock:
-            fetched.append(block)
-            live[0] = len(fetched) - consumed[0]
-            peak[0] = max(peak[0], live[0])
+    def tracked(w, sources):
+        out = original(w, sources)
+        producer[:] = [threading.current_thread()]
+        fetched.extend(w.blocks.tolist())
+        made.append((weakref.ref(out["image"]), len(w.blocks)))
         return out
 
-    consumed = [0]
-    loader._fetch = counting
-    for i, _ in enumerate(loader.batches()):
-        consumed[0] = min(len(fetched), (i * 32) // int(loader.plan.sizes.max()))
+    loader._window = tracked
+    peak = 0
+    for _ in loader.batches():
+        # A slow consumer: let the background thread run until it must wait for room.
+        deadline = time.monotonic() + 60
+        while not _producer_waits(producer[0], tracked.__code__):
+            assert time.monotonic() < deadline, "the prefetch thread never waited"
+            time.sleep(0.001)  # polling interval
+        peak = max(peak, sum(n for ref, n in made if ref() is not None))
     assert sorted(fetched) == list(range(len(loader.plan)))  # each block computed once
-    # shuffled, whole windows are prepared ahead: one queued, one building, one in use
-    assert peak[0] <= (-(-loader.prefetch // loader.window) + 2) * loader.window
+    # at most `prefetch` blocks ahead (whole windows shuffled), one being handed over
+    # and one in use; more blocks than that in the epoch, and the thread ran ahead
+    depth = -(-loader.prefetch // loader.window) * loader.window if shuffle else loader.prefetch
+    width = loader.window if shuffle else 1
+    assert len(loader.plan) > depth + 2 * width
+    assert width < peak <= depth + 2 * width, peak
 
 
 def test_abandoned_iteration_stops_threads(feed_file):
