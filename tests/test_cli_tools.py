@@ -20,7 +20,6 @@ from lazyh5.feed.layout import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from lazyh5.write.to_hdf5 import partial_path
 from tests._process import run_lazyh5
 
-matplotlib = pytest.importorskip("matplotlib")
 _QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3"}  # TensorFlow's start-up log lines
 
 
@@ -68,6 +67,7 @@ def _check_demo_folder(out) -> None:
 
 
 def test_demo_tiny_without_training(tmp_path):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "demo"
     res = run_lazyh5("demo", "--size", "tiny", "--out", out, "--no-train")
     assert res.returncode == 0, res.stderr
@@ -77,6 +77,7 @@ def test_demo_tiny_without_training(tmp_path):
 @pytest.mark.keras
 def test_demo_tiny_with_training(tmp_path):
     pytest.importorskip("keras")
+    pytest.importorskip("matplotlib")
     out = tmp_path / "demo"
     res = run_lazyh5(
         "demo", "--size", "tiny", "--out", out, "--epochs", "1", timeout=300, env=_QUIET_TF
@@ -90,6 +91,7 @@ def test_demo_tiny_with_training(tmp_path):
 
 
 def test_show_writes_a_png_of_the_rows(lzf_feed_file, tmp_path):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "grid.png"
     res = run_lazyh5("show", lzf_feed_file, "image", "--index", "0:16", "-o", out)
     assert res.returncode == 0, res.stderr
