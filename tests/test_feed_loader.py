@@ -429,3 +429,80 @@ def test_small_variables_read_whole_per_epoch_or_by_block(tmp_path, shuffle, blo
             np.testing.assert_array_equal(x[:, -1], y)
             ys.append(y.copy())
         assert sorted(np.concatenate(ys).tolist()) == list(range(123, 4321))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_sample_weights_stay_with_their_rows(feed_file, shuffle):
+    with h5py.File(feed_file, "r+") as f:  # a weight that says which row it belongs to
+        f["weight"][:] = np.arange(2000, dtype="f4") / 4
+    ds = lazyh5.open_dataset(feed_file)
+    ds = ds.assign(computed=ds["label"] * 0.5)  # and one computed by dask per block
+    for name, factor in [("weight", 0.25), ("computed", 0.5)]:
+        loader = BatchLoader(
+            ds, "image", "label", sample_weight=name, batch_size=48, shuffle=shuffle, seed=3
+        )
+        labels = []
+        for x, y, w in loader:
+            np.testing.assert_array_equal(w, y * factor)
+            np.testing.assert_array_equal(x[:, 0, 0], y)
+            labels.append(y)
+        assert sorted(np.concatenate(labels).tolist()) == list(range(2000))
+
+
+def test_split_can_shuffle_validation(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(ds, "image", "label", seed=0, block_size="8KiB")
+    train, val = loader.split(0.5, shuffle_validation=True)
+    assert val.shuffle and train.shuffle
+    got = _labels(val, 0)
+    assert sorted(got.tolist()) == list(range(val.start, val.end))
+    assert not np.array_equal(got, np.sort(got))  # shuffled
+    assert not np.array_equal(got, _labels(val, 1))  # a new order each epoch
+    assert not set(got.tolist()) & set(_labels(train, 0).tolist())
+
+
+def test_seed_none_gives_fresh_orders_that_hold_within_a_loader(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    one = BatchLoader(ds, "image", "label", seed=None, block_size="8KiB")
+    two = BatchLoader(ds, "image", "label", seed=None, block_size="8KiB")
+    first = _labels(one, 0)
+    assert sorted(first.tolist()) == list(range(2000))
+    assert not np.array_equal(first, _labels(two, 0))  # 2000! orders: never the same
+    # one loader's epoch is one order: streamed again, or read batch by batch
+    np.testing.assert_array_equal(first, _labels(one, 0))
+    np.testing.assert_array_equal(
+        first, np.concatenate([one._read_batch(0, i)[1] for i in range(len(one))])
+    )
+
+
+def test_another_sample_dimension(tmp_path):
+    # `dim` names the axis rows are taken along: here the second axis of x
+    path = tmp_path / "t.h5"
+    ds = lazyh5.create(
+        path,
+        {"x": ((3, 500), "f4"), "y": ((500,), "i8")},
+        dims={"x": ("feature", "time"), "y": ("time",)},
+    )
+    ds["x"].h5[:] = np.arange(500, dtype="f4")[None, :] * np.array([[1], [2], [3]], "f4")
+    ds["y"].h5[:] = np.arange(500)
+    ds = lazyh5.open_dataset(path)
+    loader = BatchLoader(ds, "x", "y", dim="time", batch_size=64, seed=0)
+    assert len(loader) == 8
+    labels = []
+    for x, y in loader:
+        assert x.shape == (len(y), 3)  # rows first
+        np.testing.assert_array_equal(x, y[:, None] * np.array([1, 2, 3], "f4"))
+        labels.append(y)
+    assert sorted(np.concatenate(labels).tolist()) == list(range(500))
+    with pytest.raises(DimensionError, match="sample"):
+        BatchLoader(ds, "x", "y")  # the default dim is not there
+
+
+def test_drop_remainder_with_split(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(ds, "image", "label", batch_size=300, drop_remainder=True, seed=0)
+    train, val = loader.split(0.5)
+    assert train.drop_remainder and val.drop_remainder
+    for part in (train, val):
+        sizes = [len(y) for _, y in part]
+        assert sizes == [300] * (part.rows // 300) and len(part) == len(sizes)
