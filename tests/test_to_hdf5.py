@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import dask
 import dask.array as da
@@ -316,3 +317,68 @@ def test_resume_refuses_other_hdf5_chunks(raw, tmp_path):
     with h5py.File(out) as f:
         assert f["label"].chunks == (64,)
         np.testing.assert_array_equal(f["label"][()], np.arange(700) % 10)
+
+
+def test_hdf5_chunks_and_compression_per_variable(raw, tmp_path):
+    out = tmp_path / "per.h5"
+    lazyh5.to_hdf5(
+        out,
+        raw,
+        hdf5_chunks={"image": (100, 4, 4, 3), "label": None},
+        compression={"image": "gzip", "label": None},
+        compression_opts={"image": 7},
+        progress=False,
+    )
+    with h5py.File(out) as f:
+        assert f["image"].chunks == (100, 4, 4, 3) and f["label"].chunks is None
+        assert f["image"].compression == "gzip" and f["image"].compression_opts == 7
+        assert f["label"].compression is None
+        np.testing.assert_array_equal(f["image"][()], raw["image"].values)
+        np.testing.assert_array_equal(f["label"][()], raw["label"].values)
+    lazyh5.to_hdf5(tmp_path / "all.h5", raw, compression="gzip", compression_opts=2, progress=False)
+    with h5py.File(tmp_path / "all.h5") as f:
+        assert f["image"].compression_opts == f["label"].compression_opts == 2
+
+
+def test_mode_x_progress_and_resume_without_a_partial_file(raw, tmp_path, capsys):
+    out = tmp_path / "x.h5"
+    lazyh5.to_hdf5(out, raw["label"], mode="x", progress=True, resume=True)  # nothing to resume
+    np.testing.assert_array_equal(lazyh5.open_dataset(out)["label"].values, raw["label"].values)
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here: no bar
+    with pytest.raises(FileExistsError, match=r"x\.h5"):
+        lazyh5.to_hdf5(out, raw["label"] + 1, mode="x", progress=False)
+    assert lazyh5.open_dataset(out)["label"].values[1] == 1  # untouched
+
+
+def test_resume_from_an_unreadable_partial_file_starts_over(raw, tmp_path):
+    out = tmp_path / "u.h5"
+    with open(partial_path(out), "wb") as fh:
+        fh.write(b"not an HDF5 file")
+    with pytest.warns(UserWarning, match="starting over"):
+        lazyh5.to_hdf5(out, raw["label"], progress=False, resume=True)
+    np.testing.assert_array_equal(lazyh5.open_dataset(out)["label"].values, raw["label"].values)
+    assert not os.path.exists(partial_path(out))
+
+
+@pytest.mark.parametrize(
+    "other",
+    [lambda x: x[:600], lambda x: x.astype("i4"), lambda x: x.rename("other")],
+    ids=["shape", "dtype", "name"],
+)
+def test_resume_refuses_other_shape_dtype_or_variables(raw, tmp_path, other):
+    def boom(block):
+        boom.calls += 1
+        if boom.calls > 3:
+            raise RuntimeError("boom")
+        return block
+
+    boom.calls = 0
+    label = raw["label"]
+    out = tmp_path / "o.h5"
+    failing = label.copy(data=label.data.rechunk(64).map_blocks(boom))
+    with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="boom"):
+        lazyh5.to_hdf5(out, failing, hdf5_chunks=(64,), progress=False)
+    before = Path(partial_path(out)).read_bytes()
+    with pytest.raises(ValueError, match="different data"):
+        lazyh5.to_hdf5(out, other(label), hdf5_chunks=(64,), progress=False, resume=True)
+    assert Path(partial_path(out)).read_bytes() == before  # kept as it was
