@@ -264,3 +264,24 @@ def test_open_1000_datasets(tmp_path):
     ds = lazyh5.open_dataset(path)
     assert len(ds.data_vars) == 1000
     assert float(ds["v0999"][99, 7]) == 999.0 and ds["v0500"].chunks == ((100,), (8,))
+
+
+def test_open_datatree_group_dims_chunks_and_r_plus(tmp_path):
+    path = tmp_path / "tree.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("top", data=np.arange(10.0))
+        f.create_dataset("g/y", data=np.arange(100.0), chunks=(10,))
+        f.create_dataset("g/sub/z", data=np.arange(100.0) * 2, chunks=(10,))
+    tree = lazyh5.open_datatree(
+        path, group="g", dims={"y": ("row",), "z": ("row",)}, chunks={"row": 50}, mode="r+"
+    )
+    assert "top" not in tree.dataset and set(tree.children) == {"sub"}  # from /g down
+    y, z = tree["y"], tree["sub"]["z"]
+    assert y.dims == z.dims == ("row",)
+    assert y.chunks == z.chunks == ((50, 50),)
+    y.h5[:5] = -1.0  # open for writing
+    z.h5[95:] = -2.0
+    tree.close()
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["g/y"][:6], [-1, -1, -1, -1, -1, 5])
+        np.testing.assert_array_equal(f["g/sub/z"][94:], [188, -2, -2, -2, -2, -2])
