@@ -603,3 +603,8 @@ def test_holder_process_is_real(tmp_path):
         time.sleep(0.1)
         with pytest.raises(OSError, match="lock"):
             h5py.File(p, "r", locking=True)
+
+
+def test_reliability_page_counts_the_cases():
+    page = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    assert f"is one table of {len(CASES)} cases" in page

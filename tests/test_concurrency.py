@@ -14,6 +14,7 @@ chunk it read is wholly one write or torn between two.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -281,3 +282,42 @@ def test_swmr_readers_see_whole_chunks_while_a_swmr_writer_appends(tmp_path):
         assert res["reads"][-1] == list(range(SWMR_CHUNKS))
     # some reader saw the file partly written (the writer waited for one to)
     assert any(1 < len(r) < SWMR_CHUNKS for res in results for r in res["reads"])
+
+
+# A lazyh5 writer with HDF5's file locking turned off: it rewrites half the chunks,
+# then waits (file open) until told to go on.
+HALF_WRITER = textwrap.dedent(
+    f"""
+    import sys, lazyh5
+    ds = lazyh5.open_dataset(sys.argv[1], mode="r+", chunks={{"sample": {R}}})
+    for k in range({CHUNKS} // 2):
+        ds["x"].h5[k * {R}:(k + 1) * {R}] = 1.0
+    print("half", flush=True)
+    sys.stdin.readline()
+    ds.close()
+    """
+)
+
+
+def test_without_file_locking_a_reader_sees_a_write_half_done(tmp_path):
+    path = tmp_path / "unlocked.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.zeros((CHUNKS * R, C), "f4"), chunks=(R, C))
+    env = {**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE"}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HALF_WRITER, str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert writer.stdout.readline().strip() == "half"
+        ds = lazyh5.open_dataset(path)  # not refused: the writer holds no lock
+        chunks = ds["x"].values.reshape(CHUNKS, R, C)[:, 0, 0].tolist()
+        ds.close()
+        half = CHUNKS // 2
+        assert chunks == [1.0] * half + [0.0] * (CHUNKS - half)  # one read, two states
+        writer.stdin.write("\n")
+        writer.stdin.flush()
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+        writer.wait()
