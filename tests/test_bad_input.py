@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -599,8 +598,7 @@ def test_bench_and_rechunk_refuse_bad_files(tmp_path, command):
 def test_holder_process_is_real(tmp_path):
     """The busy cases' holder really holds the lock: a plain h5py open fails too."""
     with contextlib.ExitStack() as stack:
-        p = busy(tmp_path, stack)
-        time.sleep(0.1)
+        p = busy(tmp_path, stack)  # the holder has opened it
         with pytest.raises(OSError, match="lock"):
             h5py.File(p, "r", locking=True)
 

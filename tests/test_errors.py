@@ -108,11 +108,8 @@ def test_r_plus_on_read_only_file(plain_file):
 
 
 def test_file_open_for_writing_by_another_process(plain_file):
-    import time
-
     holder = hold_for_writing(plain_file, seconds=30)  # returns once the file is open
     try:
-        time.sleep(0.2)
         with pytest.raises(FileBusyError, match="locked by another process"):
             lazyh5.open_dataset(plain_file, mode="r+")
     finally:

@@ -257,6 +257,8 @@ def test_old_argument_order_and_chunk_values_are_refused(raw, tmp_path):
         lazyh5.to_hdf5(raw["label"], out, progress=False)
     with pytest.raises(ValueError, match="hdf5_chunks"):
         lazyh5.to_hdf5(out, raw["label"], hdf5_chunks=True, progress=False)
+    with pytest.raises(ValueError, match="hdf5_chunks"):
+        lazyh5.to_hdf5(out, raw["label"], hdf5_chunks=False, progress=False)
     assert not out.exists() and not os.path.exists(partial_path(out))
 
 
