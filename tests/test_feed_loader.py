@@ -103,7 +103,7 @@ def _producer_waits(thread: threading.Thread, fetch_code: object) -> bool:
     if not thread.is_alive():
         return True
     frame = sys._current_frames().get(thread.ident)
-    if frame is None or not frame.f_code.co_filename.endswith(("threading.py", "queue.py")):
+    if frame is None or frame.f_code.co_name != "wait":  # Condition.wait, Event.wait
         return False
     while frame is not None:
         if frame.f_code is fetch_code:
