@@ -10,6 +10,7 @@ import signal
 import time
 
 import dask
+import dask.array as da
 import h5py
 import numpy as np
 import pytest
@@ -326,3 +327,22 @@ def test_killing_a_worker_mid_computation_still_gives_the_right_result(client, d
     client.wait_for_workers(2, timeout=30)
     assert busy[0] not in client.scheduler_info()["workers"]
     ds.close()
+
+
+def test_blocks_in_flight_on_a_cluster_stay_within_the_window(client):
+    """to_hdf5 on a cluster writes blocks here as they arrive: the futures this process
+    holds (blocks submitted and not yet written) never exceed the window."""
+    from lazyh5.write.graph import store_blocks
+
+    x = da.arange(40 * 64 * 16, dtype="f4").reshape(40 * 64, 16).rechunk((64, 16)) * 2
+    base = len(client.futures)
+    held: list[int] = []
+    out = np.zeros(x.shape, "f4")
+
+    def write(idx, region, block):
+        held.append(len(client.futures) - base)
+        out[region] = block
+
+    assert store_blocks(x, write, progress=False) == 40
+    np.testing.assert_array_equal(out, np.arange(40 * 64 * 16, dtype="f4").reshape(-1, 16) * 2)
+    assert len(held) == 40 and 0 < max(held) <= 2 * sum(client.nthreads().values()), held
