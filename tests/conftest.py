@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import gc
+import os
 import signal
 
 import pytest
+from hypothesis import settings
 
 from tests._files import write_feed, write_lzf_feed, write_plain
+
+# Property tests draw the same examples on every run ("ci", the default): a failure is
+# reproducible and a pass means the same thing each time. HYPOTHESIS_PROFILE=explore
+# draws new examples (and more of them) to look for new failures.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", max_examples=1000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

@@ -6,9 +6,15 @@ the outputs are checked by opening them (PNGs decoded, HDF5 files read back).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
 
 import h5py
 import numpy as np
@@ -20,7 +26,6 @@ from lazyh5.feed.layout import MAX_CHUNK_BYTES, MIN_CHUNK_BYTES
 from lazyh5.write.to_hdf5 import partial_path
 from tests._process import run_lazyh5
 
-matplotlib = pytest.importorskip("matplotlib")
 _QUIET_TF = {"TF_CPP_MIN_LOG_LEVEL": "3"}  # TensorFlow's start-up log lines
 
 
@@ -68,6 +73,7 @@ def _check_demo_folder(out) -> None:
 
 
 def test_demo_tiny_without_training(tmp_path):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "demo"
     res = run_lazyh5("demo", "--size", "tiny", "--out", out, "--no-train")
     assert res.returncode == 0, res.stderr
@@ -77,6 +83,7 @@ def test_demo_tiny_without_training(tmp_path):
 @pytest.mark.keras
 def test_demo_tiny_with_training(tmp_path):
     pytest.importorskip("keras")
+    pytest.importorskip("matplotlib")
     out = tmp_path / "demo"
     res = run_lazyh5(
         "demo", "--size", "tiny", "--out", out, "--epochs", "1", timeout=300, env=_QUIET_TF
@@ -90,6 +97,7 @@ def test_demo_tiny_with_training(tmp_path):
 
 
 def test_show_writes_a_png_of_the_rows(lzf_feed_file, tmp_path):
+    pytest.importorskip("matplotlib")
     out = tmp_path / "grid.png"
     res = run_lazyh5("show", lzf_feed_file, "image", "--index", "0:16", "-o", out)
     assert res.returncode == 0, res.stderr
@@ -283,3 +291,76 @@ def test_rechunk_errors(lzf_feed_file, tmp_path, capsys):
     assert "does not exist" in error(lzf_feed_file, tmp_path / "no" / "o.h5")
     assert "into itself" in error(lzf_feed_file, lzf_feed_file, "--overwrite")
     assert not (tmp_path / "o.h5").exists()
+
+
+# -- --group, --dim, --batch-size, --progress ---------------------------------------
+
+
+@pytest.fixture
+def grouped_file(tmp_path):
+    """Variables in group 'g', rows along 't' (not 'sample', not the leading axis of x)."""
+    path = tmp_path / "grouped.h5"
+    ds = lazyh5.create(
+        path,
+        {"x": ((3, 1000), "f4"), "y": ((1000,), "i8")},
+        dims={"x": ("f", "t"), "y": ("t",)},
+        group="g",
+        hdf5_chunks={"x": (3, 10), "y": (10,)},
+    )
+    ds["x"].h5[:] = np.arange(3000, dtype="f4").reshape(3, 1000)
+    ds["y"].h5[:] = np.arange(1000)
+    ds.close()
+    return path
+
+
+def test_rechunk_group_and_dim(grouped_file, tmp_path):
+    out = tmp_path / "re.h5"
+    res = run_lazyh5(
+        "rechunk", grouped_file, out, "--group", "g", "--dim", "t", "--hdf5-chunks", "x=100,y=250"
+    )
+    assert res.returncode == 0, res.stderr
+    with h5py.File(out) as f, h5py.File(grouped_file) as g:
+        assert f["g/x"].chunks == (3, 100) and f["g/y"].chunks == (250,)  # rows along t
+        np.testing.assert_array_equal(f["g/x"][()], g["g/x"][()])
+        np.testing.assert_array_equal(f["g/y"][()], g["g/y"][()])
+    res = run_lazyh5("rechunk", grouped_file, tmp_path / "o.h5", "--group", "g", "--dim", "nope")
+    assert res.returncode == 2 and "no dimension 'nope'" in res.stderr
+
+
+def test_bench_group_dim_and_batch_size(grouped_file):
+    res = run_lazyh5(
+        "bench", grouped_file, "--group", "g", "--x", "x", "--y", "y", "--dim", "t",
+        "--batch-size", "16", "--max-samples", "512", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert (report["batch_size"], report["rows"]) == (16, 512)
+    assert all(m["samples"] == 512 for m in report["methods"].values())
+
+
+@pytest.mark.parametrize("flag", ["--progress", "--no-progress"])
+def test_rechunk_progress_bar_on_a_terminal(lzf_feed_file, tmp_path, flag):
+    # stderr is a terminal (a pseudo-terminal): the bar shows unless --no-progress
+    leader, follower = pty.openpty()
+    # 80 columns: a terminal of width 0 (a new pty's) gets empty bars
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lazyh5.cli.main", "rechunk", str(lzf_feed_file),
+             str(tmp_path / "p.h5"), "--for-training", flag],
+            stdout=subprocess.PIPE, stderr=follower, timeout=120,
+        )  # fmt: skip
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, seen
+    assert (b"block" in seen) == (flag == "--progress"), seen

@@ -158,3 +158,16 @@ def test_shuffled_training_data_refuses_predict(feed_file, model):
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_fit_kwargs_without_y(feed_file, shuffle):
+    x = HDF5Matrix(feed_file, "image", start=64, end=1064)
+    batches = _epoch(fit_kwargs(x, batch_size=100, shuffle=shuffle)["x"])
+    assert all(isinstance(b, np.ndarray) and b.shape[1:] == (4, 4) for b in batches)
+    rows = np.concatenate(batches)[:, 0, 0].astype(int)  # row i holds i
+    np.testing.assert_array_equal(np.sort(rows), np.arange(64, 1064))
+    assert np.array_equal(rows, np.arange(64, 1064)) == (not shuffle)
+    assert repr(x) == (
+        f"HDF5Matrix('{feed_file}', 'image', start=64, end=1064) shape=(1000, 4, 4) dtype=float32"
+    )

@@ -27,14 +27,29 @@ _CREATE_MANY = textwrap.dedent(
 )
 
 
+def _wait_for(found, what: str, proc: subprocess.Popen, timeout: float = 120):
+    """Poll ``found()`` until it returns a true value (returned), while ``proc`` runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = found()
+        if got:
+            return got
+        assert proc.poll() is None, f"the process ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.01)  # polling interval
+
+
 def _kill_during_create(path, mode):
     proc = subprocess.Popen(
         [sys.executable, "-c", _CREATE_MANY, str(path), mode], stdout=subprocess.PIPE, text=True
     )
-    assert proc.stdout.readline().strip() == "start"
-    time.sleep(1.5)  # well inside the create (tens of seconds for 20,000 datasets)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        assert proc.stdout.readline().strip() == "start"
+        # the temporary file appears when the create begins (tens of seconds before its end)
+        _wait_for(lambda: list(path.parent.glob(f".{path.name}.*.tmp")), "temporary file", proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
 
 
@@ -58,24 +73,34 @@ def test_sigkill_during_replace_keeps_old_file(tmp_path, plain_file):
 
 _ASSIGN = textwrap.dedent(
     """
-    import sys, threading, time, dask, lazyh5
+    import itertools, sys, threading, lazyh5
     # One HDF5 chunk (64 KiB) per block, so each block is one write of one chunk.
     lazyh5.set_options(memory_budget="1KiB")  # never less than one HDF5 chunk
     ds = lazyh5.open_dataset(sys.argv[1], mode="r+")
-    done, lock = [0], threading.Lock()
+    calls = itertools.count(1)
 
-    def slow(block):
-        time.sleep(0.01)
-        with lock:
-            done[0] += 1
-            print(f"computed {done[0]}", flush=True)
+    def stall(block):
+        if next(calls) > 60:  # a fifth of the blocks; then wait to be killed
+            threading.Event().wait()
         return block + 1
 
     x = ds["x"]
-    x.h5[:] = x.copy(data=x.data.map_blocks(slow, dtype=x.dtype))  # in place, blockwise
+    x.h5[:] = x.copy(data=x.data.map_blocks(stall, dtype=x.dtype))  # in place, blockwise
     print("done", flush=True)
     """
 )
+
+
+def _marks_on_disk(path) -> int:
+    """The blocks marked done in ``path`` (being written: read without HDF5's lock)."""
+    from lazyh5.write.assign import DONE_MARKS
+
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            return int(np.sum(f["x"].attrs[DONE_MARKS]))
+    except (OSError, KeyError, RuntimeError):
+        return 0  # not laid out yet, or caught mid-update
+
 
 ROWS, WIDTH, CHUNK_ROWS = 64 * 300, 256, 64  # 300 blocks of one 64 KiB chunk, 19 MiB
 
@@ -99,18 +124,12 @@ def test_sigkill_during_in_place_assignment(tmp_path):
     _assign_source(path)
     with h5py.File(path, "r") as f:
         x0, y0 = f["x"][()], f["y"][()]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _ASSIGN, str(path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        for line in proc.stdout:  # kill once a sixth of the blocks are computed
-            if line.startswith("computed") and int(line.split()[1]) >= 50:
-                break
+    proc = subprocess.Popen([sys.executable, "-c", _ASSIGN, str(path)])
+    try:  # kill once some blocks are marked done: it cannot finish, it waits
+        _wait_for(lambda: _marks_on_disk(path) >= 5, "5 blocks marked done", proc)
+    finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == -signal.SIGKILL
 
     # The file opens (through lazyh5 too), the untouched variable is intact.
@@ -186,14 +205,12 @@ def test_sigkill_during_create_of_a_large_file(tmp_path):
         [sys.executable, "-c", _CREATE_LARGE, str(path)], stdout=subprocess.PIPE, text=True
     )
     assert proc.stdout.readline().strip() == "start"
-    # Kill while the layout is being written (about 1 s for 3,000 datasets here): a
-    # fixed sleep raced with it; the temporary file shows the layout has begun.
-    deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".large.h5.*.tmp")) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # Kill while the layout is being written: the temporary file shows it has begun.
+    try:
+        _wait_for(lambda: list(tmp_path.glob(".large.h5.*.tmp")), "temporary file", proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL  # killed before it finished
     assert not path.exists()  # nothing that looks finished
     leftovers = [p.name for p in tmp_path.iterdir()]

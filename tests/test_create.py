@@ -38,7 +38,8 @@ def test_create_seed_layout_round_trip(tmp_path):
 
 @pytest.mark.parametrize("compression", ["gzip", "lzf", 4, "blosc", "zstd", "lz4"])
 def test_compression(tmp_path, compression):
-    pytest.importorskip("hdf5plugin")
+    if compression in ("blosc", "zstd", "lz4"):  # the others are built into HDF5
+        pytest.importorskip("hdf5plugin")
     path = tmp_path / "c.h5"
     ds = lazyh5.create(path, {"x": ((2000, 16), "f4")}, compression=compression, shuffle=True)
     ds.close()

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 
 import dask
+import dask.array as da
 import h5py
 import numpy as np
 import pytest
@@ -92,21 +92,41 @@ def _open_files(path):
     )
 
 
-def _slow_identity(block):
-    time.sleep(0.25)
+_META = np.empty((0, 0, 0, 0), "f4")  # given, so dask does not call _gated to learn it
+
+
+def _gated(block, release: str):
+    """``block``, once the file ``release`` exists: tasks wait there until the test has
+    seen what it looks for."""
+    while not os.path.exists(release):
+        time.sleep(0.01)  # polling interval
     return block
 
 
-def test_files_reopen_by_path_and_stay_cached_per_worker(client, data_file):
+def _wait_until(found, what: str, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while not found():
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.01)  # polling interval
+
+
+def test_files_reopen_by_path_and_stay_cached_per_worker(client, data_file, tmp_path):
     ds = _open(data_file, rows=200, drop_variables="label")  # 11 tasks
-    expr = ds["image"].data.map_blocks(_slow_identity).sum()
+    release = tmp_path / "release"
+    expr = ds["image"].data.map_blocks(_gated, release=str(release), meta=_META).sum()
     future = client.compute(expr)
     seen: dict[str, set] = {}
-    while not future.done():
+
+    def look() -> bool:
         for worker, handles in client.run(_open_files, str(data_file)).items():
             assert len(handles) <= 1, handles  # never two handles for one file
             seen.setdefault(worker, set()).update(handles)
-        time.sleep(0.1)
+        return any(seen.values())
+
+    _wait_until(look, "worker holding the file")  # tasks wait at the gate meanwhile
+    release.touch()
+    while not future.done():
+        look()
     np.testing.assert_allclose(future.result(), _local(expr), rtol=1e-6)
     # Each worker that ran tasks opened the file itself, by path, in its own process,
     # and kept using that one handle for all of the computation's tasks.
@@ -281,33 +301,48 @@ def test_batch_loader_on_the_cluster_matches_local(client, data_file):
     ds.close()
 
 
-def test_killing_a_worker_mid_computation_still_gives_the_right_result(client, data_file):
-    ds = _open(data_file, rows=200, drop_variables="label")  # 11 tasks of 0.25 s
-    expr = ds["image"].copy(data=ds["image"].data.map_blocks(_slow_identity)).sum(dim="sample")
+def test_killing_a_worker_mid_computation_still_gives_the_right_result(client, data_file, tmp_path):
+    ds = _open(data_file, rows=200, drop_variables="label")  # 11 tasks
+    release = tmp_path / "release"
+    gated = ds["image"].data.map_blocks(_gated, release=str(release), meta=_META)
+    expr = ds["image"].copy(data=gated).sum(dim="sample")
+    release.touch()
     expected = _local(expr)
+    release.unlink()
     future = client.compute(expr)
-    killed: list[tuple[float, str]] = []
     pids = client.run(os.getpid)
+    busy: list[str] = []
 
-    def kill_when_busy():
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            busy = [w for w, tasks in client.processing().items() if tasks]
-            if busy:
-                time.sleep(0.3)
-                killed.append((time.monotonic(), busy[0]))
-                os.kill(pids[busy[0]], signal.SIGKILL)
-                return
-            time.sleep(0.02)
+    def find_busy() -> bool:
+        busy[:] = [w for w, tasks in client.processing().items() if tasks]
+        return bool(busy)
 
-    killer = threading.Thread(target=kill_when_busy)
-    killer.start()
+    _wait_until(find_busy, "busy worker")  # its tasks wait at the gate
+    os.kill(pids[busy[0]], signal.SIGKILL)
+    assert not future.done()  # the kill came while the compute was running
+    release.touch()
     result = future.result(timeout=60)
-    done = time.monotonic()
-    killer.join()
-    assert killed and killed[0][0] < done  # the kill came while the compute was running
     np.testing.assert_array_equal(result.values, expected.values)
     # The nanny restarted the killed process (under a new address): the cluster is whole.
     client.wait_for_workers(2, timeout=30)
-    assert killed[0][1] not in client.scheduler_info()["workers"]
+    assert busy[0] not in client.scheduler_info()["workers"]
     ds.close()
+
+
+def test_blocks_in_flight_on_a_cluster_stay_within_the_window(client):
+    """to_hdf5 on a cluster writes blocks here as they arrive: the futures this process
+    holds (blocks submitted and not yet written) never exceed the window."""
+    from lazyh5.write.graph import store_blocks
+
+    x = da.arange(40 * 64 * 16, dtype="f4").reshape(40 * 64, 16).rechunk((64, 16)) * 2
+    base = len(client.futures)
+    held: list[int] = []
+    out = np.zeros(x.shape, "f4")
+
+    def write(idx, region, block):
+        held.append(len(client.futures) - base)
+        out[region] = block
+
+    assert store_blocks(x, write, progress=False) == 40
+    np.testing.assert_array_equal(out, np.arange(40 * 64 * 16, dtype="f4").reshape(-1, 16) * 2)
+    assert len(held) == 40 and 0 < max(held) <= 2 * sum(client.nthreads().values()), held

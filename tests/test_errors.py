@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pwd
 import shutil
+import tempfile
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -61,22 +65,51 @@ def test_unknown_variable_in_drop_or_dims(plain_file):
         lazyh5.open_dataset(plain_file, dims={"missing": ("a",)})
 
 
-def test_r_plus_on_read_only_file(tmp_path, plain_file):
+def _open_read_only(path: str, conn) -> None:
+    """In a forked child: drop root's privileges (root may write any file), then open
+    ``path`` for writing; sends back the error's class name and message."""
     if os.geteuid() == 0:
-        pytest.skip("root can write to read-only files")
-    target = tmp_path / "ro.h5"
-    shutil.copy(plain_file, target)
-    target.chmod(0o444)
-    with pytest.raises(ReadOnlyError, match="mode='r'"):
-        lazyh5.open_dataset(target, mode="r+")
+        nobody = pwd.getpwnam("nobody")
+        os.setgroups([])
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+    try:
+        assert not os.access(path, os.W_OK), "still privileged"
+        lazyh5.open_dataset(path, mode="r+")
+        conn.send(("opened", ""))
+    except BaseException as err:
+        conn.send((type(err).__name__, str(err)))
+
+
+def test_r_plus_on_read_only_file(plain_file):
+    # As an unprivileged user even when this runs as root (CI does), in a forked child
+    # (this interpreter may live where that user cannot read), on a file that user can
+    # read but not write.
+    folder = Path(tempfile.mkdtemp())
+    try:
+        folder.chmod(0o755)
+        target = folder / "ro.h5"
+        shutil.copy(plain_file, target)
+        target.chmod(0o444)
+        ctx = multiprocessing.get_context("fork")
+        ours, theirs = ctx.Pipe()
+        child = ctx.Process(target=_open_read_only, args=(str(target), theirs))
+        child.start()
+        try:
+            assert ours.poll(60), "the child did not answer"
+            kind, message = ours.recv()
+        finally:
+            child.join(10)
+            child.kill()
+    finally:
+        shutil.rmtree(folder)
+    assert kind == ReadOnlyError.__name__, (kind, message)
+    assert str(target) in message and "mode='r'" in message, message
 
 
 def test_file_open_for_writing_by_another_process(plain_file):
-    import time
-
     holder = hold_for_writing(plain_file, seconds=30)  # returns once the file is open
     try:
-        time.sleep(0.2)
         with pytest.raises(FileBusyError, match="locked by another process"):
             lazyh5.open_dataset(plain_file, mode="r+")
     finally:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 import warnings
+import weakref
 
 import h5py
 import numpy as np
@@ -95,38 +98,65 @@ def test_lazy_transforms_are_applied(feed_file):
     assert sorted(_labels(loader).tolist()) == list(range(500, 1500))
 
 
-def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file):
+def _producer_waits(thread: threading.Thread, fetch_code: object) -> bool:
+    """Whether ``thread`` waits (on a lock, a queue) outside ``fetch``, or has ended."""
+    if not thread.is_alive():
+        return True
+    frame = sys._current_frames().get(thread.ident)
+    if frame is None or frame.f_code.co_name != "wait":  # Condition.wait, Event.wait
+        return False
+    while frame is not None:
+        if frame.f_code is fetch_code:
+            return False  # waiting inside a fetch (the decode pool), not for room
+        frame = frame.f_back
+    return True
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file, shuffle):
     ds = lazyh5.open_dataset(feed_file)
     loader = BatchLoader(
         ds.isel(sample=slice(10, None)),
         "image",
         "label",
-        block_size="16KiB",
+        block_size="8KiB",
         prefetch=2,
         window=3,
+        shuffle=shuffle,
         seed=0,
     )
     # file rows of every inner block edge are multiples of the 64-row HDF5 chunks
     assert all((loader.plan.starts[1:] + 10) % 64 == 0)
-    fetched, live, peak = [], [0], [0]
-    lock = threading.Lock()
-    original = loader._fetch
+    # Every window the background thread hands over is tracked by a weak reference to
+    # its arrays: it is in flight (queued, being handed over or in use) while they live.
+    made: list[tuple[weakref.ref, int]] = []
+    fetched: list[int] = []
+    producer: list[threading.Thread] = []
+    original = loader._window
 
-    def counting(sources, block, *into):
-        out = original(sources, block, *into)
-        with lock:
-            fetched.append(block)
-            live[0] = len(fetched) - consumed[0]
-            peak[0] = max(peak[0], live[0])
+    def tracked(w, sources):
+        out = original(w, sources)
+        producer[:] = [threading.current_thread()]
+        fetched.extend(w.blocks.tolist())
+        made.append((weakref.ref(out["image"]), len(w.blocks)))
         return out
 
-    consumed = [0]
-    loader._fetch = counting
-    for i, _ in enumerate(loader.batches()):
-        consumed[0] = min(len(fetched), (i * 32) // int(loader.plan.sizes.max()))
+    loader._window = tracked
+    peak = 0
+    for _ in loader.batches():
+        # A slow consumer: let the background thread run until it must wait for room.
+        deadline = time.monotonic() + 60
+        while not _producer_waits(producer[0], tracked.__code__):
+            assert time.monotonic() < deadline, "the prefetch thread never waited"
+            time.sleep(0.001)  # polling interval
+        peak = max(peak, sum(n for ref, n in made if ref() is not None))
     assert sorted(fetched) == list(range(len(loader.plan)))  # each block computed once
-    # shuffled, whole windows are prepared ahead: one queued, one building, one in use
-    assert peak[0] <= (-(-loader.prefetch // loader.window) + 2) * loader.window
+    # at most `prefetch` blocks ahead (whole windows shuffled), one being handed over
+    # and one in use; more blocks than that in the epoch, and the thread ran ahead
+    depth = -(-loader.prefetch // loader.window) * loader.window if shuffle else loader.prefetch
+    width = loader.window if shuffle else 1
+    assert len(loader.plan) > depth + 2 * width
+    assert width < peak <= depth + 2 * width, peak
 
 
 def test_abandoned_iteration_stops_threads(feed_file):
@@ -399,3 +429,80 @@ def test_small_variables_read_whole_per_epoch_or_by_block(tmp_path, shuffle, blo
             np.testing.assert_array_equal(x[:, -1], y)
             ys.append(y.copy())
         assert sorted(np.concatenate(ys).tolist()) == list(range(123, 4321))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_sample_weights_stay_with_their_rows(feed_file, shuffle):
+    with h5py.File(feed_file, "r+") as f:  # a weight that says which row it belongs to
+        f["weight"][:] = np.arange(2000, dtype="f4") / 4
+    ds = lazyh5.open_dataset(feed_file)
+    ds = ds.assign(computed=ds["label"] * 0.5)  # and one computed by dask per block
+    for name, factor in [("weight", 0.25), ("computed", 0.5)]:
+        loader = BatchLoader(
+            ds, "image", "label", sample_weight=name, batch_size=48, shuffle=shuffle, seed=3
+        )
+        labels = []
+        for x, y, w in loader:
+            np.testing.assert_array_equal(w, y * factor)
+            np.testing.assert_array_equal(x[:, 0, 0], y)
+            labels.append(y)
+        assert sorted(np.concatenate(labels).tolist()) == list(range(2000))
+
+
+def test_split_can_shuffle_validation(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(ds, "image", "label", seed=0, block_size="8KiB")
+    train, val = loader.split(0.5, shuffle_validation=True)
+    assert val.shuffle and train.shuffle
+    got = _labels(val, 0)
+    assert sorted(got.tolist()) == list(range(val.start, val.end))
+    assert not np.array_equal(got, np.sort(got))  # shuffled
+    assert not np.array_equal(got, _labels(val, 1))  # a new order each epoch
+    assert not set(got.tolist()) & set(_labels(train, 0).tolist())
+
+
+def test_seed_none_gives_fresh_orders_that_hold_within_a_loader(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    one = BatchLoader(ds, "image", "label", seed=None, block_size="8KiB")
+    two = BatchLoader(ds, "image", "label", seed=None, block_size="8KiB")
+    first = _labels(one, 0)
+    assert sorted(first.tolist()) == list(range(2000))
+    assert not np.array_equal(first, _labels(two, 0))  # 2000! orders: never the same
+    # one loader's epoch is one order: streamed again, or read batch by batch
+    np.testing.assert_array_equal(first, _labels(one, 0))
+    np.testing.assert_array_equal(
+        first, np.concatenate([one._read_batch(0, i)[1] for i in range(len(one))])
+    )
+
+
+def test_another_sample_dimension(tmp_path):
+    # `dim` names the axis rows are taken along: here the second axis of x
+    path = tmp_path / "t.h5"
+    ds = lazyh5.create(
+        path,
+        {"x": ((3, 500), "f4"), "y": ((500,), "i8")},
+        dims={"x": ("feature", "time"), "y": ("time",)},
+    )
+    ds["x"].h5[:] = np.arange(500, dtype="f4")[None, :] * np.array([[1], [2], [3]], "f4")
+    ds["y"].h5[:] = np.arange(500)
+    ds = lazyh5.open_dataset(path)
+    loader = BatchLoader(ds, "x", "y", dim="time", batch_size=64, seed=0)
+    assert len(loader) == 8
+    labels = []
+    for x, y in loader:
+        assert x.shape == (len(y), 3)  # rows first
+        np.testing.assert_array_equal(x, y[:, None] * np.array([1, 2, 3], "f4"))
+        labels.append(y)
+    assert sorted(np.concatenate(labels).tolist()) == list(range(500))
+    with pytest.raises(DimensionError, match="sample"):
+        BatchLoader(ds, "x", "y")  # the default dim is not there
+
+
+def test_drop_remainder_with_split(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(ds, "image", "label", batch_size=300, drop_remainder=True, seed=0)
+    train, val = loader.split(0.5)
+    assert train.drop_remainder and val.drop_remainder
+    for part in (train, val):
+        sizes = [len(y) for _, y in part]
+        assert sizes == [300] * (part.rows // 300) and len(part) == len(sizes)

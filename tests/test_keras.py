@@ -149,3 +149,26 @@ def test_fit_streams_each_epoch_between_keras_epoch_callbacks(learnable):
     model.fit(pyds, epochs=2, verbose=0, shuffle=False)
     assert len(begins) == 2
     assert len(direct) <= 2, direct  # Keras may peek at a batch before the first epoch
+
+
+def test_keras_kwargs_reach_the_pydataset_and_fit_with_drop_remainder(learnable):
+    keras = pytest.importorskip("keras")
+    ds = lazyh5.open_dataset(learnable)
+    ds = ds.assign(image=ds["image"].astype("float32") / 255.0)
+    loader = lazyh5.BatchLoader(ds, "image", "label", batch_size=128, seed=0, drop_remainder=True)
+    pyds = loader.keras(workers=2, use_multiprocessing=False, max_queue_size=3)
+    assert (pyds.workers, pyds.use_multiprocessing, pyds.max_queue_size) == (2, False, 3)
+    assert len(pyds) == 1200 // 128  # the last 48 rows are dropped
+    assert [len(pyds[i][1]) for i in range(len(pyds))] == [128] * (1200 // 128)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(4)]
+    )
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    steps = []
+
+    class Steps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+
+    model.fit(pyds, epochs=1, verbose=0, shuffle=False, callbacks=[Steps()])  # 2 threads
+    assert len(steps) == 1200 // 128

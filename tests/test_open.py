@@ -6,7 +6,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-import time
 
 import dask
 import dask.array as da
@@ -124,21 +123,21 @@ def test_open_reads_no_data_on_huge_unwritten_dataset(tmp_path):
         f.create_dataset("x", (1_000_000, 1_000_000), "f8", chunks=(1000, 1000), fillvalue=7.0)
     script = textwrap.dedent(
         f"""
-        import time
         import lazyh5
-        t = time.perf_counter()
         ds = lazyh5.open_dataset({str(path)!r})
-        took = time.perf_counter() - t
         assert ds["x"].size == 10**12
+        # a million dask chunks, none of them a task yet: opening does no per-chunk work
+        graph = ds["x"].data.dask
+        print(sum(len(layer) for layer in graph.layers.values() if layer.is_materialized()))
         # current RSS: ru_maxrss would include the forking parent's memory on Linux
         rss = int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
-        print(took, rss)
+        print(rss)
         print(float(ds["x"][5, 5]))
         """
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    took, rss_kib = out.stdout.split()[:2]
-    assert float(took) < 1.0
+    tasks, rss_kib = out.stdout.split()[:2]
+    assert int(tasks) == 1  # the array itself
     assert int(rss_kib) < 600_000  # the interpreter with numpy/dask/xarray is ~200 MB
     assert out.stdout.split()[2] == "7.0"
     assert path.stat().st_size < 10 << 20  # and nothing was allocated by reading
@@ -256,13 +255,33 @@ def test_h5py_dimension_scales_are_honoured(tmp_path):
     np.testing.assert_array_equal(ds["time"].values, [0.0, 0.5, 1.0, 1.5])
 
 
-def test_open_1000_datasets_is_fast(tmp_path):
+def test_open_1000_datasets(tmp_path):
+    # how long it takes is measured by benchmarks/open.py
     path = tmp_path / "many.h5"
     with h5py.File(path, "w") as f:
         for i in range(1000):
-            f.create_dataset(f"v{i:04d}", (100, 8), "f4", chunks=(50, 8))
-    t = time.perf_counter()
+            f.create_dataset(f"v{i:04d}", (100, 8), "f4", chunks=(50, 8), fillvalue=i)
     ds = lazyh5.open_dataset(path)
-    took = time.perf_counter() - t
     assert len(ds.data_vars) == 1000
-    assert took < 30  # measured ~2 s here; generous for a loaded CI machine
+    assert float(ds["v0999"][99, 7]) == 999.0 and ds["v0500"].chunks == ((100,), (8,))
+
+
+def test_open_datatree_group_dims_chunks_and_r_plus(tmp_path):
+    path = tmp_path / "tree.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("top", data=np.arange(10.0))
+        f.create_dataset("g/y", data=np.arange(100.0), chunks=(10,))
+        f.create_dataset("g/sub/z", data=np.arange(100.0) * 2, chunks=(10,))
+    tree = lazyh5.open_datatree(
+        path, group="g", dims={"y": ("row",), "z": ("row",)}, chunks={"row": 50}, mode="r+"
+    )
+    assert "top" not in tree.dataset and set(tree.children) == {"sub"}  # from /g down
+    y, z = tree["y"], tree["sub"]["z"]
+    assert y.dims == z.dims == ("row",)
+    assert y.chunks == z.chunks == ((50, 50),)
+    y.h5[:5] = -1.0  # open for writing
+    z.h5[95:] = -2.0
+    tree.close()
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["g/y"][:6], [-1, -1, -1, -1, -1, 5])
+        np.testing.assert_array_equal(f["g/sub/z"][94:], [188, -2, -2, -2, -2, -2])

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import warnings
 
+import h5py
 import numpy as np
 import pytest
 
@@ -121,3 +122,27 @@ def test_mirrored_strategy_on_two_cpu_devices(feed_file):
     assert orders[0] != orders[1]  # a new order each epoch
     assert got["steps"] == [*range(got["batches"])] * 2
     assert all(np.isfinite(got["loss"]))
+
+
+def test_x_only_and_weighted_datasets(feed_file):
+    with h5py.File(feed_file, "r+") as f:
+        f["weight"][:] = np.arange(2000, dtype="f4") / 4
+    ds = lazyh5.open_dataset(feed_file)
+    only_x = lazyh5.BatchLoader(ds, "image", batch_size=500, shuffle=False).tf()
+    assert only_x.element_spec == tf.TensorSpec((None, 4, 4), tf.float32)
+    got = np.concatenate([x.numpy() for x in only_x])
+    np.testing.assert_array_equal(got[:, 0, 0], np.arange(2000, dtype="f4"))
+    weighted = lazyh5.BatchLoader(
+        ds, "image", "label", sample_weight="weight", batch_size=300, seed=0
+    ).tf()
+    assert [s.shape.as_list() for s in weighted.element_spec] == [[None, 4, 4], [None], [None]]
+    labels = []
+    for x, y, w in weighted:
+        np.testing.assert_array_equal(w.numpy(), y.numpy() / 4)  # each weight with its row
+        np.testing.assert_array_equal(x.numpy()[:, 0, 0], y.numpy())
+        labels.append(y.numpy())
+    assert sorted(np.concatenate(labels).tolist()) == list(range(2000))
+    # weights without y: Keras' (x, None, sample_weight)
+    no_y = lazyh5.BatchLoader(ds, "image", sample_weight="weight", batch_size=1000).tf()
+    assert no_y.element_spec[1] == tf.type_spec_from_value(None)
+    assert sum(len(w) for _, _, w in no_y) == 2000

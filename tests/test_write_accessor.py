@@ -200,7 +200,9 @@ def _sel(m: int, k):
     return np.atleast_1d(out), np.ndim(out) == 0
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 150 examples: enough that the fixed examples of the "ci" profile (tests/conftest.py)
+# include a stepped view written through with a stepped key.
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_cases())
 def test_assignment_matches_numpy(case):
     n, w, view, key, value_kind = case
@@ -392,3 +394,25 @@ def test_views_that_are_not_positions_of_the_file_are_refused(tmp_path, make):
     with pytest.raises(UnmappableViewError, match=r"plain\.h5"):
         make(x).h5[...] = 1.0
     assert _file_bytes(path) == before
+
+
+# ---------------------------------------------------------------- .assign() methods
+
+
+def test_assign_methods_write_like_setitem(tmp_path):
+    ds = _make(tmp_path / "a.h5", n=20)
+    ref = {n: ds[n].values.copy() for n in ("x", "label", "count")}
+    ds.h5.assign({"sample": slice(2, 5)}, {"label": -1.0, "count": 7}, progress=False)
+    ref["label"][2:5], ref["count"][2:5] = -1.0, 7
+    ds["x"].h5.assign((slice(0, 20, 3), 1), 0.5, progress=False)
+    ref["x"][0:20:3, 1] = 0.5
+    with_coords = ds.assign_coords(sample=np.arange(20) * 10)
+    with_coords["x"].h5.loc.assign({"sample": 70, "col": 0}, 9.0, progress=False)
+    labels = slice(100, 120)  # labels, so both ends included: rows 10, 11, 12
+    with_coords["count"].h5.loc.assign(labels, np.array([1, 2, 3], "i4"), progress=False)
+    ref["x"][7, 0] = 9.0
+    ref["count"][10:13] = [1, 2, 3]
+    ds.close()
+    with h5py.File(tmp_path / "a.h5") as f:
+        for name, values in ref.items():
+            np.testing.assert_array_equal(f[name][()], values, err_msg=name)

@@ -46,7 +46,9 @@ def to_tf_dataset(loader) -> tf.data.Dataset:
     """
     spec = _spec(loader, loader.x)
     if loader.y is not None or loader.sample_weight is not None:
-        parts = [spec, None if loader.y is None else _spec(loader, loader.y)]
+        # Keras' (x, None, sample_weight) when there is no y: tf.data's spec of None
+        no_y = tf.type_spec_from_value(None)
+        parts = [spec, no_y if loader.y is None else _spec(loader, loader.y)]
         if loader.sample_weight is not None:
             parts.append(_spec(loader, loader.sample_weight))
         spec = tuple(parts)
