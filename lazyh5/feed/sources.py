@@ -101,17 +101,12 @@ class MappedRows:
 
     def read(self, a, b, out, dst, pending) -> None:
         m, name = self.mapped, self.name
-        if dst is not None and pending is not None:
+        if dst is not None:  # a window's block (the window is assembled on pending.wait())
             return self._keep(a, b, out[name], dst, pending)
         raw = self.raw.empty((b - a, *m.row_shape), m.dtype)
         self._read_raw(a, b, raw)
-        if dst is None:
-            out[name] = self.buffers.empty((b - a, *self.row_shape), self.dtype)
-            self._apply(raw, out[name], None)
-        else:
-            rows = np.empty((b - a, *self.row_shape), self.dtype)
-            self._apply(raw, rows, None)
-            out[name][dst] = rows
+        out[name] = self.buffers.empty((b - a, *self.row_shape), self.dtype)
+        self._apply(raw, out[name], None)
 
     def _read_raw(self, a: int, b: int, raw: np.ndarray) -> None:
         if not self.mapped.source.scatter(a, b, raw, None):
