@@ -154,9 +154,6 @@ class BatchLoader(Resumable):
         self.shard: Shard = parse(shard, where)
         self.shard_batches = check_mode(shard_batches, where)
         self._check_shard()
-        self.plan: BlockPlan = plan_blocks(
-            ds, self._names, dim, self.start, self.end, parse_bytes(block_size)
-        )
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # set by load_state_dict
         self._current: list[int] | None = None  # [epoch, batches served] of the iteration
@@ -170,6 +167,9 @@ class BatchLoader(Resumable):
         # Elementwise functions of plain views (astype, / 255): input read directly.
         maps = {n: mapped(ds[n], dim) for n, s in self._direct.items() if s is None}
         self._mapped = {n: m for n, m in maps.items() if m is not None}
+        self.plan: BlockPlan = plan_blocks(
+            ds, self._names, dim, self.start, self.end, parse_bytes(block_size), self._mapped
+        )
         self._small = self._small_variables()
         # blocks in flight, in order or shuffled (windows), with one spare
         self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
