@@ -109,3 +109,30 @@ def test_random_batches_read_directly_match_the_stream(images):
         x, y = loader._read_batch(0, i)
         np.testing.assert_array_equal(y, stream[i][1])
         np.testing.assert_array_equal(x, stream[i][0])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_compressed_input_rows_are_decoded_then_computed(tmp_path, shuffle):
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 16, (700, 4, 4), dtype=np.uint8)  # compressible
+    path = tmp_path / "gzip.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=image, chunks=(32, 4, 4), compression="gzip")
+        f.create_dataset("label", data=np.arange(700), chunks=(32,))
+    ds = lazyh5.open_dataset(path)
+    var = ds["image"].astype("f4") / 15
+    assert mapped(var, "sample") is not None
+    loader = BatchLoader(
+        ds.assign(image=var),
+        "image",
+        "label",
+        batch_size=64,
+        shuffle=shuffle,
+        seed=1,
+        block_size="8KiB",
+    )
+    seen = []
+    for x, y in loader:
+        np.testing.assert_array_equal(x, image[y].astype("f4") / 15)
+        seen.append(y)
+    assert sorted(np.concatenate(seen).tolist()) == list(range(700))

@@ -36,9 +36,10 @@ from .buffers import Buffers
 from .direct import DirectSource
 from .elementwise import Mapped
 
-# Rows a function runs on at once (MappedRows): its input and output pieces and their
-# temporaries stay in the CPU's cache, where a whole block's would not.
-PIECE_BYTES = 256 << 10
+# Output bytes a function runs on at once (MappedRows): its input and output pieces and
+# temporaries stay in the CPU's cache, where a whole block's would not; measured on
+# 32x32x3 images, pieces of 128-512 KiB cost more CPU in Python per piece, 1-4 MiB alike.
+PIECE_BYTES = 1 << 20
 
 
 class Source(Protocol):
@@ -81,10 +82,9 @@ class MappedRows:
     straight from its file into a reused buffer, then the function applied a piece of
     rows at a time (in cache), the pieces shared among the decode threads.
 
-    Shuffled, the input rows of a whole window are read first (a quarter of the output's
-    bytes for ``uint8`` images to ``float32``) and the window is written in emission
-    order, each piece of it computed from input rows gathered in cache: its writes are
-    sequential rather than scattered over the window."""
+    Shuffled, the input rows of a whole window are read first, straight into emission
+    order (a quarter of the output's bytes for ``uint8`` images made ``float32``), then
+    the window is computed in order: no scattered writes of output rows."""
 
     def __init__(self, name: str, mapped: Mapped, like: Any, buffers: Buffers) -> None:
         self.name, self.mapped, self.buffers = name, mapped, buffers
@@ -92,12 +92,9 @@ class MappedRows:
         self.raw = Buffers(limit=1)  # the input rows of one block or window at a time
         self.row_bytes = max(math.prod(self.row_shape) * self.dtype.itemsize, 1)
         self.step = max(1, PIECE_BYTES // self.row_bytes)
-        # one per thread: the buffers of the function's steps, and of gathered rows
+        # one per thread: each holds the buffers of the function's steps
         self.runners = [mapped.runner(self.step) for _ in range(decode_threads())]
-        self.gathered = [
-            np.empty((self.step, *mapped.row_shape), mapped.dtype) for _ in self.runners
-        ]
-        self.window: tuple[np.ndarray, np.ndarray, np.ndarray, list[int]] | None = None
+        self.window: tuple[np.ndarray, np.ndarray] | None = None  # (output, input rows)
 
     def read(self, a, b, out, dst, pending) -> None:
         m, name = self.mapped, self.name
@@ -106,36 +103,32 @@ class MappedRows:
         raw = self.raw.empty((b - a, *m.row_shape), m.dtype)
         self._read_raw(a, b, raw)
         out[name] = self.buffers.empty((b - a, *self.row_shape), self.dtype)
-        self._apply(raw, out[name], None)
+        self._apply(raw, out[name])
 
     def _read_raw(self, a: int, b: int, raw: np.ndarray) -> None:
         if not self.mapped.source.scatter(a, b, raw, None):
             self.mapped.source.read_into(a, b, raw)
 
     def _keep(self, a: int, b: int, target: np.ndarray, dst: np.ndarray, pending: Pending) -> None:
-        """Read a block's input rows into the window's; compute the window once all of
-        its blocks are read (when ``pending`` is waited for)."""
+        """A block's input rows into their places (``dst``) in the window's input rows,
+        which are computed once all of its blocks are read (on ``pending.wait()``)."""
+        m = self.mapped
         if self.window is None or self.window[0] is not target:
-            raw = self.raw.empty((len(target), *self.mapped.row_shape), self.mapped.dtype)
-            self.window = (target, raw, np.empty(len(target), np.int64), [0])
+            raw = self.raw.empty((len(target), *m.row_shape), m.dtype)
+            self.window = (target, raw)
             pending.then(self._flush)
-        _, raw, where, at = self.window
-        self._read_raw(a, b, raw[at[0] : at[0] + b - a])
-        where[at[0] : at[0] + b - a] = dst
-        at[0] += b - a
+        raw = self.window[1]
+        if not m.source.scatter(a, b, raw, dst, pending):  # compressed: decode, then place
+            rows = m.source.read(a, b)
+            pending.submit(functools.partial(raw.__setitem__, dst, rows))
 
     def _flush(self) -> None:
-        target, raw, where, at = self.window
+        target, raw = self.window
         self.window = None
-        if at[0] != len(target):
-            raise RuntimeError(f"{self.name}: {at[0]} rows read for a window of {len(target)}")
-        order = np.empty(len(target), np.int64)
-        order[where] = np.arange(len(target))  # emitted row q is input row order[q]
-        self._apply(raw, target, order)
+        self._apply(raw, target)
 
-    def _apply(self, raw: np.ndarray, target: np.ndarray, order: np.ndarray | None) -> None:
-        """``target[q] = f(raw[order[q]])`` for every ``q`` (``order=None``: in order), a
-        piece at a time, the pieces split among the threads."""
+    def _apply(self, raw: np.ndarray, target: np.ndarray) -> None:
+        """``target[:] = f(raw)``, a piece at a time, the pieces split among the threads."""
         n, step = len(target), self.step
         pieces = -(-n // step)
         share = -(-pieces // len(self.runners)) * step  # rows per thread
@@ -145,10 +138,7 @@ class MappedRows:
             lo, hi = parts[j]
             for i in range(lo, hi, step):
                 piece = slice(i, min(i + step, hi))
-                rows = raw[piece]
-                if order is not None:
-                    rows = np.take(raw, order[piece], axis=0, out=self.gathered[j][: len(rows)])
-                self.runners[j](rows, target[piece])
+                self.runners[j](raw[piece], target[piece])
 
         run_each(run, range(len(parts)), n * self.row_bytes)
 
