@@ -405,3 +405,18 @@ def test_small_variables_read_whole_per_epoch_or_by_block(tmp_path, shuffle, blo
             np.testing.assert_array_equal(x[:, -1], y)
             ys.append(y.copy())
         assert sorted(np.concatenate(ys).tolist()) == list(range(123, 4321))
+
+
+def test_buffers_reuse_the_smallest_free_buffer_that_fits():
+    """A small request (labels, a block's input rows) does not take a window's buffer."""
+    from lazyh5.feed.buffers import Buffers
+
+    pool = Buffers(limit=3)
+    big, small = pool.empty((1000,), "u1"), pool.empty((10,), "u1")
+    del big, small  # (holding the pool's buffers here would keep them in use)
+    a = pool.empty((2, 4), "u1")
+    b = pool.empty((100, 2), "f4")
+    assert a.base is pool._held[1] and b.base is pool._held[0]
+    assert len(pool._held) == 2
+    held = pool.empty((3,), "u1")  # both in use: a new one
+    assert len(pool._held) == 3 and not any(np.shares_memory(held, x) for x in (a, b))

@@ -89,7 +89,6 @@ class MappedRows:
     def __init__(self, name: str, mapped: Mapped, like: Any, buffers: Buffers) -> None:
         self.name, self.mapped, self.buffers = name, mapped, buffers
         self.row_shape, self.dtype = tuple(like.shape[1:]), like.dtype
-        self.raw = Buffers(limit=1)  # the input rows of one block or window at a time
         self.row_bytes = max(math.prod(self.row_shape) * self.dtype.itemsize, 1)
         self.step = max(1, PIECE_BYTES // self.row_bytes)
         # one per thread: each holds the buffers of the function's steps
@@ -100,7 +99,7 @@ class MappedRows:
         m, name = self.mapped, self.name
         if dst is not None:  # a window's block (the window is assembled on pending.wait())
             return self._keep(a, b, out[name], dst, pending)
-        raw = self.raw.empty((b - a, *m.row_shape), m.dtype)
+        raw = self.buffers.empty((b - a, *m.row_shape), m.dtype)
         self._read_raw(a, b, raw)
         out[name] = self.buffers.empty((b - a, *self.row_shape), self.dtype)
         self._apply(raw, out[name])
@@ -114,7 +113,7 @@ class MappedRows:
         which are computed once all of its blocks are read (on ``pending.wait()``)."""
         m = self.mapped
         if self.window is None or self.window[0] is not target:
-            raw = self.raw.empty((len(target), *m.row_shape), m.dtype)
+            raw = self.buffers.empty((len(target), *m.row_shape), m.dtype)
             self.window = (target, raw)
             pending.then(self._flush)
         raw = self.window[1]
