@@ -113,6 +113,12 @@ def mapped(view: xr.DataArray, dim: Hashable) -> Mapped | None:
     return Mapped(base, source, _steps(base_name, layers, like))
 
 
+def mapped_views(ds: xr.Dataset, names: list[Hashable], dim: Hashable) -> dict[Hashable, Mapped]:
+    """:func:`mapped` of each variable ``names`` of ``ds`` that is fed that way."""
+    found = {n: mapped(ds[n], dim) for n in names}
+    return {n: m for n, m in found.items() if m is not None}
+
+
 def _chain(arr: da.Array) -> tuple[str, list[tuple[str, Blockwise]]] | None:
     """The one layer the elementwise layers ending at ``arr`` start from, and those
     layers in an order to run them; ``None`` if ``arr`` is not such a chain."""

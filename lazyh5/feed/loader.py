@@ -28,7 +28,7 @@ from .checks import (
     warn_if_blocks_recompute_chunks,
 )
 from .direct import SMALL_ROW, DirectSource, direct_source
-from .elementwise import mapped
+from .elementwise import mapped_views
 from .plan import BlockPlan, chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
 from .shard import Shard, check_mode, parse
@@ -164,9 +164,8 @@ class BatchLoader(Resumable):
         self._direct: dict[str, DirectSource | None] = {
             n: direct_source(ds[n], dim) for n in self._names
         }
-        # Elementwise functions of plain views (astype, / 255): input read directly.
-        maps = {n: mapped(ds[n], dim) for n, s in self._direct.items() if s is None}
-        self._mapped = {n: m for n, m in maps.items() if m is not None}
+        # Elementwise functions of plain views (astype, / 255): their input read directly.
+        self._mapped = mapped_views(ds, [n for n, s in self._direct.items() if s is None], dim)
         self.plan: BlockPlan = plan_blocks(
             ds, self._names, dim, self.start, self.end, parse_bytes(block_size), self._mapped
         )
