@@ -32,7 +32,7 @@ from xarray.core import indexing
 
 from ..backend.array import H5BackendArray
 from ..backend.encoding import storage_label
-from ..backend.view import h5_sources
+from ..backend.view import unwrap
 from .direct import DirectSource, direct_source
 
 # Functions that compute each output element from the same element of their inputs.
@@ -297,10 +297,13 @@ def _base_view(arr: da.Array, name: str, like: xr.DataArray) -> xr.DataArray | N
     file's variable (so :func:`~lazyh5.feed.direct.direct_source` can trace it), when
     it reads one dataset through xarray's plain indexing wrappers."""
     graph = arr.__dask_graph__().cull_layers([name])
-    sources = h5_sources(da.Array(graph, name, arr.chunks, meta=np.empty((0,) * arr.ndim)))
-    if len(sources) != 1 or sources[0].element_ndim or not _plain(graph, sources[0]):
+    values = list(dict(graph).values())  # materialised once: it costs per dask chunk
+    found = {(a.store.filename, a.path): a for a in map(unwrap, values) if a is not None}
+    if len(found) != 1:
         return None
-    h5 = sources[0]
+    h5 = found.popitem()[1]
+    if h5.element_ndim or not _plain(values):
+        return None
     base = da.Array(graph, name, arr.chunks, meta=np.empty((0,) * arr.ndim, h5.dtype))
     with h5.store.lock:
         dset = h5._dataset_unlocked()
@@ -318,10 +321,10 @@ def _base_view(arr: da.Array, name: str, like: xr.DataArray) -> xr.DataArray | N
     return view
 
 
-def _plain(graph: HighLevelGraph, h5: H5BackendArray) -> bool:
-    """Whether every value of ``graph`` that holds ``h5`` holds it through indexing
+def _plain(values: list[Any]) -> bool:
+    """Whether every graph value that holds a file's array holds it through indexing
     wrappers only (no decoding of the stored values)."""
-    for value in dict(graph).values():
+    for value in values:
         obj = value.value if isinstance(value, DataNode) else value
         if isinstance(obj, Task):
             continue
@@ -329,6 +332,6 @@ def _plain(graph: HighLevelGraph, h5: H5BackendArray) -> bool:
         while obj is not None and not isinstance(obj, H5BackendArray) and len(chain) < 12:
             chain.append(obj)
             obj = getattr(obj, "array", None)
-        if obj is h5 and not all(isinstance(c, _PLAIN) for c in chain):
+        if isinstance(obj, H5BackendArray) and not all(isinstance(c, _PLAIN) for c in chain):
             return False
     return True
