@@ -136,3 +136,25 @@ def test_compressed_input_rows_are_decoded_then_computed(tmp_path, shuffle):
         np.testing.assert_array_equal(x, image[y].astype("f4") / 15)
         seen.append(y)
     assert sorted(np.concatenate(seen).tolist()) == list(range(700))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_elementwise_variables_run_no_dask_task(images, shuffle):
+    """Fed from the file's rows: dask's scheduler runs nothing; an opaque transform of the
+    same rows still runs its dask tasks."""
+    from dask.callbacks import Callback
+
+    class Count(Callback):
+        def __init__(self):
+            super().__init__()
+            self.tasks = 0
+
+        def _pretask(self, key, dsk, state):
+            self.tasks += 1
+
+    ds = lazyh5.open_dataset(images)
+    for var, dask_tasks in ((_fast(ds)["chain"], False), (_dask(ds)["map_blocks"], True)):
+        loader = BatchLoader(ds.assign(x=var), "x", "label", shuffle=shuffle, seed=0)
+        with Count() as count:
+            rows = sum(len(y) for _, y in loader)
+        assert rows == N and (count.tasks > 0) == dask_tasks
