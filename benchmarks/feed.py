@@ -9,7 +9,8 @@ real LZF decoding, for information (no floor). Full-epoch methods
 are timed ``--repeat`` times (best kept: the machine is shared and noisy); slow
 baselines on a limited number of batches (rates stay comparable). Then the floors the
 loader must clear, and one epoch of Keras ``fit`` (Flatten → Dense(10)) from in-memory numpy vs
-from lazyh5.
+from lazyh5. ``--sweep``: the floors on every chunk layout (``feed_sweep.py``);
+``--parallel``: torch ``DataLoader`` workers and two concurrent shards (``feed_parallel.py``).
 
     python benchmarks/feed.py [--n 100000] [--batch 32] [--quick] [--dir DIR] [--repeat 2]
 """
@@ -270,6 +271,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="N=20000, fewer slow batches")
     parser.add_argument("--dir", default=None, help="keep the generated files here")
     parser.add_argument("--repeat", type=int, default=2, help="full-epoch methods: best of")
+    parser.add_argument(
+        "--parallel", action="store_true", help="torch DataLoader workers and shards instead"
+    )
     sweep = parser.add_argument_group("layout sweep")
     sweep.add_argument("--sweep", action="store_true", help="run the layout sweep instead")
     sweep.add_argument("--epochs", type=int, default=3, help="epochs per fresh loader (>= 2)")
@@ -282,6 +286,14 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if args.sweep:
         layout_sweep(args, n, folder)
+        return
+    if args.parallel:
+        from feed_parallel import run  # beside this script
+
+        paths = [folder / f"feed_{n}_{label}.h5" for label in ("raw", "lzf-q16")]
+        for path, label in zip(paths, ("raw", "lzf-q16"), strict=True):
+            make_file(path, n, *FILES[label])
+        run(paths, args.batch, args.repeat, args.quick)
         return
     results = {}
     for label, (comp, quantised) in FILES.items():

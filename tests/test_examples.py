@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -63,6 +64,21 @@ def test_train_keras(tmp_path, backend):
     assert 0 <= float(m[1]) <= 1
     losses = [float(x) for x in re.findall(r" loss: ([\d.]+)", out)]
     assert losses and all(0 < x < 10 for x in losses)  # trained: finite losses logged
+
+
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
+def test_train_torch_with_workers_stopped_and_resumed(tmp_path):
+    pytest.importorskip("torch")
+    out = run_example("train_torch.py", tmp_path, "--epochs", "2", "--stop-after", "10")
+    stopped = float(re.search(r"stopped after step 10 \(loss ([\d.]+)\)", out)[1])
+    out = run_example("train_torch.py", tmp_path, "--epochs", "2", "--resume")
+    assert "resumed in epoch 0" in out
+    steps = [int(s) for s in re.findall(r"epoch \d: (\d+) steps", out)]
+    # with torchdata's StatefulDataLoader the interrupted epoch carries on at step 11
+    assert steps == ([15, 25] if importlib.util.find_spec("torchdata") else [25, 25]), out
+    losses = [float(x) for x in re.findall(r"mean loss ([\d.]+)", out)]
+    assert losses[-1] < stopped < 2.4  # it learns: from ~2.3 (10 classes) down
+    assert 0.3 < float(re.search(r"val accuracy ([\d.]+)", out)[1]) <= 1
 
 
 @pytest.mark.distributed

@@ -12,5 +12,7 @@
 - :mod:`.direct` — reading a plain view of its file without dask;
 - :mod:`.buffers` — reused block buffers;
 - :mod:`.loader` — :class:`BatchLoader`;
-- :mod:`.keras`, :mod:`.tf` — Keras 3 ``PyDataset`` and ``tf.data`` adapters.
+- :mod:`.keras`, :mod:`.tf`, :mod:`.jax`, :mod:`.torch` — Keras 3 ``PyDataset``,
+  ``tf.data``, JAX device and PyTorch ``DataLoader`` adapters (the loader's ``jax()``
+  and ``torch()`` are in :mod:`.adapters`).
 """

@@ -18,6 +18,7 @@ from dask.utils import parse_bytes
 from .._files import source_label
 from ..backend.threads import Pending
 from ..errors import InvalidArgumentError
+from .adapters import Adapters
 from .buffers import Buffers
 from .checks import (
     Names,
@@ -37,7 +38,7 @@ from .sources import DaskRows, Source, gather_plain, local_sources, read_rows
 from .state import Resumable
 
 
-class BatchLoader(Resumable):
+class BatchLoader(Resumable, Adapters):
     """Batches of rows of a lazy Dataset, for training loops, Keras ``fit`` and tf.data.
 
     Rows are read in **blocks**: runs of whole HDF5 chunks of about ``block_size`` bytes
@@ -431,18 +432,3 @@ class BatchLoader(Resumable):
         from .tf import to_tf_dataset
 
         return to_tf_dataset(self)
-
-    def jax(self, prefetch: int = 2, sharding: Any = None) -> Any:
-        """The next epoch's batches as ``jax.Array``, put on the device(s) ``prefetch`` ahead
-        of use, split over devices by a ``sharding``: see :func:`.jax.device_batches`.
-
-        Examples
-        --------
-        >>> import lazyh5
-        >>> loader = lazyh5.BatchLoader(lazyh5.open_dataset("feed.h5"), "label", batch_size=30)
-        >>> [y.shape for y in loader.jax(prefetch=2)]
-        [(30,), (30,), (30,), (10,)]
-        """
-        from .jax import device_batches
-
-        return device_batches(self, prefetch, sharding)
