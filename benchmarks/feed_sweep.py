@@ -31,6 +31,7 @@ Ratios, each with its floor:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,8 +186,10 @@ def cell(layout: Layout, floor: Floor) -> str:
     return f"{ratio:5.2f} {'met' if ratio >= need else 'MISSED':>6} (≥{need:g})"
 
 
-def table(layouts: list[Layout], bs: int) -> None:
+def table(layouts: list[Layout], bs: int, loads: tuple[float, float]) -> None:
     print(f"\nLayout sweep: batch {bs}, images 32x32x3, int64 labels, default loader settings")
+    # Timings of a shared machine: the load says how much the ratios can be trusted.
+    print(f"load average (1 min): {loads[0]:.1f} at the start, {loads[1]:.1f} at the end")
     head = f"{'file':<5} {'rows/chunk':>10} {'N':>7} {'h5py-batches/s':>15} {'in order/s':>12}"
     head += "".join(f"  {f.label:<23}" for f in FLOORS)
     print(head)
@@ -224,6 +227,7 @@ def sweep(
 ) -> list[Layout]:
     """Make the files (kept in ``folder``), measure each, print the table."""
     layouts = []
+    load = os.getloadavg()[0]
     for kind in kinds:
         for chunk in chunks:
             rows = max(n // KINDS[kind][3], chunk)
@@ -232,5 +236,5 @@ def sweep(
             layout = Layout(kind, chunk, rows, path, stored(path))
             measure(layout, bs, repeat, max(epochs, 2), budget)
             layouts.append(layout)
-    table(layouts, bs)
+    table(layouts, bs, (load, os.getloadavg()[0]))
     return layouts

@@ -31,13 +31,17 @@ class Buffers:
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
         with self._lock:
-            buf = None
+            best = -1
             for i in range(len(self._held)):
                 # 2 references: the list's and getrefcount's argument; any view of the
-                # buffer (a batch, a tensor sharing memory) holds another.
-                if sys.getrefcount(self._held[i]) == 2 and nbytes <= self._held[i].size:
-                    buf = self._held[i]
-                    break
+                # buffer (a batch, a tensor sharing memory) holds another. The smallest
+                # that fits: a small request (labels, a block's input rows) taking a
+                # window's buffer would make the next window allocate a new one.
+                size = self._held[i].size
+                smaller = best < 0 or size < self._held[best].size
+                if sys.getrefcount(self._held[i]) == 2 and nbytes <= size and smaller:
+                    best = i
+            buf = self._held[best] if best >= 0 else None
             if buf is None:
                 if len(self._held) >= self.limit or nbytes == 0:
                     return np.empty(shape, dtype)

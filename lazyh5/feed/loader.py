@@ -29,11 +29,12 @@ from .checks import (
     warn_if_blocks_recompute_chunks,
 )
 from .direct import SMALL_ROW, DirectSource, direct_source
+from .elementwise import mapped_views
 from .plan import BlockPlan, chunk_rows, plan_blocks, split_rows
 from .prefetch import Prefetcher
 from .shard import Shard, check_mode, parse
 from .shuffle import EpochOrder, Window, epoch_windows, shard_rows
-from .sources import DaskRows, FileRows, SmallColumn, Source, gather_plain, read_rows
+from .sources import DaskRows, Source, gather_plain, local_sources, read_rows
 from .state import Resumable
 
 
@@ -154,9 +155,6 @@ class BatchLoader(Resumable, Adapters):
         self.shard: Shard = parse(shard, where)
         self.shard_batches = check_mode(shard_batches, where)
         self._check_shard()
-        self.plan: BlockPlan = plan_blocks(
-            ds, self._names, dim, self.start, self.end, parse_bytes(block_size)
-        )
         self.epoch = 0
         self._resume: tuple[int, int] | None = None  # set by load_state_dict
         self._current: list[int] | None = None  # [epoch, batches served] of the iteration
@@ -167,10 +165,16 @@ class BatchLoader(Resumable, Adapters):
         self._direct: dict[str, DirectSource | None] = {
             n: direct_source(ds[n], dim) for n in self._names
         }
+        # Elementwise functions of plain views (astype, / 255): their input read directly.
+        self._mapped = mapped_views(ds, [n for n, s in self._direct.items() if s is None], dim)
+        self.plan: BlockPlan = plan_blocks(
+            ds, self._names, dim, self.start, self.end, parse_bytes(block_size), self._mapped
+        )
         self._small = self._small_variables()
         # blocks in flight, in order or shuffled (windows), with one spare
         self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
-        warn_if_blocks_recompute_chunks(self._arrays, self._direct, self.plan, dim, where)
+        read = {**self._direct, **self._mapped}
+        warn_if_blocks_recompute_chunks(self._arrays, read, self.plan, dim, where)
 
     def _small_variables(self) -> list[str]:
         """Variables of small rows (labels), read whole per epoch (see SmallColumn),
@@ -237,15 +241,10 @@ class BatchLoader(Resumable, Adapters):
         buffers; else (a single read) neither."""
         if not self._local():
             return [DaskRows(self._arrays)]
-        direct = {n: src for n, src in self._direct.items() if src is not None}
         small = self._small if epoch else []
         buffers = self._buffers if epoch else Buffers(limit=0)
-        files: list[Source] = [
-            FileRows(n, direct[n], self._arrays[n], buffers) for n in direct if n not in small
-        ]
-        column = SmallColumn({n: direct[n] for n in small}, self.start, self.end)
-        computed = {n: arr for n, arr in self._arrays.items() if n not in direct}
-        return [*files, column, DaskRows(computed)]
+        rows = (self.start, self.end)
+        return local_sources(self._arrays, self._direct, self._mapped, small, buffers, rows)
 
     def _read(self, a: int, b: int, sources: list[Source] | None = None) -> dict[str, np.ndarray]:
         """Rows ``[a, b)`` of every fed variable in fresh arrays, read now (outside an

@@ -6,13 +6,17 @@ import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+import dask
 import dask.array as da
+import dask.local
+import dask.threaded
 import numpy as np
 import xarray as xr
 
 from ..backend.positions import Untraceable, view_positions
 from ..backend.view import h5_sources
 from ..errors import InvalidArgumentError
+from .elementwise import Mapped
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,11 @@ def plan_blocks(
     start: int,
     end: int,
     block_bytes: int,
+    mapped: dict[Hashable, Mapped] | None = None,
 ) -> BlockPlan:
-    """Blocks over rows ``[start, end)`` of about ``block_bytes`` (all variables together)."""
+    """Blocks over rows ``[start, end)`` of about ``block_bytes`` (all variables together);
+    ``mapped``: the variables fed as functions of a plain view (see
+    :mod:`lazyh5.feed.elementwise`), whose blocks follow that view's chunks."""
     if end <= start:
         return BlockPlan(np.zeros(0, np.int64), np.zeros(0, np.int64))
     row_bytes = sum(
@@ -79,21 +86,31 @@ def plan_blocks(
     # chunk (labels) costs little, splitting an image chunk costs a whole decode.
     heaviest = max(names, key=lambda v: ds[v].size * ds[v].dtype.itemsize)
     block_rows = max(1, block_bytes // max(row_bytes, 1))
-    data = ds[heaviest].data
-    if "lazyh5_path" not in ds[heaviest].encoding and isinstance(data, da.Array):
+    var = ds[heaviest]
+    found = (mapped or {}).get(heaviest)
+    if found is not None and _local():
+        # Read from the view's rows (see lazyh5.feed.elementwise): its chunks are the file's.
+        unit = chunk_rows(found.base, dim)
+        offset = found.source.key[found.source.row_axis].start
+    elif "lazyh5_path" not in var.encoding and isinstance(var.data, da.Array):
         # Computed by dask: a block must not cut a dask chunk (dask computes the whole
         # chunk for any slice of it), so blocks are runs of whole chunks, or equal parts
         # of one chunk bigger than a block (then BatchLoader warns).
-        sizes = data.chunks[ds[heaviest].dims.index(dim)]
+        sizes = var.data.chunks[var.dims.index(dim)]
         return _blocks_of_chunks(sizes, start, end, block_rows)
-    unit = chunk_rows(ds[heaviest], dim)
+    else:
+        unit, offset = chunk_rows(var, dim), _file_offset(var, dim)
     per_block = max(unit, block_rows // unit * unit)
-    offset = _file_offset(ds[heaviest], dim)
     # Edges at file rows that are multiples of `per_block` (so also of the chunk size).
     first_edge = ((offset + start) // per_block + 1) * per_block - offset
     edges = np.arange(first_edge, end, per_block, dtype=np.int64)
     bounds = np.concatenate([[start], edges[edges > start], [end]]).astype(np.int64)
     return BlockPlan(bounds[:-1], bounds[1:])
+
+
+def _local() -> bool:
+    """Whether blocks are computed in this process (not on a distributed client)."""
+    return dask.base.get_scheduler() in (None, dask.threaded.get, dask.local.get_sync)
 
 
 def _blocks_of_chunks(sizes: tuple[int, ...], start: int, end: int, block_rows: int) -> BlockPlan:
