@@ -9,6 +9,9 @@ import pytest
 
 from tests._files import write_feed, write_lzf_feed, write_plain
 
+# Loopback servers for the remote-storage tests (moto is imported only when used).
+from tests._servers import http_proxy, http_server, s3_proxy, s3_server  # noqa: F401
+
 
 @pytest.fixture
 def plain_file(tmp_path):
