@@ -363,3 +363,20 @@ def test_workers_reopen_the_url_with_their_own_credentials(s3_server, layouts, m
             local.close()
     with h5py.File(layouts, "r") as ref:
         assert float(total) == pytest.approx(float(ref["gzip"][()].sum()))
+
+
+def test_the_size_lookup_at_open_is_retried_too(s3_server, s3_proxy, layouts):
+    url = s3_server.upload(layouts)
+    # botocore retries on its own too: not here, so lazyh5's retries are what is seen
+    one = {"config_kwargs": {"retries": {"max_attempts": 1}}}
+    options = {**s3_server.storage_options(s3_proxy.url), **one}
+    s3_proxy.inject("status", times=2, method="HEAD", status=503)
+    with lazyh5.set_options(remote_backoff=0.001):
+        assert lazyh5.open_dataset(url, storage_options=options)["label"].shape == (600,)
+    s3_proxy.inject("status", times=None, method="HEAD", status=503)
+    other = s3_server.upload(layouts)  # not opened yet in this process
+    with (
+        lazyh5.set_options(remote_retries=1, remote_backoff=0.001),
+        pytest.raises(RemoteReadError, match=rf"cannot open '{other}'.*after 1 retries"),
+    ):
+        lazyh5.open_dataset(other, storage_options=options)

@@ -193,32 +193,12 @@ class RangeReader:
                     f"({_describe(err)})"
                 ) from None
             todo = [rng for rng, _ in failed]
-            wait = min(_MAX_WAIT, backoff * 2**attempt)
-            time.sleep(wait / 2 + random.uniform(0, wait / 2))  # jitter: clients spread out
+            _back_off(backoff, attempt)
         raise AssertionError("unreachable")
 
     def _classify(self, rng: tuple[int, int], err: BaseException) -> BaseException:
-        """``err`` if transient; else raise the lazyh5 error it means."""
         start, stop = rng
-        where = f"'{self.label}' bytes={start}-{stop - 1}"
-        if isinstance(err, _Transient):
-            return err
-        if isinstance(err, Lazyh5Error):
-            raise err
-        if isinstance(err, FileNotFoundError):
-            raise FileMissingError(f"cannot read {where}: the object no longer exists") from None
-        status = getattr(err, "status", None) or getattr(err, "code", None)
-        if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
-            raise RemoteReadError(
-                f"cannot read {where}: the server refused it (HTTP {status})"
-            ) from None
-        if isinstance(err, PermissionError):
-            raise RemoteReadError(f"cannot read {where}: access denied") from None
-        if isinstance(err, OSError | asyncio.TimeoutError | TimeoutError | ConnectionError):
-            return err
-        if type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore"):
-            return err
-        raise err
+        return transient_or_raise(f"'{self.label}' bytes={start}-{stop - 1}", err)
 
     def _send(self, requests: list[tuple[int, int]], timeout: float) -> list[Any]:
         """One attempt at every request: its bytes or the exception it raised."""
@@ -256,6 +236,60 @@ class RangeReader:
                 f"{len(data)} bytes, it does not support HTTP Range requests"
             )
         raise _Transient(f"short read: {len(data)} of {stop - start} bytes")
+
+
+def _back_off(backoff: float, attempt: int) -> None:
+    wait = min(_MAX_WAIT, backoff * 2**attempt)
+    time.sleep(wait / 2 + random.uniform(0, wait / 2))  # jitter: clients spread out
+
+
+def transient_or_raise(where: str, err: BaseException) -> BaseException:
+    """``err`` (met reading ``where``) if worth retrying; else raise the lazyh5 error
+    it means (a missing object, a refused request)."""
+    if isinstance(err, _Transient):
+        return err
+    if isinstance(err, Lazyh5Error):
+        raise err
+    if isinstance(err, FileNotFoundError):
+        raise FileMissingError(f"cannot read {where}: no such object") from None
+    status = getattr(err, "status", None) or getattr(err, "code", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+        raise RemoteReadError(
+            f"cannot read {where}: the server refused it (HTTP {status})"
+        ) from None
+    if isinstance(err, PermissionError):
+        raise RemoteReadError(f"cannot read {where}: access denied") from None
+    if isinstance(err, OSError | asyncio.TimeoutError | TimeoutError | ConnectionError):
+        return err
+    if type(err).__module__.split(".")[0] in ("aiohttp", "botocore", "aiobotocore"):
+        return err
+    raise err
+
+
+def object_size(fs: Any, path: str, label: str) -> int | None:
+    """The size of the object at ``path`` (``None`` if the server does not say), its
+    lookup retried like range requests."""
+    retries, backoff, timeout = remote_settings()
+    for attempt in itertools.count():
+        try:
+            if getattr(fs, "async_impl", False):
+                from fsspec.asyn import sync
+
+                return sync(fs.loop, _within, fs._size(path), timeout)
+            return fs.size(path)
+        except Exception as err:
+            err = transient_or_raise(f"the size of '{label}'", err)
+            if attempt >= retries:
+                raise RemoteReadError(
+                    f"cannot open '{label}': looking up its size still fails after "
+                    f"{retries} retries ({_describe(err)})"
+                ) from None
+        _back_off(backoff, attempt)
+    raise AssertionError("unreachable")
+
+
+async def _within(coro: Any, timeout: float) -> Any:
+    return await asyncio.wait_for(coro, timeout)
 
 
 def _describe(err: BaseException) -> str:

@@ -39,7 +39,7 @@ from ..errors import (
     ReadOnlyError,
     RemoteReadError,
 )
-from .ranges import RangeReader
+from .ranges import RangeReader, object_size
 from .redact import public_options, redact_text, redact_url, without_password
 
 #: Bytes per metadata block, and how many blocks each open file keeps.
@@ -132,11 +132,13 @@ class Remote:
             ) from err
         try:
             fs, path = fsspec.core.url_to_fs(self.url, **self.storage_options)
-            size = fs.size(path)
-        except FileNotFoundError:
+            size = object_size(fs, path, self.label)
+        except (FileNotFoundError, FileMissingError):
             raise FileMissingError(
                 f"no such file: '{self.label}' (expected an existing HDF5 object)"
             ) from None
+        except Lazyh5Error:
+            raise
         except ImportError as err:
             raise ImportError(
                 f"opening '{self.label}' needs the package of its file system: "
