@@ -45,8 +45,34 @@ LAYOUTS = {
     "lzf": {"shape": (600, 4), "dtype": "u1", "chunks": (100, 2), "compression": "lzf"},
     "tiles": {"shape": (600, 6, 5), "dtype": "i4", "chunks": (100, 2, 5)},
     "contiguous": {"shape": (600, 3), "dtype": "f4"},
+    "bigendian": {"shape": (600, 5), "dtype": ">f8", "chunks": (64, 5), "compression": "gzip"},
+    "fletcher": {  # only h5py decodes it: read through the metadata file object
+        "shape": (600, 5),
+        "dtype": "f4",
+        "chunks": (64, 5),
+        "compression": "gzip",
+        "fletcher32": True,
+    },
+    "compound": {"shape": (600,), "dtype": [("a", "<i4"), ("b", "<f8")], "chunks": (100,)},
     "label": {"shape": (600,), "dtype": "i8", "chunks": (100,)},
 }
+
+
+def _plugin_layouts() -> dict:
+    """Datasets compressed by HDF5 filter plugins (Blosc, Zstd, LZ4), when installed."""
+    try:
+        import hdf5plugin
+    except ImportError:
+        return {}
+    spec = {"shape": (600, 6, 5), "dtype": "f4", "chunks": (50, 6, 5)}
+    return {
+        "blosc": {**spec, **hdf5plugin.Blosc("lz4", 5, hdf5plugin.Blosc.SHUFFLE)},
+        "zstd": {**spec, **hdf5plugin.Zstd(3)},
+        "lz4": {**spec, **hdf5plugin.LZ4(nbytes=64)},  # several LZ4 blocks per chunk
+    }
+
+
+LAYOUTS.update(_plugin_layouts())
 
 
 def write_layouts(path) -> str:

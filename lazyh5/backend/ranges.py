@@ -19,6 +19,7 @@ bytes, both with ``readv(buffers, where)`` (fill ``buffers`` from byte ``where``
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import os
 import random
@@ -148,9 +149,10 @@ class RangeReader:
             buf[:] = view[: len(buf)]
             view = view[len(buf) :]
 
-    def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        """The bytes of every ``(start, stop)`` range, in order; neighbours fetched by
-        one request, all requests in flight together."""
+    def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[Any]:
+        """The bytes of every ``(start, stop)`` range, in order (``bytes`` or a
+        ``memoryview`` of a larger request's); neighbours fetched by one request, all
+        requests in flight together."""
         for start, stop in ranges:
             if stop > self.size or start < 0:
                 raise CorruptFileError(
@@ -158,16 +160,19 @@ class RangeReader:
                     f"expects data at bytes={start}-{stop - 1}: it is truncated or damaged"
                 )
         requests = coalesce([r for r in ranges if r[1] > r[0]])
-        got = dict(zip(requests, self._fetch_all(requests), strict=True))
+        data = self._fetch_all(requests)
+        firsts = [a for a, _ in requests]
         out = []
         for start, stop in ranges:
             if stop <= start:
                 out.append(b"")
                 continue
-            for (a, b), data in got.items():
-                if a <= start and stop <= b:
-                    out.append(bytes(data[start - a : stop - a]))
-                    break
+            i = bisect.bisect_right(firsts, start) - 1  # the request holding the range
+            a, b = requests[i]
+            if (a, b) == (start, stop):
+                out.append(data[i])  # no copy
+            else:
+                out.append(memoryview(data[i])[start - a : stop - a])
         return out
 
     def _fetch_all(self, requests: list[tuple[int, int]]) -> list[bytes]:

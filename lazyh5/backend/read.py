@@ -131,7 +131,8 @@ class ChunkRead:
         data = self.ranges.fetch([self.jobs[i][0] for i in stored])
         jobs = list(self.jobs)
         for i, raw in zip(stored, data, strict=True):
-            jobs[i] = (raw, *jobs[i][1:])
+            # bytes: codecs such as the LZ4 frame parser concatenate slices of it
+            jobs[i] = (bytes(raw) if isinstance(raw, memoryview) else raw, *jobs[i][1:])
         return jobs
 
 
