@@ -334,7 +334,8 @@ def test_transient_faults_are_retried_to_the_right_values(http_server, http_prox
 def test_credentials_stay_out_of_reprs_encoding_and_pickles(s3_server, layouts):
     url = s3_server.upload(layouts)
     ds = lazyh5.open_dataset(url, storage_options=s3_server.storage_options())
-    texts = [repr(ds), str(ds["gzip"].encoding), repr(ds["gzip"].variable._data)]
+    store = h5_sources(ds["gzip"].data)[0].store
+    texts = [repr(ds), str(ds["gzip"].encoding), repr(store._manager), repr(store.source)]
     blob = pickle.dumps(ds)
     assert all(SECRET not in t for t in texts)
     assert SECRET.encode() not in blob and b"lazyh5-test-key" not in blob
@@ -406,3 +407,22 @@ def test_the_size_lookup_at_open_is_retried_too(s3_server, s3_proxy, layouts):
         pytest.raises(RemoteReadError, match=rf"cannot open '{other}'.*after 1 retries"),
     ):
         lazyh5.open_dataset(other, storage_options=options)
+
+
+def test_a_forked_process_reads_the_url_with_its_own_connections(s3_server, layouts):
+    import multiprocessing
+
+    url = s3_server.upload(layouts)
+    # chunks=None: no dask (its threaded scheduler does not run in a forked child)
+    ds = lazyh5.open_dataset(url, storage_options=s3_server.storage_options(), chunks=None)
+    with h5py.File(layouts, "r") as ref:
+        want = ref["gzip"][100:300]
+    np.testing.assert_array_equal(ds["gzip"][100:300].values, want)  # connected here first
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:  # as DataLoader and PyDataset workers are started
+        got = pool.apply(_read_slice, (ds,))
+    np.testing.assert_array_equal(got, want)
+
+
+def _read_slice(ds: xr.Dataset) -> np.ndarray:
+    return ds["gzip"][100:300].values

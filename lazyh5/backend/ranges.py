@@ -25,7 +25,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import CorruptFileError, FileMissingError, Lazyh5Error, RemoteReadError
@@ -131,9 +131,19 @@ class RangeReader:
 
     remote = True
 
-    def __init__(self, fs: Any, path: str, label: str, size: int) -> None:
+    def __init__(
+        self,
+        fs: Any,
+        path: str,
+        label: str,
+        size: int,
+        reconnect: Callable[[], Any] | None = None,
+    ) -> None:
         self.fs, self.path, self.label, self.size = fs, path, label, size
         self.requests = 0
+        # A forked process (a DataLoader or PyDataset worker) cannot use the parent's
+        # async file system (its event loop thread is gone): it makes its own.
+        self._reconnect, self._pid = reconnect, os.getpid()
 
     def dup(self) -> RangeReader:
         return self
@@ -209,6 +219,8 @@ class RangeReader:
         """One attempt at every request: its bytes or the exception it raised."""
         self.requests += len(requests)
         _count(len(requests))
+        if self._pid != os.getpid() and self._reconnect is not None:
+            self.fs, self._pid = self._reconnect(), os.getpid()
         if getattr(self.fs, "async_impl", False):
             from fsspec.asyn import sync
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import functools
 import io
 import threading
 import weakref
@@ -157,7 +158,14 @@ class Remote:
                 f"cannot open '{self.label}': the server does not say its size (HDF5 "
                 "needs random access by byte range)"
             )
-        return RangeReader(fs, path, self.label, int(size))
+        reconnect = functools.partial(_file_system, self.url, self.storage_options)
+        return RangeReader(fs, path, self.label, int(size), reconnect)
+
+
+def _file_system(url: str, storage_options: dict[str, Any]) -> Any:
+    import fsspec
+
+    return fsspec.core.url_to_fs(url, **storage_options)[0]
 
 
 class BlockFile(io.RawIOBase):
