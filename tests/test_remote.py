@@ -426,3 +426,11 @@ def test_a_forked_process_reads_the_url_with_its_own_connections(s3_server, layo
 
 def _read_slice(ds: xr.Dataset) -> np.ndarray:
     return ds["gzip"][100:300].values
+
+
+def test_an_object_that_is_not_hdf5_is_refused(s3_server, tmp_path):
+    text = tmp_path / "notes.h5"
+    text.write_text("a,b\n1,2\n" * 100)
+    url = s3_server.upload(text)
+    with pytest.raises(lazyh5.errors.NotHDF5Error, match=re.escape(url)):
+        lazyh5.open_dataset(url, storage_options=s3_server.storage_options())

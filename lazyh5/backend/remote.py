@@ -29,7 +29,7 @@ from typing import Any
 
 import h5py
 
-from .._files import HDF5_SIGNATURE
+from .._files import HDF5_SIGNATURE, SIGNATURE_OFFSETS
 from .._filters import load_filter_plugins
 from ..errors import (
     CorruptFileError,
@@ -259,12 +259,13 @@ def open_remote_h5(remote: Remote, mode: str = "r", **kwargs: Any) -> h5py.File:
 
 
 def _signed(fileobj: BlockFile) -> bool:
-    offset = 0
-    while offset + 8 <= fileobj.reader.size:
+    """Whether the HDF5 signature is where HDF5 looks for it (after a user block)."""
+    for offset in SIGNATURE_OFFSETS:
+        if offset + 8 > fileobj.reader.size:
+            break
         fileobj.seek(offset)
         if fileobj.read(8) == HDF5_SIGNATURE:
             return True
-        offset = 512 if offset == 0 else offset * 2
     return False
 
 
