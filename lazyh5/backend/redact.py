@@ -59,16 +59,49 @@ def without_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+# Credentials given to this process in storage_options: scrubbed from any message
+# built from a library's error text (which might quote them).
+_known: set[str] = set()
+
+
+def remember_secrets(options: Mapping[str, Any] | None) -> None:
+    """Note the credentials in ``options`` so :func:`redact_text` scrubs them."""
+    for name, value in (options or {}).items():
+        if isinstance(value, Mapping):
+            remember_secrets(value)
+        elif is_secret(name) and isinstance(value, str) and len(value) >= 4:
+            _known.add(value)
+
+
+def url_password(url: str) -> str | None:
+    """The password in ``url``, if any.
+
+    >>> url_password("https://me:pw@example.org/x.h5"), url_password("s3://b/x.h5")
+    ('pw', None)
+    """
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 def redact_text(text: str) -> str:
-    """``text`` with every URL in it redacted (:func:`redact_url`).
+    """``text`` with every URL in it redacted (:func:`redact_url`) and every credential
+    noted by :func:`remember_secrets` replaced by ``***``.
 
     Examples
     --------
-    >>> from lazyh5.backend.redact import redact_text
+    >>> from lazyh5.backend.redact import redact_text, remember_secrets
     >>> redact_text("503 for url='http://u:p@h:9/b/x.h5?sig=1'")
     "503 for url='http://***@h:9/b/x.h5?***'"
+    >>> remember_secrets({"secret": "s3cr3t-value"})
+    >>> redact_text("signature of s3cr3t-value does not match")
+    'signature of *** does not match'
     """
-    return _URL.sub(lambda m: redact_url(m.group(0)), text)
+    text = _URL.sub(lambda m: redact_url(m.group(0)), text)
+    for value in sorted(_known, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
 
 
 def is_secret(name: str) -> bool:

@@ -41,7 +41,14 @@ from ..errors import (
     RemoteReadError,
 )
 from .ranges import RangeReader, object_size
-from .redact import public_options, redact_text, redact_url, without_password
+from .redact import (
+    public_options,
+    redact_text,
+    redact_url,
+    remember_secrets,
+    url_password,
+    without_password,
+)
 
 #: Bytes per metadata block, and how many blocks each open file keeps.
 BLOCK_SIZE = 2 << 20
@@ -98,6 +105,8 @@ class Remote:
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.label = redact_url(url)
+        remember_secrets(self.storage_options)
+        remember_secrets({"password": url_password(url)})
         self._reader: RangeReader | None = None
         self._lock = threading.Lock()
 
