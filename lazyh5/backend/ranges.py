@@ -26,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from ..errors import CorruptFileError, FileMissingError, Lazyh5Error, RemoteReadError
@@ -40,6 +41,11 @@ _MAX_REQUEST = 32 << 20
 _CONCURRENCY = 32
 # No retry waits longer than this, whatever the backoff and attempt.
 _MAX_WAIT = 2.0
+
+# Background fetches waited for at once (each sends its requests together).
+_BACKGROUND = 16
+_pool: list[ThreadPoolExecutor | None] = [None]
+_pool_lock = threading.Lock()
 
 _counted = [0]
 _count_lock = threading.Lock()
@@ -159,6 +165,10 @@ class RangeReader:
             buf[:] = view[: len(buf)]
             view = view[len(buf) :]
 
+    def start(self, ranges: Sequence[tuple[int, int]]) -> Future:
+        """:meth:`fetch` of ``ranges`` begun in the background: its future."""
+        return _background().submit(self.fetch, ranges)
+
     def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[Any]:
         """The bytes of every ``(start, stop)`` range, in order (``bytes`` or a
         ``memoryview`` of a larger request's); neighbours fetched by one request, all
@@ -253,6 +263,24 @@ class RangeReader:
                 f"{len(data)} bytes, it does not support HTTP Range requests"
             )
         raise _Transient(f"short read: {len(data)} of {stop - start} bytes")
+
+
+def _background() -> ThreadPoolExecutor:
+    """The threads that wait for background fetches (the requests themselves run on
+    the file system's event loop, or one after another for a synchronous one)."""
+    with _pool_lock:
+        if _pool[0] is None:
+            _pool[0] = ThreadPoolExecutor(_BACKGROUND, thread_name_prefix="lazyh5-fetch")
+        return _pool[0]
+
+
+def _reset_after_fork() -> None:
+    global _pool_lock
+    _pool[0], _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _back_off(backoff: float, attempt: int) -> None:

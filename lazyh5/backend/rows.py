@@ -16,6 +16,7 @@ import math
 import os
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,23 +113,26 @@ class RowCopy:
         return [functools.partial(_each, calls[i : i + per]) for i in range(0, len(calls), per)]
 
     def _remote_tasks(self, flat: memoryview, dst: np.ndarray | None) -> list[Callable[[], None]]:
-        """Tasks fetching the runs of rows of a remote file, :data:`_REMOTE_TASK_BYTES`
-        at a time: each task's requests go out together (neighbours coalesced)."""
+        """Tasks placing the runs of rows of a remote file, :data:`_REMOTE_TASK_BYTES` at
+        a time. Their requests are sent now, in the background (neighbours coalesced):
+        a loader's window has all its blocks in flight at once, however few threads
+        then copy them."""
         size, tasks, group, total = self.row_bytes, [], [], 0
-        for copy in self.copies:
+        for i, copy in enumerate(self.copies):
             group.append(copy)
             total += copy[2] * size
-            if total >= _REMOTE_TASK_BYTES:
-                tasks.append(functools.partial(self._fetch, group, flat, dst))
+            if total >= _REMOTE_TASK_BYTES or i == len(self.copies) - 1:
+                ranges = [(where, where + n * size) for where, _, n in group]
+                pending = self.file.start(ranges)
+                tasks.append(functools.partial(self._place, group, pending, flat, dst))
                 group, total = [], 0
-        if group:
-            tasks.append(functools.partial(self._fetch, group, flat, dst))
         return tasks
 
-    def _fetch(self, copies: list, flat: memoryview, dst: np.ndarray | None) -> None:
+    def _place(
+        self, copies: list, pending: Future, flat: memoryview, dst: np.ndarray | None
+    ) -> None:
         size = self.row_bytes
-        ranges = [(where, where + n * size) for where, _, n in copies]
-        for (_, first, n), data in zip(copies, self.file.fetch(ranges), strict=True):
+        for (_, first, n), data in zip(copies, pending.result(), strict=True):
             if dst is None:
                 flat[first * size : (first + n) * size] = data
             else:
