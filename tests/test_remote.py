@@ -434,3 +434,32 @@ def test_an_object_that_is_not_hdf5_is_refused(s3_server, tmp_path):
     url = s3_server.upload(text)
     with pytest.raises(lazyh5.errors.NotHDF5Error, match=re.escape(url)):
         lazyh5.open_dataset(url, storage_options=s3_server.storage_options())
+
+
+def test_a_server_without_range_requests_is_refused_clearly(layouts, tmp_path):
+    import functools
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    shutil.copyfile(layouts, tmp_path / "layouts.h5")
+
+    class Quiet(SimpleHTTPRequestHandler):  # answers every GET whole: no Range support
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/layouts.h5"
+        # Opening reads the whole (small) file in one block: fine; a chunk is not.
+        ds = lazyh5.open_dataset(url)
+        with pytest.raises(RemoteReadError, match=r"does not support HTTP Range requests"):
+            ds["gzip"].load()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
