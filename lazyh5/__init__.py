@@ -17,7 +17,7 @@ import importlib
 from typing import Any
 
 from .errors import Lazyh5Error
-from .open import open_dataset, open_datatree
+from .open import open_dataset, open_datatree, open_mfdataset
 from .options import set_options
 from .write import accessor as _accessor  # noqa: F401  (registers .h5)
 from .write.create import create
@@ -27,6 +27,7 @@ __version__ = "0.1.0"  # the only place: pyproject.toml reads it (dynamic versio
 __all__ = [
     "open_dataset",
     "open_datatree",
+    "open_mfdataset",
     "create",
     "to_hdf5",
     "BatchLoader",

@@ -25,7 +25,7 @@ from .errors import (
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # The superblock may follow a user block of 512, 1024, 2048... bytes.
-_SIGNATURE_OFFSETS = (0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+SIGNATURE_OFFSETS = (0, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5", ".nc", ".nc4")
 
 
@@ -34,7 +34,7 @@ def has_hdf5_signature(path: str | os.PathLike) -> bool:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            for offset in _SIGNATURE_OFFSETS:
+            for offset in SIGNATURE_OFFSETS:
                 if offset + 8 > size:
                     break
                 f.seek(offset)

@@ -25,6 +25,8 @@ __all__ = [
     "AlreadyExistsError",
     "InvalidArgumentError",
     "InvalidIndexError",
+    "RemoteReadError",
+    "RemoteWriteError",
 ]
 
 
@@ -99,3 +101,15 @@ class InvalidArgumentError(Lazyh5Error, ValueError):
 
 class InvalidIndexError(Lazyh5Error, IndexError):
     """An index, a ``start``/``end`` or a key is out of range or not a valid key."""
+
+
+class RemoteReadError(Lazyh5Error, OSError):
+    """A remote file (an fsspec URL) could not be read: the store kept failing after
+    the retries set by ``lazyh5.set_options(remote_retries=...)``, or refused the
+    request. The message names the URL (credentials and query string redacted) and
+    the byte range, ``bytes=first-last``."""
+
+
+class RemoteWriteError(Lazyh5Error, OSError):
+    """A file could not be uploaded to a remote URL; nothing was left looking finished
+    there. The message names the URL (credentials and query string redacted)."""

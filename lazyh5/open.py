@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
@@ -9,6 +10,9 @@ from typing import Any
 import xarray as xr
 
 from .backend.entrypoint import Lazyh5BackendEntrypoint
+from .backend.redact import redact_url
+from .backend.remote import is_url
+from .errors import FileMissingError
 
 ChunksArg = Mapping[Hashable, Any] | str | int | None
 
@@ -30,7 +34,7 @@ def _xarray_chunks(chunks: ChunksArg) -> tuple[Any, str]:
 
 
 def open_dataset(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Any,
     group: str | None = None,
     *,
     dims: Mapping[str, Sequence[Hashable]] | None = None,
@@ -39,6 +43,7 @@ def open_dataset(
     allow_external: bool = False,
     drop_variables: str | Iterable[str] | None = None,
     decode_cf: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> xr.Dataset:
     """Open an HDF5 file (or one group of it) as a lazy, dask-backed ``xarray.Dataset``.
@@ -49,7 +54,12 @@ def open_dataset(
     Parameters
     ----------
     path
-        The HDF5 file (h5py, netCDF4/h5netcdf or any other HDF5 writer).
+        The HDF5 file (h5py, netCDF4/h5netcdf or any other HDF5 writer): a path, an
+        fsspec URL (``s3://bucket/train.h5``, ``gs://...``, ``https://...``,
+        ``file://...``; needs ``pip install 'lazyh5[remote]'``) or a readable,
+        seekable file object. Datasets opened from paths and URLs pickle and reopen
+        on dask.distributed workers; from a file object, they are read in this
+        process only. Remote files are read-only.
     group
         Group to open, e.g. ``"train/images"``; the root by default.
     dims
@@ -75,6 +85,12 @@ def open_dataset(
         Datasets to skip.
     decode_cf
         Apply CF decoding (``_FillValue``, ``scale_factor``, time units) as xarray does.
+    storage_options
+        fsspec options for a URL: credentials (``key``, ``secret``, ``token``...),
+        ``client_kwargs={"endpoint_url": ...}``, ``anon=True``... Credentials never
+        appear in messages, reprs or pickles: a dask.distributed worker reopening the
+        URL uses its own (environment variables, config files, instance roles).
+        Retries and timeouts: :func:`lazyh5.set_options`.
     **kwargs
         Passed to :func:`xarray.open_dataset` (``decode_times``, ``lock``, ...).
 
@@ -113,23 +129,30 @@ def open_dataset(
         drop_variables=drop_variables,
         decode_cf=decode_cf,
         preferred_chunks=preferred,
+        **_remote_kwargs(storage_options),
         **kwargs,
     )
 
 
+def _remote_kwargs(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {} if storage_options is None else {"storage_options": storage_options}
+
+
 def open_datatree(
-    path: str | os.PathLike,
+    path: str | os.PathLike | Any,
     group: str | None = None,
     *,
     dims: Mapping[str, Sequence[Hashable]] | None = None,
     chunks: ChunksArg = "budget",
     mode: str = "r",
     allow_external: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> xr.DataTree:
     """Open every group of an HDF5 file as a lazy ``xarray.DataTree``.
 
-    Same options as :func:`open_dataset`; ``dims`` applies in every group:
+    Same options as :func:`open_dataset` (``path`` a path, URL or file object,
+    ``storage_options`` for URLs); ``dims`` applies in every group:
     ``{"x": ("sample", "feature")}`` names the axes of each dataset called ``x``.
     Equivalent to ``xr.open_datatree(path, engine="lazyh5")`` with lazyh5's
     ``chunks="budget"``.
@@ -154,5 +177,61 @@ def open_datatree(
         mode=mode,
         allow_external=allow_external,
         preferred_chunks=preferred,
+        **_remote_kwargs(storage_options),
+        **kwargs,
+    )
+
+
+def open_mfdataset(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    chunks: ChunksArg = "budget",
+    storage_options: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> xr.Dataset:
+    """Open many HDF5 files as one lazy Dataset: ``xarray.open_mfdataset`` with
+    ``engine="lazyh5"``, whose glob patterns may be URLs too.
+
+    xarray expands a glob (``"shards/*.h5"``) only for local paths; here a URL pattern
+    such as ``"s3://bucket/shards/*.h5"`` is expanded by fsspec (sorted), then every
+    file is opened as by :func:`open_dataset`.
+
+    Parameters
+    ----------
+    paths
+        A glob pattern (path or URL), or a list of paths and URLs.
+    chunks
+        As in :func:`open_dataset` (``"budget"`` by default).
+    storage_options
+        fsspec options for URLs (see :func:`open_dataset`).
+    **kwargs
+        Passed to :func:`xarray.open_mfdataset` (``combine``, ``concat_dim``,
+        ``parallel``...) and to each file's opening (``group``, ``dims``...).
+
+    Examples
+    --------
+    >>> import h5py, numpy as np, lazyh5
+    >>> for i in range(3):
+    ...     with h5py.File(f"shard{i}.h5", "w") as f:
+    ...         _ = f.create_dataset("x", data=np.full(4, i))
+    >>> ds = lazyh5.open_mfdataset("shard*.h5", combine="nested", concat_dim="sample")
+    >>> ds["x"].values.tolist()
+    [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    """
+    xr_chunks, preferred = _xarray_chunks(chunks)
+    if isinstance(paths, str) and is_url(paths) and glob.has_magic(paths):
+        import fsspec
+
+        fs, pattern = fsspec.core.url_to_fs(paths, **(storage_options or {}))
+        found = [fs.unstrip_protocol(p) for p in sorted(fs.glob(pattern))]
+        if not found:
+            raise FileMissingError(f"no files match '{redact_url(paths)}'")
+        paths = found
+    return xr.open_mfdataset(
+        paths,
+        engine=Lazyh5BackendEntrypoint,
+        chunks=xr_chunks,
+        preferred_chunks=preferred,
+        **_remote_kwargs(storage_options),
         **kwargs,
     )

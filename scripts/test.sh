@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: install lazyh5 with its test extras into .venv, lint, run pytest.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k open`.
-EXTRAS="test,keras,tensorflow,jax,torch,distributed,plugins,docs"
+EXTRAS="test,keras,tensorflow,jax,torch,distributed,plugins,docs,remote"
 source "$(dirname "$0")/_env.sh"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

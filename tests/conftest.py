@@ -11,6 +11,9 @@ from hypothesis import settings
 
 from tests._files import write_feed, write_lzf_feed, write_plain
 
+# Loopback servers for the remote-storage tests (moto is imported only when used).
+from tests._servers import http_proxy, http_server, s3_proxy, s3_server  # noqa: F401
+
 # Property tests draw the same examples on every run ("ci", the default): a failure is
 # reproducible and a pass means the same thing each time. HYPOTHESIS_PROFILE=explore
 # draws new examples (and more of them) to look for new failures.

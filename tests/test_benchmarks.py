@@ -7,6 +7,7 @@ the scripts the performance claims come from still run against the current code.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,25 @@ def test_memory_benchmark(tmp_path):
     for method in ("h5netcdf", "lazyh5", "lazyh5-128MiB"):
         assert f" {method} " in out
     assert "lazyh5.open_dataset" in out and "h5py fancy" in out
+
+
+def test_remote_benchmark_against_the_loopback_s3_server(tmp_path):
+    pytest.importorskip("moto.server")
+    out = _run(
+        tmp_path,
+        "remote.py",
+        *("--datasets", "20", "--payload", "1", "--n", "512", "--repeat", "1", "--few", "2"),
+    )
+    for case in (
+        "h5py.File(s3fs file) + listing, 0 ms",
+        "lazyh5.open_dataset, 20 ms",
+        "h5py loop over s3fs file, 20 ms (2 batches)",
+        "lazyh5 BatchLoader, 20 ms",
+        "lazyh5 BatchLoader, 0 ms",
+        "lazyh5 BatchLoader, local file",
+    ):
+        line = next((x for x in out.splitlines() if x.startswith(case)), None)
+        assert line, f"no row {case!r}:\n{out}"
+        assert float(line[len(case) :].split()[0].replace(",", "")) > 0, line
+    assert re.search(r"requests per epoch: [1-9]\d* \(20 ms\)", out), out
+    assert out.count("floor >= ") == 4 and "Floors met:" in out

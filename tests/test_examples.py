@@ -147,3 +147,15 @@ def test_notebook_runs(tmp_path):
     assert float(v[1]) > 1.5 * float(v[2]) and float(h[2]) > 1.5 * float(h[1])
     assert "rows 100..107 inverted in images.h5" in out  # the write-back, checked in the cell
     assert list(tmp_path.glob("lazyh5-notebook-*/images.h5"))  # self-contained, in TMPDIR
+
+
+def test_remote(tmp_path):
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    out = run_example("remote.py", tmp_path)
+    m = re.search(r"uploaded .*images\.h5 to (s3://lazyh5-demo/\w+/images\.h5)", out)
+    assert m, out[-2000:]
+    assert f"accuracy from {m[1]}: " in out
+    accuracy = float(re.search(r"accuracy from s3://\S+: ([\d.]+)", out)[1])
+    assert accuracy > 0.9  # brightness encodes the label: the classifier learned it
+    assert "127.0.0.1 - -" not in out  # the server's request log is off

@@ -81,7 +81,8 @@ class H5BackendArray(BackendArray):
         if self._element_ndim or self._read_dtype is not None:
             return self._read_converted(key, out)
         if not self._decode_strings:
-            return read(self._dataset_unlocked, self.store.lock, self.shape, key, out)
+            ranges = self.store.ranges()  # a remote file's byte ranges, else None
+            return read(self._dataset_unlocked, self.store.lock, self.shape, key, out, ranges)
         with self.store.lock:
             dset = self.get_array(needs_lock=False)
             return np.asarray(dset.asstr()[key], dtype=object)

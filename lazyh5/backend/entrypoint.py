@@ -15,9 +15,10 @@ from xarray.backends.common import datatree_from_dict_with_io_cleanup
 from xarray.core.utils import close_on_error
 
 from .._damage import damage_reported
-from .._files import HDF5_SUFFIXES, has_hdf5_signature
+from .._files import HDF5_SIGNATURE, HDF5_SUFFIXES, has_hdf5_signature
 from .chunking import dask_chunks
 from .group import check_dims_found, read_group
+from .remote import is_url
 from .store import H5Store, open_store
 
 _DECODERS = (
@@ -47,6 +48,8 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
     - ``preferred_chunks``: ``"hdf5"`` (default) reports the HDF5 chunks to xarray;
       ``"blocks"`` reports whole multiples of them sized by lazyh5's memory budget
       (see :func:`lazyh5.set_options`), so ``chunks={}`` gives those dask chunks.
+    - ``storage_options``: fsspec options (credentials, endpoint) for a URL such as
+      ``s3://bucket/file.h5``; file objects are accepted too, for use in this process.
     """
 
     description = "Open HDF5 files (h5py, netCDF4, nested groups) lazily with lazyh5"
@@ -62,6 +65,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         "lock",
         "preferred_chunks",
         "file_kwargs",
+        "storage_options",
         *_DECODERS,
     )
 
@@ -71,8 +75,10 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         A netCDF3 ``.nc`` file is not HDF5, so it is not claimed.
         """
         if not isinstance(filename_or_obj, (str, os.PathLike)):
-            return False
+            return _file_object_is_hdf5(filename_or_obj)
         path = os.fspath(filename_or_obj)
+        if is_url(path):
+            return path.split("?")[0].lower().endswith(HDF5_SUFFIXES)
         if os.path.isfile(path) and os.access(path, os.R_OK):
             return has_hdf5_signature(path)
         return path.lower().endswith(HDF5_SUFFIXES)
@@ -89,6 +95,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         lock: Any = None,
         preferred_chunks: Literal["hdf5", "blocks"] = "hdf5",
         file_kwargs: Mapping[str, Any] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         mask_and_scale: bool = True,
         decode_times: bool = True,
         decode_timedelta: bool | None = None,
@@ -106,7 +113,12 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
             "concat_characters": concat_characters,
         }
         store = open_store(
-            filename_or_obj, mode, lock=lock, allow_external=allow_external, file_kwargs=file_kwargs
+            filename_or_obj,
+            mode,
+            lock=lock,
+            allow_external=allow_external,
+            file_kwargs=file_kwargs,
+            storage_options=storage_options,
         )
         options = _ReadOptions(dims, _names(drop_variables), preferred_chunks, decoders)
         return _read(store, group, options, tree=False)["/"]
@@ -123,6 +135,7 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         lock: Any = None,
         preferred_chunks: Literal["hdf5", "blocks"] = "hdf5",
         file_kwargs: Mapping[str, Any] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         **decoders: Any,
     ) -> dict[str, xr.Dataset]:
         """Every group below ``group`` as a Dataset, keyed by its path.
@@ -133,7 +146,12 @@ class Lazyh5BackendEntrypoint(BackendEntrypoint):
         as a suffix.
         """
         store = open_store(
-            filename_or_obj, mode, lock=lock, allow_external=allow_external, file_kwargs=file_kwargs
+            filename_or_obj,
+            mode,
+            lock=lock,
+            allow_external=allow_external,
+            file_kwargs=file_kwargs,
+            storage_options=storage_options,
         )
         options = _ReadOptions(dims, _names(drop_variables), preferred_chunks, decoders)
         return _read(store, group, options, tree=True)
@@ -179,6 +197,8 @@ def _read(
         else:
             result = {"/": read(group)}
     for ds in result.values():
+        if store.source is not None:  # xarray would name the URL as given, credentials too
+            ds.encoding["source"] = store.filename
         if options.preferred_chunks == "blocks":
             _prefer_blocks(ds)
         ds.set_close(store.close)
@@ -204,6 +224,22 @@ def _walk(
 
     visit(root, {})
     return result
+
+
+def _file_object_is_hdf5(obj: Any) -> bool:
+    """Whether ``obj`` is a readable, seekable file object starting with the HDF5
+    signature (its position left as it was)."""
+    read, seek, tell = (getattr(obj, m, None) for m in ("read", "seek", "tell"))
+    if not (callable(read) and callable(seek) and callable(tell)):
+        return False
+    try:
+        where = tell()
+        seek(0)
+        head = read(8)
+        seek(where)
+    except (OSError, ValueError):
+        return False
+    return head == HDF5_SIGNATURE
 
 
 def _names(drop_variables: str | Iterable[str] | None) -> list[str] | None:

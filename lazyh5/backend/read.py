@@ -9,7 +9,9 @@ copies or decodes outside it:
   (:mod:`lazyh5.backend.rows`);
 - :class:`ChunkRead`: compressed chunks, read raw under the lock and decoded outside
   it, in the decode pool when the selection spans several
-  (:mod:`lazyh5.backend.decode`, :mod:`lazyh5.backend.threads`);
+  (:mod:`lazyh5.backend.decode`, :mod:`lazyh5.backend.threads`); in a remote file
+  every chunk, plain or compressed, is only located under the lock and fetched by
+  byte range outside it, all at once (:mod:`lazyh5.backend.ranges`);
 - :class:`ByH5py`: everything else, including chunks our codecs cannot decode
   exactly and unallocated chunks' fill values, so results are always
   byte-identical to ``dset[key]``.
@@ -28,6 +30,7 @@ import h5py
 import numpy as np
 
 from . import decode
+from .ranges import RangeReader
 from .rows import RowCopy, row_copy
 from .selection import Axis, as_array_index, axis_of
 from .threads import run_each
@@ -78,12 +81,14 @@ class ChunkRead:
 
     ``jobs`` are ``(data, mask, pieces)``: raw bytes and their filter mask, or (mask
     ``None``) the values h5py read for an unallocated chunk; ``pieces`` say what to
-    copy from the chunk, per axis.
+    copy from the chunk, per axis. In a remote file ``data`` is the chunk's
+    ``(start, stop)`` byte range, fetched by :meth:`run` from ``ranges``.
     """
 
     fmt: decode.ChunkFormat
     axes: list[Axis]
     jobs: list[tuple[Any, int | None, tuple]]
+    ranges: RangeReader | None = None
 
     def run(self, out: np.ndarray | None = None) -> np.ndarray:
         """The decoded selection (into ``out`` when given: the selection's shape, with
@@ -94,6 +99,8 @@ class ChunkRead:
             out = np.empty(tuple(a.size for a in axes), dtype=fmt.dtype)
         n_arrays = sum(a.is_array for a in axes)
         bad: list[decode.Undecodable] = []
+        if self.ranges is not None:
+            self.jobs = self._fetched()
 
         def place(job: tuple) -> None:
             data, mask, combo = job
@@ -116,12 +123,29 @@ class ChunkRead:
         # h5py returns a point selection as a numpy scalar (native byte order): do the same.
         return np.asarray(out[()]) if out.ndim == 0 else out
 
+    def _fetched(self) -> list[tuple[Any, int | None, tuple]]:
+        """The jobs with the byte ranges of allocated chunks replaced by their bytes,
+        every range requested at once."""
+        assert self.ranges is not None
+        stored = [i for i, (_, mask, _) in enumerate(self.jobs) if mask is not None]
+        data = self.ranges.fetch([self.jobs[i][0] for i in stored])
+        jobs = list(self.jobs)
+        for i, raw in zip(stored, data, strict=True):
+            # bytes: codecs such as the LZ4 frame parser concatenate slices of it
+            jobs[i] = (bytes(raw) if isinstance(raw, memoryview) else raw, *jobs[i][1:])
+        return jobs
+
 
 def read_chunks(
-    dset: h5py.Dataset, fmt: decode.ChunkFormat, shape: Sequence[int], key: tuple
+    dset: h5py.Dataset,
+    fmt: decode.ChunkFormat,
+    shape: Sequence[int],
+    key: tuple,
+    ranges: RangeReader | None = None,
 ) -> ChunkRead:
-    """The raw chunks ``dset[key]`` touches (called under the lock); raises
-    :class:`decode.Undecodable` for a key or chunk index it cannot handle."""
+    """The raw chunks ``dset[key]`` touches (called under the lock; in a remote file,
+    ``ranges``, only their byte ranges); raises :class:`decode.Undecodable` for a key
+    or chunk index it cannot handle."""
     axes = [axis_of(k, n, c) for k, n, c in zip(key, shape, fmt.chunks, strict=True)]
     if any(a is None for a in axes):
         raise decode.Undecodable("an index that is not a slice, an int or a 1-d int array")
@@ -131,24 +155,32 @@ def read_chunks(
         offset = tuple(ci * c for ci, c in zip(coord, fmt.chunks, strict=True))
         # Ask first: reading an unallocated chunk fails in ways that vary by HDF5
         # version (RuntimeError, or MemoryError for a never-written dataset).
-        if dset.id.get_chunk_info_by_coord(offset).byte_offset is None:
+        info = dset.id.get_chunk_info_by_coord(offset)
+        if info.byte_offset is None:
             # Unallocated: h5py knows the fill value semantics (fill time, CF, ...).
             box = tuple(
                 slice(o, min(o + c, n)) for o, c, n in zip(offset, fmt.chunks, shape, strict=True)
             )
             jobs.append((dset[box], None, combo))
             continue
+        if ranges is not None:
+            start = info.byte_offset
+            jobs.append(((start, start + info.size), info.filter_mask, combo))
+            continue
         try:
             mask, raw = dset.id.read_direct_chunk(offset)
         except (OSError, RuntimeError, ValueError, MemoryError) as err:
             raise decode.Undecodable(f"a damaged chunk index ({err})") from None
         jobs.append((raw, mask, combo))
-    return ChunkRead(fmt, axes, jobs)
+    return ChunkRead(fmt, axes, jobs, ranges)
 
 
-def prepare(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> RowRead | ChunkRead | ByH5py:
+def prepare(
+    dset: h5py.Dataset, shape: Sequence[int], key: tuple, ranges: RangeReader | None = None
+) -> RowRead | ChunkRead | ByH5py:
     """The strategy that reads ``dset[key]``, with what it needs from HDF5 (called
-    under the lock; ``key`` has one entry per axis).
+    under the lock; ``key`` has one entry per axis; ``ranges``: a remote file's byte
+    ranges, which every chunk is fetched by).
 
     Examples
     --------
@@ -160,16 +192,16 @@ def prepare(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> RowRead | C
     ...     type(prepare(f["x"], (4, 3), (slice(0, 4), 1))).__name__
     'ByH5py'
     """
-    found = row_copy(dset, shape, key)
+    found = row_copy(dset, shape, key, ranges)
     if found is not None:
         return RowRead(*found)
     fmt = decode.format_of(dset)
     if fmt is None or len(key) != dset.ndim:
         return ByH5py("a storage or type that only h5py decodes")
-    if not worthwhile(fmt):
+    if ranges is None and not worthwhile(fmt):
         return ByH5py("h5py reads these chunks faster")
     try:
-        return read_chunks(dset, fmt, shape, key)
+        return read_chunks(dset, fmt, shape, key, ranges)
     except decode.Undecodable as err:
         return ByH5py(str(err))
 
@@ -180,8 +212,10 @@ def read(
     shape: Sequence[int],
     key: tuple,
     out: np.ndarray | None = None,
+    ranges: RangeReader | None = None,
 ) -> np.ndarray:
-    """``dset[key]`` (``dset = get_dataset()``, valid under ``lock``, the HDF5 lock).
+    """``dset[key]`` (``dset = get_dataset()``, valid under ``lock``, the HDF5 lock;
+    ``ranges``: the byte ranges of a remote file, which chunks are fetched by).
 
     ``out``, when given, receives the values (its shape must be the selection's, with
     no integer index in ``key``) and is returned. ``key`` is what xarray hands a
@@ -202,7 +236,7 @@ def read(
         key = tuple(key) + (slice(None),) * (len(shape) - len(key))
     with lock:
         dset = get_dataset()
-        strategy = prepare(dset, shape, key)
+        strategy = prepare(dset, shape, key, ranges)
         if isinstance(strategy, ByH5py):
             return strategy.run(dset, key, out)
     try:

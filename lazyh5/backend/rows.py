@@ -4,7 +4,9 @@ A dataset chunked by whole rows whose chunks are stored plain (unfiltered, or le
 is by a filter that could not shrink them) holds each run of rows as consecutive
 bytes of the file. In a file open read-only through the default (sec2) driver, those
 bytes are copied with ``os.preadv`` straight into the output, outside the HDF5 lock
-and the GIL: h5py copies them one chunk at a time holding both.
+and the GIL: h5py copies them one chunk at a time holding both. In a remote file
+(a URL) they are fetched by byte range, many requests in flight
+(:mod:`lazyh5.backend.ranges`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import os
 import weakref
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +24,10 @@ import h5py
 import numpy as np
 
 from . import decode
+from .ranges import LocalBytes, RangeReader
 from .threads import run_each
+
+Bytes = LocalBytes | RangeReader
 
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 # Chunk address tables up to this many chunks (8 bytes each) are read in one pass.
@@ -29,6 +35,9 @@ _TABLE_MAX = 1 << 20
 _COMPRESSED = -2  # in a chunk table: a chunk stored through its filters
 # Copies of small chunks are grouped into tasks of at least this many bytes.
 _TASK_BYTES = 1 << 20
+# ... and copies from a remote file into tasks of this many (each task's requests are
+# all in flight together; a few tasks run at once in the decode pool).
+_REMOTE_TASK_BYTES = 16 << 20
 
 
 class Compressed(Exception):
@@ -41,11 +50,12 @@ class RowCopy:
 
     ``copies`` are ``(file offset, first row, rows)`` runs of consecutive rows, relative
     to the selection; ``fills`` the ``(first row, values)`` of unallocated chunks, read
-    by h5py (it knows the fill value semantics). ``fd`` is a duplicate of the file's
-    descriptor: ours to close, and valid even if h5py closes the file meanwhile.
+    by h5py (it knows the fill value semantics). ``file`` gives the bytes: for a local
+    file a duplicate of its descriptor (ours to close, and valid even if h5py closes
+    the file meanwhile), for a remote one its range reader.
     """
 
-    fd: int
+    file: Bytes
     rows: int
     row_shape: tuple[int, ...]
     dtype: np.dtype
@@ -57,7 +67,7 @@ class RowCopy:
         return math.prod(self.row_shape) * self.dtype.itemsize
 
     def run(self, out: np.ndarray | None = None, dst: np.ndarray | None = None) -> np.ndarray:
-        """Copy the rows into ``out[dst]`` (default: a new array, in order); close ``fd``.
+        """Copy the rows into ``out[dst]`` (default: a new array, in order); close ``file``.
 
         ``os.preadv`` releases the HDF5 lock and the GIL, so chunks are copied in
         parallel while batches keep flowing to the training thread, and a scatter
@@ -69,7 +79,7 @@ class RowCopy:
                 out = np.empty((self.rows, *self.row_shape), self.dtype)
             run_each(_call, self.tasks(out, dst), self.rows * self.row_bytes)
         finally:
-            os.close(self.fd)
+            self.file.close()
         self.fill(out, dst)
         return out
 
@@ -77,9 +87,11 @@ class RowCopy:
         """Calls copying the runs of rows to ``out[dst]``, each run of at least
         :data:`_TASK_BYTES` where runs are smaller (chunks of a few rows: a task per
         run costs a pool hand-off each); run them in any threads and order, then
-        :meth:`fill` and close ``fd`` (what :meth:`run` does)."""
+        :meth:`fill` and close ``file`` (what :meth:`run` does)."""
         size = self.row_bytes
         flat = memoryview(out.reshape(-1).view(np.uint8))
+        if self.file.remote:
+            return self._remote_tasks(flat, dst)
 
         def one(where: int, first: int, n: int) -> None:
             # A scatter builds one memoryview per row while holding the GIL: offsets
@@ -91,16 +103,42 @@ class RowCopy:
                 buffers, each = [flat[s : s + size] for s in starts], size
             for i in range(0, len(buffers), _IOV_MAX):
                 part = buffers[i : i + _IOV_MAX]
-                want = len(part) * each
-                if os.preadv(self.fd, part, where) != want:  # regular files: only at EOF
-                    raise OSError(f"the file ends inside a chunk at byte {where}")
-                where += want
+                self.file.readv(part, where)  # raises at a short read (a truncated file)
+                where += len(part) * each
 
         calls = [functools.partial(one, *copy) for copy in self.copies]
         per = max(1, _TASK_BYTES // max(1, self.rows * size // max(1, len(calls))))
         if per == 1:
             return calls
         return [functools.partial(_each, calls[i : i + per]) for i in range(0, len(calls), per)]
+
+    def _remote_tasks(self, flat: memoryview, dst: np.ndarray | None) -> list[Callable[[], None]]:
+        """Tasks placing the runs of rows of a remote file, :data:`_REMOTE_TASK_BYTES` at
+        a time. Their requests are sent now, in the background (neighbours coalesced):
+        a loader's window has all its blocks in flight at once, however few threads
+        then copy them."""
+        size, tasks, group, total = self.row_bytes, [], [], 0
+        for i, copy in enumerate(self.copies):
+            group.append(copy)
+            total += copy[2] * size
+            if total >= _REMOTE_TASK_BYTES or i == len(self.copies) - 1:
+                ranges = [(where, where + n * size) for where, _, n in group]
+                pending = self.file.start(ranges)
+                tasks.append(functools.partial(self._place, group, pending, flat, dst))
+                group, total = [], 0
+        return tasks
+
+    def _place(
+        self, copies: list, pending: Future, flat: memoryview, dst: np.ndarray | None
+    ) -> None:
+        size = self.row_bytes
+        for (_, first, n), data in zip(copies, pending.result(), strict=True):
+            if dst is None:
+                flat[first * size : (first + n) * size] = data
+            else:
+                rows = np.frombuffer(data, np.uint8).reshape(n, size)
+                flat_rows = np.asarray(flat).reshape(-1, size)
+                flat_rows[dst[first : first + n]] = rows
 
     def fill(self, out: np.ndarray, dst: np.ndarray | None) -> None:
         """The rows of unallocated chunks (their fill values) into ``out[dst]``."""
@@ -139,11 +177,14 @@ def chunk_offset(dset: h5py.Dataset, fmt: decode.ChunkFormat, coord: tuple[int, 
     return info.byte_offset
 
 
-def row_copy(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> tuple[RowCopy, bool] | None:
+def row_copy(
+    dset: h5py.Dataset, shape: Sequence[int], key: tuple, ranges: RangeReader | None = None
+) -> tuple[RowCopy, bool] | None:
     """A :class:`RowCopy` for ``dset[key]`` (called under the lock), and whether ``key``
     drops the row axis (an integer); ``None`` unless ``key`` is a run of rows (other
     axes whole) of a dataset chunked by whole rows whose chunks there are stored plain
-    (:func:`stored_plain`), in a file open read-only through the default (sec2) driver.
+    (:func:`stored_plain`), in a file open read-only through the default (sec2) driver
+    or a remote file (``ranges``, its byte ranges).
     """
     fmt = decode.format_of(dset)
     if fmt is None or len(key) != len(shape) or not shape:
@@ -163,7 +204,7 @@ def row_copy(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> tuple[RowC
     ):
         return None
     start, stop, step = rows.indices(shape[0])
-    if step != 1 or dset.file.mode != "r" or dset.file.driver != "sec2":
+    if step != 1 or dset.file.mode != "r" or (ranges is None and dset.file.driver != "sec2"):
         return None  # a file open for writing may hold newer data in HDF5's chunk cache
     stop = max(start, stop)
     row_bytes = math.prod(shape[1:]) * fmt.dtype.itemsize
@@ -175,8 +216,8 @@ def row_copy(dset: h5py.Dataset, shape: Sequence[int], key: tuple) -> tuple[RowC
     except Compressed:
         return None  # decoded (in parallel) instead
     fills = [(lo - start, dset[lo:hi]) for lo, hi in holes]
-    fd = os.dup(dset.file.id.get_vfd_handle())
-    copy = RowCopy(fd, stop - start, tuple(shape[1:]), fmt.dtype, copies, fills)
+    source = ranges if ranges is not None else LocalBytes(os.dup(dset.file.id.get_vfd_handle()))
+    copy = RowCopy(source, stop - start, tuple(shape[1:]), fmt.dtype, copies, fills)
     return copy, drop
 
 
@@ -217,8 +258,9 @@ class RowFile:
 
     Per block, asking HDF5 again (the dataset, its filters and type, each chunk's
     address, a descriptor) costs as much under the HDF5 lock as copying a chunk. The
-    file is open read-only, so chunk addresses do not move; ``fd`` is our own
-    duplicate of its descriptor, closed when this object goes away.
+    file is open read-only, so chunk addresses do not move; ``file`` gives its bytes
+    (for a local file our own duplicate of its descriptor, closed when this object
+    goes away).
     """
 
     def __init__(
@@ -228,7 +270,7 @@ class RowFile:
         lookup: Callable[[int], int | None],
         table: np.ndarray | None = None,
     ):
-        self.fd = copy.fd
+        self.file = copy.file
         self.chunk_rows = chunk_rows
         self.row_bytes = copy.row_bytes
         self.row_shape = copy.row_shape
@@ -237,7 +279,7 @@ class RowFile:
         # every chunk's offset (-1: unallocated, -2: compressed), when read in one pass
         self.table = table
         self.offsets: dict[int, int | None] = {}
-        weakref.finalize(self, os.close, self.fd)
+        weakref.finalize(self, self.file.close)
 
     def address(self, row: int) -> int | None:
         """Byte offset of the chunk starting at ``row`` (asked of HDF5 once): ``None``
@@ -258,7 +300,23 @@ class RowFile:
         copies, holes = row_runs(start, stop, self.chunk_rows, self.row_bytes, self.address)
         if holes:
             return None
-        return RowCopy(os.dup(self.fd), stop - start, self.row_shape, self.dtype, copies, [])
+        return RowCopy(self.file.dup(), stop - start, self.row_shape, self.dtype, copies, [])
+
+    def gather(self, rows: np.ndarray, out: np.ndarray) -> bool:
+        """File rows ``rows`` (any order) into ``out``, one range each, fetched all at
+        once (a remote file: requests in flight together); ``False`` if a chunk is
+        unallocated; raises :class:`Compressed` if one has to be decoded."""
+        size, chunk = self.row_bytes, self.chunk_rows
+        ranges = []
+        for r in rows.tolist():
+            where = self.address(r - r % chunk)
+            if where is None:
+                return False
+            ranges.append((where + r % chunk * size, where + (r % chunk + 1) * size))
+        flat = out.reshape(len(ranges), -1).view(np.uint8)
+        for j, data in enumerate(self.file.fetch(ranges)):
+            flat[j] = np.frombuffer(data, np.uint8)
+        return True
 
 
 def chunk_table(dset: h5py.Dataset, fmt: decode.ChunkFormat) -> np.ndarray | None:
@@ -284,14 +342,18 @@ def chunk_table(dset: h5py.Dataset, fmt: decode.ChunkFormat) -> np.ndarray | Non
 
 
 def row_file(
-    get_dataset: Callable[[], h5py.Dataset], lock: Any, shape: Sequence[int]
+    get_dataset: Callable[[], h5py.Dataset],
+    lock: Any,
+    shape: Sequence[int],
+    ranges: RangeReader | None = None,
 ) -> RowFile | None:
     """The :class:`RowFile` of a dataset (``get_dataset()`` under ``lock``, the HDF5
-    lock), or ``None`` when its rows cannot be copied from the file."""
+    lock; ``ranges``: a remote file's byte ranges), or ``None`` when its rows cannot be
+    copied from the file."""
     tail = (0,) * (len(shape) - 1)
     with lock:
         dset = get_dataset()
-        probe = row_copy(dset, shape, (slice(0, 0),) + (slice(None),) * len(tail))
+        probe = row_copy(dset, shape, (slice(0, 0),) + (slice(None),) * len(tail), ranges)
         fmt = decode.format_of(dset) if probe is not None else None
         table = chunk_table(dset, fmt) if fmt is not None else None
     if probe is None or fmt is None:

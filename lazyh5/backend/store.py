@@ -1,7 +1,8 @@
-"""The store: one HDF5 file, opened by path through xarray's file manager, and its lock.
+"""The store: one HDF5 file, opened through xarray's file manager, and its lock.
 
-:func:`open_store` is how the read path opens a file; every lazily indexed array
-holds its store, which pickles as the path (and reopens the file on dask workers).
+:func:`open_store` is how the read path opens a file, by path, fsspec URL or file
+object; every lazily indexed array holds its store, which pickles as the path or URL
+(and reopens the file on dask workers; see :mod:`lazyh5.backend.remote`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ from ..errors import (
     GroupNotFoundError,
     InvalidArgumentError,
     ObjectNotFoundError,
+    ReadOnlyError,
 )
 from . import locks
 from .locks import ClusterFileLock, access_lock, file_lock
+from .ranges import RangeReader
+from .remote import (
+    FileObject,
+    Remote,
+    is_url,
+    open_fileobj_h5,
+    open_remote_h5,
+    read_only_message,
+)
 from .security import check_link
 
 
@@ -34,14 +45,16 @@ def open_store(
     lock: Any = None,
     allow_external: bool = False,
     file_kwargs: Mapping[str, Any] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> H5Store:
     """Open an HDF5 file for the read path (``mode="r+"``: writes through it too).
 
     Parameters
     ----------
     filename_or_obj
-        The file's path: lazyh5 opens files by path, so datasets pickle and reopen
-        on dask workers.
+        The file's path, an fsspec URL (``s3://``, ``https://``, ``file://``...) or
+        a readable, seekable file object. Paths and URLs pickle and reopen on dask
+        workers; file objects are read in this process only.
     mode
         ``"r"`` or ``"r+"``.
     lock
@@ -50,6 +63,8 @@ def open_store(
         Follow links and storage that leave the file's folder.
     file_kwargs
         More keyword arguments for ``h5py.File``.
+    storage_options
+        fsspec options for a URL (credentials, endpoint...); ignored for paths.
 
     Examples
     --------
@@ -61,56 +76,77 @@ def open_store(
     (3,)
     >>> store.close()
     """
-    if not isinstance(filename_or_obj, str | os.PathLike):
-        raise TypeError(
-            "lazyh5 opens HDF5 files by path (so datasets pickle and reopen on workers); "
-            f"got {type(filename_or_obj).__name__}"
-        )
+    source: Remote | FileObject | None = None
+    if is_url(filename_or_obj):
+        source = Remote(filename_or_obj, storage_options)
+    elif not isinstance(filename_or_obj, str | os.PathLike):
+        source = FileObject(filename_or_obj)
     return H5Store(
         filename_or_obj,
         mode,
         lock=lock,
         allow_external=allow_external,
         file_kwargs=file_kwargs,
+        source=source,
     )
 
 
 class H5Store:
-    """An HDF5 file opened by path through xarray's ``CachingFileManager``.
+    """An HDF5 file opened through xarray's ``CachingFileManager``.
 
-    The manager id is derived from the path and mode, so every lazyh5 object for the
-    same file and mode in a process shares one h5py handle: reads see writes made
-    through the ``.h5`` accessor at once, and HDF5 never sees the file opened twice
-    with conflicting modes.
+    The manager id is derived from the path (or URL) and mode, so every lazyh5 object
+    for the same file and mode in a process shares one h5py handle: reads see writes
+    made through the ``.h5`` accessor at once, and HDF5 never sees the file opened
+    twice with conflicting modes.
+
+    ``source`` is the :class:`~lazyh5.backend.remote.Remote` (URL) or
+    :class:`~lazyh5.backend.remote.FileObject` the file is read from, ``None`` for a
+    path; :attr:`filename` names the file in messages (a URL without credentials).
     """
 
     def __init__(
         self,
-        filename: str | os.PathLike,
+        filename: Any,
         mode: str = "r",
         *,
         lock: Any = None,
         allow_external: bool = False,
         file_kwargs: Mapping[str, Any] | None = None,
+        source: Remote | FileObject | None = None,
     ):
+        label = source.label if source is not None else os.fspath(filename)
         if mode not in ("r", "r+"):
             raise InvalidArgumentError(
-                f"cannot open '{os.fspath(filename)}' with mode={mode!r}: mode must be 'r' "
+                f"cannot open '{label}' with mode={mode!r}: mode must be 'r' "
                 "(read) or 'r+' (read and write through ds[name].h5[...])"
             )
-        self.filename = os.path.abspath(os.fspath(filename))
+        if mode == "r+" and isinstance(source, Remote):
+            raise ReadOnlyError(read_only_message(source.label))
+        self.source = source
+        self.filename = label if source is not None else os.path.abspath(label)
         self.mode = mode
         self.allow_external = allow_external
         kwargs = dict(file_kwargs or {})
-        manager_id = ("lazyh5", self.filename, mode, tuple(sorted(kwargs.items())))
-        self._manager = CachingFileManager(
-            open_h5file, self.filename, mode=mode, kwargs=kwargs, manager_id=manager_id
-        )
+        self._manager = _manager(self.filename, mode, kwargs, source)
         self._base_lock = file_lock(self.filename, mode, lock)
         self.lock = access_lock(self._base_lock, mode, self._manager, self.filename)
         # Fail now, with a clear message, rather than inside the first dask task.
         with self.session():
             self.acquire(needs_lock=not self.cluster_locked)
+
+    @property
+    def remote(self) -> bool:
+        """Whether the file is read from a URL (read-only; no ``.h5[...] =``)."""
+        return isinstance(self.source, Remote)
+
+    def read_only_reason(self) -> str | None:
+        """Why the file cannot be written whatever its mode, or ``None``."""
+        return read_only_message(self.filename) if self.remote else None
+
+    def ranges(self) -> RangeReader | None:
+        """The byte ranges of a remote file (chunks are fetched by them, outside the
+        HDF5 lock), ``None`` for a path or a file object."""
+        return self.source.reader() if isinstance(self.source, Remote) else None
 
     @property
     def cluster_locked(self) -> bool:
@@ -185,6 +221,7 @@ class H5Store:
             "filename": self.filename,
             "mode": self.mode,
             "allow_external": self.allow_external,
+            "source": self.source,
             "manager": self._manager,
             "lock": self._base_lock,
         }
@@ -193,6 +230,21 @@ class H5Store:
         self.filename = state["filename"]
         self.mode = state["mode"]
         self.allow_external = state["allow_external"]
+        self.source = state["source"]
         self._manager = state["manager"]
         self._base_lock = state["lock"]
         self.lock = access_lock(self._base_lock, self.mode, self._manager, self.filename)
+
+
+def _manager(
+    filename: str, mode: str, kwargs: dict[str, Any], source: Remote | FileObject | None
+) -> CachingFileManager:
+    """xarray's file manager opening the file (its id holds no credentials)."""
+    opts = tuple(sorted(kwargs.items()))
+    if source is None:
+        opener, arg, key = open_h5file, filename, (filename,)
+    else:
+        opener = open_remote_h5 if isinstance(source, Remote) else open_fileobj_h5
+        arg, key = source, source.key()
+    manager_id = ("lazyh5", *key, mode, opts)
+    return CachingFileManager(opener, arg, mode=mode, kwargs=kwargs, manager_id=manager_id)

@@ -244,6 +244,8 @@ def target_of(view: xr.DataArray) -> Target:
             "HDF5 array element type of each value, which lazyh5 reads but does not write; "
             "write with h5py (dset[i] = value of shape element_shape)"
         )
+    if arr.store.read_only_reason() is not None:  # a remote file
+        raise ReadOnlyError(arr.store.read_only_reason())
     if arr.store.mode == "r":
         raise ReadOnlyError(
             f"cannot write to '{name}' in {source}: the file was opened read-only; "

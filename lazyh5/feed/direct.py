@@ -12,7 +12,6 @@ backend array — the same decode path dask tasks use — and leaves everything 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +45,9 @@ class DirectSource:
             full = all(k == slice(0, n) for k, n in zip(self.key[1:], arr.shape[1:], strict=True))
             self._rows = None
             if self.row_axis == 0 and full:
-                self._rows = file_rows.row_file(arr._dataset_unlocked, arr.store.lock, arr.shape)
+                self._rows = file_rows.row_file(
+                    arr._dataset_unlocked, arr.store.lock, arr.shape, arr.store.ranges()
+                )
         return self._rows
 
     def _copies(self, a: int, b: int) -> file_rows.RowCopy | None:
@@ -86,8 +87,9 @@ class DirectSource:
         pending: Pending | None = None,
     ) -> bool:
         """Rows ``[a, b)`` written to ``out[dst]`` (``dst=None``: to ``out`` in order) by
-        one ``preadv`` per run of rows in the file (no intermediate copy), when they are
-        stored that way; else ``False``. Small rows (labels) are read in runs and placed
+        one ``preadv`` per run of rows in the file (no intermediate copy; in a remote
+        file, one range request per run, many in flight), when they are stored that
+        way; else ``False``. Small rows (labels) are read in runs and placed
         by numpy: one iovec per 8-byte row costs more than the copy. With ``pending``
         the copies are handed to the decode pool: ``out`` is complete after
         ``pending.wait()``.
@@ -102,12 +104,13 @@ class DirectSource:
             return False  # read (and decoded in parallel) by the caller
         if copy is None:
             with arr.store.lock:
-                found = file_rows.row_copy(arr._dataset_unlocked(), arr.shape, self._key(a, b))
+                dset = arr._dataset_unlocked()
+                found = file_rows.row_copy(dset, arr.shape, self._key(a, b), arr.store.ranges())
             if found is None:
                 return False
             copy = found[0]
         if pending is not None and not small:
-            pending.then(functools.partial(os.close, copy.fd))  # first: closed whatever happens
+            pending.then(copy.file.close)  # first: closed whatever happens
             pending.then(functools.partial(copy.fill, out, dst))
             for task in copy.tasks(out, dst):
                 pending.submit(functools.partial(self._checked, task))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -275,16 +274,14 @@ def gather_plain(src: DirectSource, rows: np.ndarray, like: Any) -> np.ndarray |
     flat = memoryview(out.reshape(-1).view(np.uint8))
     size, chunk = found.row_bytes, found.chunk_rows
     try:
+        if found.file.remote:  # one range per row, all requests in flight together
+            return out if found.gather(rows + src.key[0].start, out) else None
         with src.array.damage_reported():
             for j, r in enumerate((rows + src.key[0].start).tolist()):
                 where = found.address(r - r % chunk)
                 if where is None:  # unallocated: h5py knows the fill value
                     return None
-                if (
-                    os.preadv(found.fd, [flat[j * size : (j + 1) * size]], where + r % chunk * size)
-                    != size
-                ):
-                    raise OSError(f"the file ends inside a chunk at byte {where}")
+                found.file.readv([flat[j * size : (j + 1) * size]], where + r % chunk * size)
     except Compressed:
         return None
     return out

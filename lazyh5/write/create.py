@@ -21,6 +21,7 @@ from ..errors import (
 )
 from ..open import open_dataset
 from .layout import HDF5Chunks, VariableLayout, group_path, variable_layout, write_layout
+from .upload import local_path, refuse_url
 
 __all__ = ["create", "VariableSpec"]
 
@@ -129,7 +130,9 @@ def create(
     Parameters
     ----------
     path
-        File to create.
+        File to create: a local path (a remote URL, ``s3://...``, is refused: the file
+        is filled in place afterwards, which an object store cannot do;
+        :func:`lazyh5.to_hdf5` writes to URLs).
     variables
         ``{name: (shape, dtype)}`` or ``{name: (shape, dtype, attrs)}``; plain names
         (no ``/``: a group is given with ``group=``).
@@ -180,6 +183,13 @@ def create(
     (200, 32, 32, 3)
     """
     path = os.fspath(path)
+    refuse_url(
+        path,
+        "create",
+        "create the file on a local path, fill it, then upload it (fsspec's put_file), or "
+        "write a computed Dataset to the URL with lazyh5.to_hdf5(url, ds)",
+    )
+    path = local_path(path) or path  # a file:// URL
     mode = _check_mode(path, mode)
     grp = group_path(path, group)
     specs = _normalise_specs(path, variables)

@@ -17,9 +17,11 @@ from xarray import conventions
 from .._files import check_new_file_path, open_h5file
 from .._warn import warn_user
 from ..backend.chunking import dask_chunks
+from ..backend.redact import redact_url
 from ..errors import AlreadyExistsError, InvalidArgumentError
 from .graph import precompute_shared, store_blocks
 from .layout import HDF5Chunks, VariableLayout, group_path, variable_layout, write_layout
+from .upload import is_url, local_path, write_url
 
 __all__ = ["to_hdf5", "partial_path"]
 
@@ -97,6 +99,8 @@ def to_hdf5(
     shuffle: bool | Mapping[str, bool] = False,
     progress: bool = True,
     resume: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+    upload_options: Mapping[str, Any] | None = None,
 ) -> None:
     """Compute a lazy Dataset or DataArray block by block into a new HDF5 file.
 
@@ -110,6 +114,10 @@ def to_hdf5(
     The file is written as ``.<name>.lazyh5-partial`` in the same folder and renamed
     into place only when complete. It records which blocks are done, so after an
     interruption ``resume=True`` computes only the missing blocks.
+
+    ``path`` may be an fsspec URL (``s3://bucket/x.h5``, ``gs://...``): the file is then
+    written in the temporary folder and uploaded when complete, so a failed run leaves
+    no object at the URL (or the old one intact); see the remote files page.
 
     Parameters
     ----------
@@ -134,7 +142,13 @@ def to_hdf5(
     progress
         Show a progress bar (only when stderr is a terminal).
     resume
-        Continue an interrupted run of the same computation into the same ``path``.
+        Continue an interrupted run of the same computation into the same ``path``
+        (local paths only).
+    storage_options
+        For a URL: the options of its fsspec file system (credentials, endpoint).
+    upload_options
+        For a URL: keyword arguments of the file system's ``put_file``, such as s3fs's
+        ``{"chunksize": 64 * 2**20}`` (the part size of a multipart upload).
 
     Examples
     --------
@@ -148,9 +162,24 @@ def to_hdf5(
     (dtype('float32'), ('sample', 'y', 'x', 'channel'))
     """
     obj = _as_dataset(path, obj)
-    path = os.path.abspath(os.fspath(path))
     if mode not in ("w-", "x", "w"):
-        raise InvalidArgumentError(f"cannot write '{path}': mode must be 'w-' or 'w', got {mode!r}")
+        raise InvalidArgumentError(
+            f"cannot write '{redact_url(str(path))}': mode must be 'w-' or 'w', got {mode!r}"
+        )
+    if is_url(path) and local_path(path) is None:
+        local_options = dict(hdf5_chunks=hdf5_chunks, compression=compression, group=group)
+        local_options.update(compression_opts=compression_opts, shuffle=shuffle)
+        return write_url(
+            path,
+            lambda local: to_hdf5(local, obj, mode="w", progress=progress, **local_options),
+            mode=mode,
+            resume=resume,
+            storage_options=storage_options,
+            upload_options=upload_options,
+        )
+    if is_url(path):  # a file:// URL
+        path = local_path(path)
+    path = os.path.abspath(os.fspath(path))
     check_new_file_path(path, mode, action="write")
     grp = group_path(path, group, action="write")
     variables = _prepare(obj)
