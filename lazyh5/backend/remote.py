@@ -21,6 +21,7 @@ import atexit
 import collections
 import contextlib
 import functools
+import gc
 import io
 import threading
 import weakref
@@ -209,6 +210,19 @@ class BlockFile(io.RawIOBase):
         return self.pos
 
     def readinto(self, buf: Any) -> int:
+        # HDF5 calls this in the middle of its own work. A garbage collection meanwhile
+        # (here, or in the event loop thread that does the requests) could run
+        # finalizers of other h5py objects, which call back into HDF5 (not re-entrant)
+        # or wait for h5py's lock held by this thread: a deadlock. So none runs.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._readinto(buf)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _readinto(self, buf: Any) -> int:
         view = memoryview(buf).cast("B")
         start = self.pos
         stop = min(start + len(view), self.reader.size)
