@@ -337,7 +337,7 @@ def open_fileobj_h5(source: FileObject, mode: str = "r", **kwargs: Any) -> h5py.
     kwargs.pop("locking", None)
     source.obj.seek(0)
     try:
-        f = h5py.File(source.obj, "r", **kwargs)
+        f = h5py.File(_Guarded(source.obj), "r", **kwargs)
     except Lazyh5Error:
         raise
     except OSError as err:
@@ -348,6 +348,39 @@ def open_fileobj_h5(source: FileObject, mode: str = "r", **kwargs: Any) -> h5py.
         raise CorruptFileError(f"cannot read {source.label}: {err}") from None
     _open_files.add(f)
     return f
+
+
+class _Guarded(io.RawIOBase):
+    """A user's file object read by HDF5 without garbage collections during the reads
+    (see :meth:`BlockFile.readinto`: an fsspec file object waits for the network)."""
+
+    def __init__(self, obj: Any) -> None:
+        super().__init__()
+        self.obj = obj
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.obj.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.obj.tell()
+
+    def readinto(self, buf: Any) -> int:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            data = self.obj.read(len(memoryview(buf).cast("B")))
+        finally:
+            if enabled:
+                gc.enable()
+        view = memoryview(buf).cast("B")
+        view[: len(data)] = data
+        return len(data)
 
 
 @atexit.register
