@@ -21,6 +21,7 @@ import atexit
 import collections
 import contextlib
 import functools
+import gc
 import io
 import threading
 import weakref
@@ -209,6 +210,19 @@ class BlockFile(io.RawIOBase):
         return self.pos
 
     def readinto(self, buf: Any) -> int:
+        # HDF5 calls this in the middle of its own work. A garbage collection meanwhile
+        # (here, or in the event loop thread that does the requests) could run
+        # finalizers of other h5py objects, which call back into HDF5 (not re-entrant)
+        # or wait for h5py's lock held by this thread: a deadlock. So none runs.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._readinto(buf)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _readinto(self, buf: Any) -> int:
         view = memoryview(buf).cast("B")
         start = self.pos
         stop = min(start + len(view), self.reader.size)
@@ -323,7 +337,7 @@ def open_fileobj_h5(source: FileObject, mode: str = "r", **kwargs: Any) -> h5py.
     kwargs.pop("locking", None)
     source.obj.seek(0)
     try:
-        f = h5py.File(source.obj, "r", **kwargs)
+        f = h5py.File(_Guarded(source.obj), "r", **kwargs)
     except Lazyh5Error:
         raise
     except OSError as err:
@@ -334,6 +348,39 @@ def open_fileobj_h5(source: FileObject, mode: str = "r", **kwargs: Any) -> h5py.
         raise CorruptFileError(f"cannot read {source.label}: {err}") from None
     _open_files.add(f)
     return f
+
+
+class _Guarded(io.RawIOBase):
+    """A user's file object read by HDF5 without garbage collections during the reads
+    (see :meth:`BlockFile.readinto`: an fsspec file object waits for the network)."""
+
+    def __init__(self, obj: Any) -> None:
+        super().__init__()
+        self.obj = obj
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.obj.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.obj.tell()
+
+    def readinto(self, buf: Any) -> int:
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            data = self.obj.read(len(memoryview(buf).cast("B")))
+        finally:
+            if enabled:
+                gc.enable()
+        view = memoryview(buf).cast("B")
+        view[: len(data)] = data
+        return len(data)
 
 
 @atexit.register
