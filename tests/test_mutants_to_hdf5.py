@@ -84,7 +84,11 @@ FIRST = dict(hdf5_chunks=(BLOCK, 6), compression="gzip", compression_opts=4, shu
 def test_resume_refuses_a_partial_file_of_another_layout(tmp_path, change, data):
     out = tmp_path / "out.h5"
     before = _interrupted(out, _data(), **FIRST)
-    with pytest.raises(InvalidArgumentError, match="different data") as info:
+    with pytest.raises(
+        InvalidArgumentError,
+        match=r"different data \(variables, shapes, dtypes, chunks or filters differ\); "
+        r"delete it or pass resume=False",
+    ) as info:
         lazyh5.to_hdf5(out, _data(**data), progress=False, resume=True, **{**FIRST, **change})
     assert ".out.h5.lazyh5-partial" in str(info.value)
     assert _sha(partial_path(out)) == before and not out.exists()
@@ -137,3 +141,106 @@ def test_resume_without_a_partial_file_writes_it_all(tmp_path):
     with h5py.File(out) as f:
         np.testing.assert_array_equal(f["v"][()], _data()["v"].values, strict=True)
         assert f["v"].chunks == (BLOCK, 6)
+
+
+def test_a_complete_variable_then_an_interrupted_one_resume(tmp_path):
+    """Variables done before the interruption are kept; a 1-D variable of several blocks
+    and a scalar are resumed block by block too."""
+    out = tmp_path / "out.h5"
+    one_d = da.arange(ROWS, dtype="i8", chunks=BLOCK) * 5
+    ds = xr.Dataset(
+        {"count": ((), da.from_array(np.float64(2.5))), "first": (("sample",), one_d)}
+    ).merge(_data())
+    chunks = {"v": (BLOCK, 6), "first": (BLOCK,)}
+    _interrupted(out, ds, hdf5_chunks=chunks)
+    with h5py.File(partial_path(out), "r") as f:
+        assert f["count"][()] == 2.5
+        np.testing.assert_array_equal(f["first"][()], one_d.compute())
+    lazyh5.to_hdf5(out, ds, progress=False, resume=True, hdf5_chunks=chunks)
+    with h5py.File(out) as f:
+        assert f["count"].shape == () and f["count"][()] == 2.5
+        np.testing.assert_array_equal(f["first"][()], one_d.compute(), strict=True)
+        np.testing.assert_array_equal(f["v"][()], _data()["v"].values, strict=True)
+
+
+def test_resume_with_other_dask_blocks_gives_the_same_file(tmp_path):
+    out = tmp_path / "out.h5"
+    _interrupted(out, _data(), hdf5_chunks=(BLOCK // 2, 6))
+    ds = _data()
+    rechunked = ds.assign(v=ds["v"].chunk({"sample": BLOCK // 2}))
+    lazyh5.to_hdf5(out, rechunked, progress=False, resume=True, hdf5_chunks=(BLOCK // 2, 6))
+    with h5py.File(out) as f:
+        np.testing.assert_array_equal(f["v"][()], ds["v"].values, strict=True)
+
+
+def test_scalars_first_then_arrays(tmp_path):
+    out = tmp_path / "s.h5"
+    ds = xr.Dataset(
+        {"a": ((), np.int32(7)), "b": ((), da.from_array(np.float32(1.5))), "c": ("n", [1, 2])}
+    )
+    lazyh5.to_hdf5(out, ds, progress=False)
+    with h5py.File(out) as f:
+        assert f["a"][()] == 7 and f["a"].dtype == "i4"
+        assert f["b"][()] == 1.5 and f["b"].dtype == "f4"
+        np.testing.assert_array_equal(f["c"][()], [1, 2])
+
+
+def test_cf_encoding_coordinates_and_group_attributes(tmp_path):
+    out = tmp_path / "cf.h5"
+    n = 6
+    times = np.array("2024-01-01", dtype="M8[ns]") + np.arange(n) * np.timedelta64(1, "h")
+    temp = xr.DataArray(
+        [1.0, np.nan, 3.0, 4.0, np.nan, 6.0], dims="time", attrs={"coordinates": "stale"}
+    )
+    temp.encoding = {"_FillValue": -999.0, "chunksizes": (3,), "zlib": True}
+    ds = xr.Dataset(
+        {"temp": temp, "plain": ("time", np.arange(n, dtype="f4"), {"coordinates": "old"})},
+        coords={"time": times, "weight": ("time", np.linspace(0, 1, n))},
+        attrs={"title": "cf", "skip": None},
+    )
+    ds["time"].encoding = {"units": "hours since 2024-01-01", "calendar": "standard"}
+    lazyh5.to_hdf5(out, ds, group="g", progress=False)
+    with h5py.File(out) as f:
+        g = f["g"]
+        assert dict(g.attrs) == {"title": "cf"} and "title" not in f.attrs
+        np.testing.assert_array_equal(g["time"][()], np.arange(n))
+        assert g["time"].attrs["units"] == "hours since 2024-01-01"
+        assert g["time"].attrs["calendar"] == "standard"
+        np.testing.assert_array_equal(g["temp"][()], [1, -999, 3, 4, -999, 6])
+        assert g["temp"].attrs["_FillValue"] == -999.0
+        assert "_FillValue" not in g["plain"].attrs  # no fill value added
+        # the non-index coordinate, for each variable on its dims (stale values dropped)
+        assert g["temp"].attrs["coordinates"] == "weight"
+        assert g["plain"].attrs["coordinates"] == "weight"
+        assert "coordinates" not in g["weight"].attrs
+        assert g["temp"].compression is None  # the source's encoding is not a setting
+    back = xr.open_dataset(out, engine="h5netcdf", group="g")
+    expected = ds.copy()
+    expected.attrs = {"title": "cf"}
+    for name in ("temp", "plain"):
+        expected[name].attrs = {}
+    xr.testing.assert_identical(back, expected)
+
+
+def test_resume_from_an_unreadable_or_unmarked_partial_file_starts_over(tmp_path):
+    out = tmp_path / "out.h5"
+    with open(partial_path(out), "wb") as f:
+        f.write(b"not an HDF5 file at all" * 100)
+    with pytest.warns(
+        UserWarning, match=r"cannot resume from '.*\.out\.h5\.lazyh5-partial'.*starting over"
+    ):
+        lazyh5.to_hdf5(out, _data(), progress=False, resume=True)
+    np.testing.assert_array_equal(lazyh5.open_dataset(out)["v"].values, _data()["v"].values)
+    out2 = tmp_path / "out2.h5"
+    with h5py.File(partial_path(out2), "w") as f:
+        f.create_dataset("v", data=np.zeros((3, 3)))  # HDF5, but no marks at all
+    lazyh5.to_hdf5(out2, _data(), progress=False, resume=True)
+    np.testing.assert_array_equal(lazyh5.open_dataset(out2)["v"].values, _data()["v"].values)
+    assert not os.path.exists(partial_path(out2))
+
+
+def test_partial_file_sits_beside_the_target(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    assert partial_path("sub/x.h5") == str(tmp_path / "sub" / ".x.h5.lazyh5-partial")
+    assert partial_path(tmp_path / "x.h5") == str(tmp_path / ".x.h5.lazyh5-partial")
