@@ -244,3 +244,31 @@ def test_partial_file_sits_beside_the_target(tmp_path, monkeypatch):
     (tmp_path / "sub").mkdir()
     assert partial_path("sub/x.h5") == str(tmp_path / "sub" / ".x.h5.lazyh5-partial")
     assert partial_path(tmp_path / "x.h5") == str(tmp_path / ".x.h5.lazyh5-partial")
+
+
+def test_bad_calls_name_the_file_and_write_nothing(tmp_path):
+    out = tmp_path / "o.h5"
+    ds = _data()
+    lazyh5.to_hdf5(out, ds, mode="x", progress=False)  # "x" is "w-"
+    before = _sha(out)
+    for mode in ("w-", "x"):
+        with pytest.raises(FileExistsError, match=r"cannot write '.*o\.h5': it already exists"):
+            lazyh5.to_hdf5(out, ds, mode=mode, progress=False)
+    bad = [
+        (dict(group="a//b"), r"cannot write '.*o\.h5': invalid group 'a//b'"),
+        (dict(hdf5_chunks=(5,)), r"cannot write '.*o\.h5': hdf5_chunks \(5,\) for 'v'"),
+        (dict(compression="nope"), r"cannot write '.*o\.h5': unknown compression 'nope'"),
+    ]
+    for options, match in bad:
+        with pytest.raises(ValueError, match=match):
+            lazyh5.to_hdf5(out, ds, mode="w", progress=False, **options)
+    with pytest.raises(ValueError, match=r"cannot write '.*o\.h5': the dataset has no variables"):
+        lazyh5.to_hdf5(out, xr.Dataset(), mode="w", progress=False)
+    clash = xr.Dataset(
+        {"v": (("sample", "f"), np.zeros((4, 2))), "sample": (("a", "b"), np.ones((2, 2)))}
+    )
+    with pytest.raises(
+        lazyh5.errors.DimensionError, match=r"cannot create '.*o\.h5': dimension 'sample'"
+    ):
+        lazyh5.to_hdf5(out, clash, mode="w", progress=False)
+    assert _sha(out) == before
