@@ -62,6 +62,7 @@ MODULES: dict[str, list[str]] = {
     "lazyh5/feed/loader.py": [*FEED, *SHARDS, "tests/test_mutants_feed.py"],
 }
 
+MUTMUT = str(Path(sys.executable).parent / "mutmut")
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 
 
@@ -95,31 +96,64 @@ def _workdir(out: Path, module: str, tests: list[str]) -> Path:
 def run_module(module: str, out: Path, jobs: int) -> dict:
     """Mutate one module, run its tests against every mutant, return the tally."""
     work = _workdir(out, module, MODULES[module])
-    mutmut = str(Path(sys.executable).parent / "mutmut")
     started = time.monotonic()
     with open(work / "mutmut.log", "w") as log:
         subprocess.run(
-            ["nice", "-n", "10", mutmut, "run", "--max-children", str(jobs)],
+            ["nice", "-n", "10", MUTMUT, "run", "--max-children", str(jobs)],
             cwd=work,
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
         )
+    minutes = round((time.monotonic() - started) / 60, 1)
+    (work / "minutes").write_text(str(minutes))
+    return collect(module, work)
+
+
+def rerun_survivors(module: str, out: Path, jobs: int) -> dict:
+    """Run the survivors of a finished run again, against the current tests.
+
+    The code is the same, so killed mutants stay killed; mutmut records which of the
+    new tests call each function before running them.
+    """
+    work = out / module.replace("/", "_").removesuffix(".py")
+    names = list(collect(module, work)["survivors"])
+    for tests in (work / "tests", work / "mutants" / "tests"):
+        shutil.rmtree(tests)
+        shutil.copytree(ROOT / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
+    started = time.monotonic()
+    if names:
+        with open(work / "mutmut.log", "a") as log:
+            subprocess.run(
+                ["nice", "-n", "10", MUTMUT, "run", "--max-children", str(jobs), *names],
+                cwd=work,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+    minutes = float((work / "minutes").read_text()) + (time.monotonic() - started) / 60
+    (work / "minutes").write_text(str(round(minutes, 1)))
+    return collect(module, work)
+
+
+def collect(module: str, work: Path) -> dict:
+    """The tally of a finished run in ``work``: killed, total, each survivor's diff."""
     listing = subprocess.run(
-        [mutmut, "results", "--all", "true"], cwd=work, capture_output=True, text=True
+        [MUTMUT, "results", "--all", "true"], cwd=work, capture_output=True, text=True
     ).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, re.M))
     survivors = {}
     for name, state in sorted(status.items(), key=lambda kv: _number(kv[0])):
         if state not in KILLED:
-            diff = subprocess.run([mutmut, "show", name], cwd=work, capture_output=True, text=True)
+            diff = subprocess.run([MUTMUT, "show", name], cwd=work, capture_output=True, text=True)
             survivors[name] = {"status": state, "diff": _short_diff(diff.stdout)}
     killed = sum(s in KILLED for s in status.values())
+    minutes = work / "minutes"
     return {
         "module": module,
         "killed": killed,
         "total": len(status),
-        "minutes": round((time.monotonic() - started) / 60, 1),
+        "minutes": float(minutes.read_text()) if minutes.exists() else None,
         "survivors": survivors,
     }
 
@@ -158,6 +192,14 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "mutation")
+    parser.add_argument(
+        "--report", action="store_true", help="only rebuild the table from finished runs"
+    )
+    parser.add_argument(
+        "--survivors",
+        action="store_true",
+        help="rerun only the survivors of finished runs, against the current tests",
+    )
     args = parser.parse_args()
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -167,7 +209,17 @@ def main() -> None:
     saved = args.out / "scores.json"
     earlier = {r["module"]: r for r in json.loads(saved.read_text())} if saved.exists() else {}
     for module in args.modules or list(MODULES):
-        r = earlier[module] = run_module(module, args.out.resolve(), args.jobs)
+        work = args.out.resolve() / module.replace("/", "_").removesuffix(".py")
+        if args.report:
+            if not (work / "mutants").exists():
+                continue
+            r = earlier[module] = collect(module, work)
+        elif args.survivors:
+            if not (work / "mutants").exists():
+                continue
+            r = earlier[module] = rerun_survivors(module, args.out.resolve(), args.jobs)
+        else:
+            r = earlier[module] = run_module(module, args.out.resolve(), args.jobs)
         print(f"{module}: {r['killed']} / {r['total']} killed, {r['minutes']} min", flush=True)
         for name, s in r["survivors"].items():
             print(f"  {s['status']}: {name}\n    " + s["diff"].replace("\n", "\n    "), flush=True)

@@ -272,3 +272,48 @@ def test_bad_calls_name_the_file_and_write_nothing(tmp_path):
     ):
         lazyh5.to_hdf5(out, clash, mode="w", progress=False)
     assert _sha(out) == before
+
+
+def test_strings_two_coordinates_and_wrong_objects(tmp_path):
+    out = tmp_path / "s.h5"
+    ds = xr.Dataset(
+        {
+            "name": ("n", np.array(["ab", "c", "déf"])),
+            "x": ("n", np.arange(3.0)),
+            "solo": ("m", [1, 2], {"coordinates": "stale", "units": "m"}),
+        },
+        coords={"w1": ("n", [1, 2, 3]), "w2": ("n", [4, 5, 6])},
+    )
+    lazyh5.to_hdf5(out, ds, progress=False)
+    with h5py.File(out) as f:
+        assert h5py.check_string_dtype(f["name"].dtype) is not None
+        assert [s.decode() for s in f["name"][()]] == ["ab", "c", "déf"]
+        assert f["x"].attrs["coordinates"] == "w1 w2"
+        assert dict(f["solo"].attrs).keys() == {"units", "DIMENSION_LIST"}
+    back = xr.open_dataset(out, engine="h5netcdf")
+    assert list(back["name"].values) == ["ab", "c", "déf"]
+    assert set(back.coords) == {"w1", "w2"}
+    with pytest.raises(TypeError, match=r"got a DataArray as the path") as info:
+        lazyh5.to_hdf5(ds["x"], out, progress=False)
+    assert "the path comes first, then the Dataset or DataArray to write" in str(info.value)
+    with pytest.raises(TypeError, match=r"cannot write '.*o\.h5': expected a Dataset or DataArray"):
+        lazyh5.to_hdf5(tmp_path / "o.h5", np.zeros(3), progress=False)
+
+
+def test_a_file_that_appears_while_writing_is_not_replaced(tmp_path):
+    out = tmp_path / "race.h5"
+
+    def appear(b):
+        if not out.exists():
+            out.write_bytes(b"someone else's file")
+        return b
+
+    x = da.arange(128, chunks=64).map_blocks(appear, meta=np.empty(0, "i8"))
+    for mode in ("w-", "x"):
+        out.unlink(missing_ok=True)
+        with pytest.raises(FileExistsError, match=r"cannot write '.*race\.h5': it appeared"):
+            lazyh5.to_hdf5(out, xr.Dataset({"v": ("n", x)}), mode=mode, progress=False)
+        assert out.read_bytes() == b"someone else's file"
+        assert os.path.exists(partial_path(out))  # the work is kept
+    lazyh5.to_hdf5(out, xr.Dataset({"v": ("n", x)}), mode="w", progress=False)
+    np.testing.assert_array_equal(lazyh5.open_dataset(out)["v"].values, np.arange(128))
