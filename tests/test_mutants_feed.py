@@ -251,3 +251,26 @@ def test_random_access_batches_equal_the_stream(feed_file):
         assert len(resumed) == len(stream) - 5
         for a, b in zip(resumed, stream[5:], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "fraction", "cut"),
+    [
+        (0, 2000, 0.005, 10),  # the nearest edge (0) would leave no training rows
+        (0, 1984, 0.995, 1974),  # the nearest edge (1984) would leave no validation rows
+        (1000, 2000, 0.5, 1500),  # 1472 is 28 rows off: more than 1% of 1000 rows
+        (1000, 2000, 0.53, 1536),  # 6 rows off: moved
+    ],
+)
+def test_split_of_a_range_stays_inside_it(feed_file, start, end, fraction, cut):
+    loader = BatchLoader(lazyh5.open_dataset(feed_file), "label", start=start, end=end)
+    train, val = loader.split(fraction)
+    assert (train.start, train.end, val.start, val.end) == (start, cut, cut, end)
+
+
+def test_split_aligns_to_small_chunks_too(tmp_path):
+    path = tmp_path / "two.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(1000), chunks=(2,))
+    loader = BatchLoader(lazyh5.open_dataset(path), "x")
+    assert loader.split(0.501)[0].end == 500  # 501 is mid-chunk
