@@ -254,3 +254,66 @@ def test_every_key_combination_on_a_stepped_dask_view(tmp_path):
         value -= 1
     ds.close()
     np.testing.assert_array_equal(_stored(path), expected)
+
+
+def test_a_lazily_indexed_view_of_the_target_as_value_is_staged(tmp_path):
+    path = _file(tmp_path)
+    with lazyh5.set_options(memory_budget="64B"):
+        ds = lazyh5.open_dataset(path, mode="r+", chunks=None)
+        flipped = ds["v"].isel({A: slice(None, None, -1)}).chunk({A: 4}) * 2
+        ds["v"].h5[...] = flipped
+        ds.close()
+    np.testing.assert_array_equal(_stored(path), BASE[::-1] * 2)
+
+
+def test_staging_happens_in_a_hidden_file_beside_the_target(tmp_path):
+    path = _file(tmp_path)
+    seen = []
+
+    def look(b):
+        if b.size:  # not dask's call on an empty block to learn the output type
+            seen.append(sorted(p.name for p in tmp_path.iterdir()))
+        return b
+
+    with lazyh5.set_options(memory_budget="64B"):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        value = (
+            ds["v"][::-1, :1].copy(
+                data=ds["v"][::-1, :1].data.map_blocks(look, meta=np.empty((0, 0), "i4"))
+            )
+            + 1
+        )
+        ds["v"].isel({B: [0]}).h5[...] = value  # one column: staged (reads what it writes)
+        ds.close()
+    assert seen and all(
+        len(names) == 2 and names[0].startswith(".lazyh5-stage-") and names[0].endswith(".h5")
+        for names in seen
+    ), seen
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]
+    expected = BASE.copy()
+    expected[:, 0] = BASE[::-1, 0] + 1
+    np.testing.assert_array_equal(_stored(path), expected)
+
+
+def test_marks_of_a_failed_assignment_through_an_index_array(tmp_path):
+    path = _file(tmp_path)
+    calls = []
+
+    def boom(b):
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        calls.append(1)
+        return b
+
+    with lazyh5.set_options(memory_budget="48B"):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        target = ds["v"].isel({A: [9, 1, 5, 3, 7, 11, 0, 2]})
+        value = da.from_array(-BASE[:8], chunks=(4, 3)).map_blocks(
+            boom, meta=np.empty((0, 0), "i4")
+        )
+        with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="boom"):
+            target.h5[...] = value
+        ds.close()
+    with h5py.File(path) as f:
+        layout = json.loads(f["v"].attrs["_lazyh5_assign_blocks"])
+    assert layout["selection"] == [{"positions": 8}, [0, 10, 1]]
