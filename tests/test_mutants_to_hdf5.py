@@ -317,3 +317,49 @@ def test_a_file_that_appears_while_writing_is_not_replaced(tmp_path):
         assert os.path.exists(partial_path(out))  # the work is kept
     lazyh5.to_hdf5(out, xr.Dataset({"v": ("n", x)}), mode="w", progress=False)
     np.testing.assert_array_equal(lazyh5.open_dataset(out)["v"].values, np.arange(128))
+
+
+def test_resume_of_a_1d_variable_and_a_scalar_computes_only_what_is_missing(tmp_path):
+    out = tmp_path / "one.h5"
+    scalar_calls, rows = [], []
+
+    def scalar(b):
+        scalar_calls.append(1)
+        return b
+
+    def count(b):
+        rows.append(len(b))
+        return b
+
+    def dataset(fail: bool) -> xr.Dataset:
+        s = da.full((), 2.5, chunks=()).map_blocks(scalar, meta=np.empty((), "f8"))
+        x = da.arange(ROWS, chunks=BLOCK).map_blocks(count, meta=np.empty(0, "i8"))
+        ds = xr.Dataset({"s": ((), s), "x": ("n", x)})
+        return _fail_after_1d(ds, 4) if fail else ds
+
+    with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="interrupted"):
+        lazyh5.to_hdf5(out, dataset(True), progress=False, hdf5_chunks={"x": (BLOCK,)})
+    done = _done_marks(out) - 1  # the scalar's mark
+    assert 1 <= done <= 4 and scalar_calls
+    scalar_calls.clear()
+    rows.clear()
+    with dask.config.set(scheduler="sync"):
+        lazyh5.to_hdf5(
+            out, dataset(False), progress=False, resume=True, hdf5_chunks={"x": (BLOCK,)}
+        )
+    assert scalar_calls == [] and sum(rows) == ROWS - done * BLOCK
+    with h5py.File(out) as f:
+        assert f["s"][()] == 2.5
+        np.testing.assert_array_equal(f["x"][()], np.arange(ROWS), strict=True)
+
+
+def _fail_after_1d(ds: xr.Dataset, blocks: int) -> xr.Dataset:
+    calls = []
+
+    def fail(b):
+        if len(calls) >= blocks:
+            raise RuntimeError("interrupted")
+        calls.append(1)
+        return b
+
+    return ds.assign(x=ds["x"].copy(data=ds["x"].data.map_blocks(fail, meta=np.empty(0, "i8"))))
