@@ -7,6 +7,7 @@ memory the loader keeps (the arrays behind its batches).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import weakref
 
@@ -274,3 +275,24 @@ def test_split_aligns_to_small_chunks_too(tmp_path):
         f.create_dataset("x", data=np.arange(1000), chunks=(2,))
     loader = BatchLoader(lazyh5.open_dataset(path), "x")
     assert loader.split(0.501)[0].end == 500  # 501 is mid-chunk
+
+
+def test_blocks_of_loaded_transposed_or_renamed_data_start_at_row_0(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    cases = {
+        "loaded": (ds.load(), "sample"),
+        "transposed": (lazyh5.open_dataset(feed_file).transpose(..., "sample"), "sample"),
+        "renamed": (lazyh5.open_dataset(feed_file).rename(sample="row"), "row"),
+    }
+    for name, (data, dim) in cases.items():
+        # not read straight from the file: each block computes a whole dask chunk
+        warns = pytest.warns(UserWarning, match="computed by dask in chunks of up to 2000")
+        with warns if name != "loaded" else contextlib.nullcontext():
+            loader = BatchLoader(data, "image", "label", dim=dim, shuffle=False, block_size="8KiB")
+        bounds = _bounds(loader.plan)
+        if name != "renamed":  # a renamed dimension is not matched to the file's chunks
+            # 8 KiB / 72 B = 113 rows: one 64-row chunk per block
+            assert bounds == [*range(0, 2000, 64), 2000], name
+        assert bounds[0] == 0 and bounds[-1] == 2000
+        x = np.concatenate([b[1] for b in loader.batches(0)])
+        np.testing.assert_array_equal(x, np.arange(2000), err_msg=name)
