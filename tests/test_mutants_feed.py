@@ -296,3 +296,25 @@ def test_blocks_of_loaded_transposed_or_renamed_data_start_at_row_0(feed_file):
         assert bounds[0] == 0 and bounds[-1] == 2000
         x = np.concatenate([b[1] for b in loader.batches(0)])
         np.testing.assert_array_equal(x, np.arange(2000), err_msg=name)
+
+
+def test_blocks_of_contiguous_data_and_tiny_blocks(tmp_path):
+    path = tmp_path / "flat.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("i", data=np.arange(100))  # contiguous, 8 B/row
+        f.create_dataset("b", data=np.arange(100, dtype="u1"))  # contiguous, 1 B/row
+        f.create_dataset("wide", data=np.zeros((100, 2), "f8"), chunks=(10, 2))  # 16 B/row
+        f.create_dataset("narrow", data=np.zeros((100, 3), "u1"), chunks=(3, 3))  # 3 B/row
+    ds = lazyh5.open_dataset(path)
+    plans = {
+        ("i", "40B"): [*range(0, 100, 5), 100],  # 5 rows: no chunk to align to
+        ("i", "4B"): list(range(101)),  # less than a row: one row per block
+        ("b", "10B"): [*range(0, 100, 10), 100],
+        ("wide", "30B"): [*range(0, 100, 10), 100],
+    }
+    for (x, size), bounds in plans.items():
+        loader = BatchLoader(ds, x, shuffle=False, block_size=size)
+        assert _bounds(loader.plan) == bounds, (x, size)
+    # the heaviest variable in bytes (wide: 1600 B) sets the chunk edges, not narrow's
+    loader = BatchLoader(ds, "narrow", "wide", shuffle=False, block_size="190B")
+    assert _bounds(loader.plan) == [*range(0, 100, 10), 100]
