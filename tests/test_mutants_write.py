@@ -317,3 +317,40 @@ def test_marks_of_a_failed_assignment_through_an_index_array(tmp_path):
     with h5py.File(path) as f:
         layout = json.loads(f["v"].attrs["_lazyh5_assign_blocks"])
     assert layout["selection"] == [{"positions": 8}, [0, 10, 1]]
+
+
+def test_repeated_positions_the_last_value_wins_as_in_numpy(tmp_path):
+    path = _file(tmp_path)
+    rng = np.random.default_rng(0)
+    key = rng.permutation(np.repeat(np.arange(12), 25))  # 300 writes to 12 rows
+    value = np.arange(300 * 10, dtype="i4").reshape(300, 10)
+    ds = lazyh5.open_dataset(path, mode="r+")
+    ds["v"].h5[key] = value
+    ds.close()
+    expected = BASE.copy()
+    expected[key] = value  # numpy: the last write of each row wins
+    np.testing.assert_array_equal(_stored(path), expected)
+
+
+def test_lazy_blocks_through_an_offset_view_cover_whole_file_chunks(tmp_path):
+    path = _file(tmp_path)
+    calls = []
+
+    def boom(b):
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        calls.append(1)
+        return b
+
+    with lazyh5.set_options(memory_budget="48B"):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        target = ds["v"].isel({A: slice(2, None), B: slice(None, None, 2)})
+        value = da.zeros((10, 5), "i4", chunks=2).map_blocks(boom, meta=np.empty((0, 0), "i4"))
+        with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="boom"):
+            target.h5[...] = value
+        ds.close()
+    with h5py.File(path) as f:
+        layout = json.loads(f["v"].attrs["_lazyh5_assign_blocks"])
+    # rows 2-3 end the first 4-row chunk; every later block is whole chunks
+    assert layout["blocks"] == [[2, 4, 4], [3, 2]]
+    assert layout["selection"] == [[2, 12, 1], [0, 10, 2]]
