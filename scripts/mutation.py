@@ -131,7 +131,9 @@ def rerun_survivors(module: str, out: Path, jobs: int) -> dict:
                 stderr=subprocess.STDOUT,
                 check=False,
             )
-    minutes = float((work / "minutes").read_text()) + (time.monotonic() - started) / 60
+    done = work / "minutes"
+    minutes = float(done.read_text()) if done.exists() else 0.0
+    minutes += (time.monotonic() - started) / 60
     (work / "minutes").write_text(str(round(minutes, 1)))
     return collect(module, work)
 
