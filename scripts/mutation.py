@@ -117,6 +117,10 @@ def rerun_survivors(module: str, out: Path, jobs: int) -> dict:
     new tests call each function before running them.
     """
     work = out / module.replace("/", "_").removesuffix(".py")
+    if _config(module, MODULES[module]) not in (work / "pyproject.toml").read_text():
+        # mutmut drops every result when its test selection changes: run it all again
+        print(f"{module}: test files added since its run; running it in full", flush=True)
+        return run_module(module, out, jobs)
     names = list(collect(module, work)["survivors"])
     for tests in (work / "tests", work / "mutants" / "tests"):
         shutil.rmtree(tests)
