@@ -17,6 +17,7 @@ import dask.array as da
 import h5py
 import numpy as np
 import pytest
+import xarray as xr
 
 import lazyh5
 from lazyh5.errors import InvalidIndexError, UnmappableViewError
@@ -354,3 +355,43 @@ def test_lazy_blocks_through_an_offset_view_cover_whole_file_chunks(tmp_path):
     # rows 2-3 end the first 4-row chunk; every later block is whole chunks
     assert layout["blocks"] == [[2, 4, 4], [3, 2]]
     assert layout["selection"] == [[2, 12, 1], [0, 10, 2]]
+
+
+def test_values_are_checked_before_anything_is_written(tmp_path):
+    path = _file(tmp_path)
+    ds = lazyh5.open_dataset(path, mode="r+")
+    v = ds["v"]
+    cases = [
+        (
+            ds,
+            TypeError,
+            r"cannot write to 'v' \(/v\) in '.*w\.h5': expected an array, got a Dataset",
+        ),
+        (
+            xr.DataArray(np.zeros((12, 10, 2), "i4"), dims=(A, B, "extra")),
+            lazyh5.errors.DimensionError,
+            r"the value has dimension\(s\) \['extra'\] that the selection",
+        ),
+        (2**31, ValueError, r"cannot write 2147483648 to 'v'.*out of range for int32"),
+        (-(2**31) - 1, ValueError, r"out of range for int32 \[-2147483648, 2147483647\]"),
+        (1.5, TypeError, r"float64 values to 'v'.*convert explicitly with .astype\('int32'\)"),
+        (np.zeros((3, 3), "i4"), ValueError, r"shape \(3, 3\) to 'v'.*expected a shape that"),
+    ]
+    for value, error, match in cases:
+        with pytest.raises(error, match=match):
+            v.h5[...] = value
+    v.h5[0] = 2**31 - 1  # the limits themselves fit
+    v.h5[1] = -(2**31)
+    v.h5[2] = np.int64(5)
+    # a value without one of the selection's dims is broadcast along it
+    v.h5[3:5] = xr.DataArray(np.array([-7, -8], "i4"), dims=A)
+    v.h5[5:7] = xr.DataArray(-np.arange(10, dtype="i4"), dims=B)
+    # given in another dimension order: matched by name
+    v.h5[7:9] = xr.DataArray(np.full((10, 2), -3, "i4"), dims=(B, A))
+    ds.close()
+    expected = BASE.copy()
+    expected[0], expected[1], expected[2] = 2**31 - 1, -(2**31), 5
+    expected[3:5] = np.array([[-7], [-8]])
+    expected[5:7] = -np.arange(10)
+    expected[7:9] = -3
+    np.testing.assert_array_equal(_stored(path), expected)
