@@ -186,6 +186,7 @@ def test_abandoned_iteration_stops_threads(feed_file):
 )
 def test_bad_arguments(feed_file, kwargs, error, match):
     ds = lazyh5.open_dataset(feed_file)
+    kwargs = dict(kwargs)  # the parameters are shared: a second run in one process sees them
     x = kwargs.pop("x")
     with pytest.raises(error, match=match) as info:
         BatchLoader(ds, x, **kwargs)

@@ -73,7 +73,9 @@ class VariableLayout:
 
 def per_variable(value: Any, name: str, default: Any = None) -> Any:
     """``value[name]`` (``default`` if missing) for a mapping, else ``value`` itself."""
-    if isinstance(value, Mapping):
+    # A filter object (hdf5plugin.Blosc()) is a Mapping of create_dataset keywords,
+    # but one value for every variable, not a {name: value} mapping.
+    if isinstance(value, Mapping) and not isinstance(value, h5py.filters.FilterRefBase):
         return value.get(name, default)
     return value
 
