@@ -19,6 +19,7 @@ from .._files import source_label
 from ..backend.threads import Pending
 from ..errors import InvalidArgumentError
 from .adapters import Adapters
+from .batching import cut_batches
 from .buffers import Buffers
 from .checks import (
     Names,
@@ -347,27 +348,12 @@ class BatchLoader(Resumable, Adapters):
         w0, skip = order.start(start)
         # prefetch counts blocks; shuffled, whole windows are prepared ahead
         depth = -(-self.prefetch // self.window) if self.shuffle else self.prefetch
-        bs, names, first = self.batch_size, self._names, self._names[0]
+        bs, names = self.batch_size, self._names
         fetch = functools.partial(self._window, sources=self._sources())
         with Prefetcher(fetch, order.windows[w0:], depth=depth) as prefetcher:
-            carry: dict[str, np.ndarray] | None = None
-            for _, rows in prefetcher:
-                total, at, skip = len(rows[first]), skip, 0
-                if carry is not None:  # finish the batch the last window began
-                    head = {n: rows[n][: bs - len(carry[first])] for n in names}
-                    at = len(head[first])
-                    carry = {n: np.concatenate([carry[n], head[n]]) for n in names}
-                    if len(carry[first]) < bs:
-                        continue
-                    yield self._batch(carry)
-                    carry = None
-                full = at + (total - at) // bs * bs
-                for i in range(at, full, bs):  # views of the window: no copy
-                    yield self._batch({n: rows[n][i : i + bs] for n in names})
-                if full < total:
-                    carry = {n: rows[n][full:total] for n in names}
-            if carry is not None and not self.drop_remainder:
-                yield self._batch(carry)
+            pieces = (rows for _, rows in prefetcher)
+            for batch in cut_batches(pieces, names, bs, skip=skip, last=not self.drop_remainder):
+                yield self._batch(batch)
 
     def _read_batch(self, epoch: int, index: int) -> Any:
         """Batch ``index`` of ``epoch``, read now, outside the stream (fresh arrays)."""

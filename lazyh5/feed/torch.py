@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, UnsupportedDtypeError
+from .batching import cut_batches
 from .prefetch import Prefetcher
 from .state import check, make
 
@@ -259,23 +260,8 @@ def run_batches(loader: Any, epoch: int, start: int, stop: int, own_end: int) ->
     lo, hi = start * bs, min(stop * bs, order.rows)
     if lo >= hi:
         return
-    first = names[0]
-    carry: dict[str, np.ndarray] | None = None
-    for rows in _pieces(loader, order, lo, hi, own_end):
-        count, at = len(rows[first]), 0
-        if carry is not None:  # complete the batch begun in the piece before
-            head = {n: rows[n][: bs - len(carry[first])] for n in names}
-            carry, at = {n: np.concatenate([carry[n], head[n]]) for n in names}, len(head[first])
-            if len(carry[first]) < bs:
-                continue
-            yield loader._batch(carry)
-            carry = None
-        full = at + (count - at) // bs * bs
-        for i in range(at, full, bs):  # views of the window: no copy
-            yield loader._batch({n: rows[n][i : i + bs] for n in names})
-        carry = {n: rows[n][full:count] for n in names} if full < count else None
-    if carry is not None:  # the epoch's last, smaller batch (absent with drop_remainder)
-        yield loader._batch(carry)
+    for batch in cut_batches(_pieces(loader, order, lo, hi, own_end), names, bs):
+        yield loader._batch(batch)
 
 
 def _pieces(
