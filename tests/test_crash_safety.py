@@ -73,7 +73,8 @@ def test_sigkill_during_replace_keeps_old_file(tmp_path, plain_file):
 
 _ASSIGN = textwrap.dedent(
     """
-    import itertools, sys, threading, lazyh5
+    import itertools, sys, threading, dask, lazyh5
+    dask.config.set(num_workers=2)  # the bound on unmarked blocks counts the threads
     # One HDF5 chunk (64 KiB) per block, so each block is one write of one chunk.
     lazyh5.set_options(memory_budget="1KiB")  # never less than one HDF5 chunk
     ds = lazyh5.open_dataset(sys.argv[1], mode="r+")
@@ -156,11 +157,12 @@ def test_sigkill_during_in_place_assignment(tmp_path):
     state = np.array(state)
     marked = marks.astype(bool)
     # It was killed midway, and the marks say how far it got: every marked block is
-    # wholly new; at most the last two written lack their mark (the mark of a block
-    # reaches the disk with the next block's flush).
+    # wholly new. A new block may lack its mark if its thread was killed between
+    # writing it and recording it (one per thread: 2), or if it was the last recorded
+    # (a mark reaches the disk with the next block's flush): at most 3.
     assert 0 < marked.sum() < len(sizes)
     assert (state[marked] == "new").all()
-    assert ((state == "new") & ~marked).sum() <= 2
+    assert ((state == "new") & ~marked).sum() <= 3
     # Blocks are written whole: only the block being written at the kill may be mixed.
     assert (state == "mixed").sum() <= 1
     assert not marked[state == "mixed"].any()
