@@ -9,9 +9,12 @@ as ``DASK_LAZYH5__MEMORY_BUDGET=256MiB``; :func:`set_options` is the documented 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import dask
+import dask.local
+import dask.threaded
 from dask.utils import parse_bytes
 
 from .errors import InvalidArgumentError
@@ -41,6 +44,24 @@ def memory_budget() -> int:
 def threads() -> int:
     """The threads dask computes with here: its ``num_workers`` setting, else the cores."""
     return max(1, int(dask.config.get("num_workers", None) or dask.system.CPU_COUNT))
+
+
+def computes_here() -> bool:
+    """Whether dask computes in this process (its threaded or synchronous scheduler), not
+    on a dask.distributed client.
+
+    A client can only be active once ``distributed`` is imported, and dask's
+    ``get_scheduler()`` imports it to ask: half a second at a loader's first epoch, for
+    users who never use it. So dask is asked only once it is imported.
+    """
+    here = (None, dask.threaded.get, dask.local.get_sync)
+    scheduler = dask.config.get("scheduler", None)
+    if "distributed" not in sys.modules:
+        if scheduler is None:
+            return True
+        if isinstance(scheduler, str):  # "distributed" here: dask raises when computing
+            return dask.base.named_schedulers.get(scheduler.lower(), False) in here
+    return dask.base.get_scheduler() in here
 
 
 def remote_settings() -> tuple[int, float, float]:

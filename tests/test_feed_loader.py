@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
 import time
@@ -96,6 +97,28 @@ def test_lazy_transforms_are_applied(feed_file):
     for x, y in loader:
         np.testing.assert_allclose(x[:, 0, 0], y / 2 - 1)
     assert sorted(_labels(loader).tolist()) == list(range(500, 1500))
+
+
+_NO_CLIENT = """
+import sys, dask, lazyh5
+ds = lazyh5.open_dataset(sys.argv[1])
+for scheduler in (None, "sync"):
+    with dask.config.set(scheduler=scheduler):
+        loader = lazyh5.BatchLoader(ds, "image", "label", batch_size=64, shuffle=True, seed=0)
+        rows = sorted(int(v) for _, y in loader for v in y)
+        assert rows == list(range(len(ds["label"]))), rows[:10]
+        print(scheduler, "distributed" in sys.modules)
+"""
+
+
+def test_an_epoch_on_this_machine_never_imports_distributed(feed_file):
+    # Asking dask whether a distributed client is active imports distributed (half a
+    # second); no client can exist until it is imported, so a local epoch never asks.
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_CLIENT, str(feed_file)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["None", "False", "sync", "False"]
 
 
 def _producer_waits(thread: threading.Thread, fetch_code: object) -> bool:

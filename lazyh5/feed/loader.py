@@ -8,9 +8,6 @@ import math
 from collections.abc import Hashable, Iterator
 from typing import Any
 
-import dask
-import dask.local
-import dask.threaded
 import numpy as np
 import xarray as xr
 from dask.utils import parse_bytes
@@ -18,6 +15,7 @@ from dask.utils import parse_bytes
 from .._files import source_label
 from ..backend.threads import Pending
 from ..errors import InvalidArgumentError
+from ..options import computes_here
 from .adapters import Adapters
 from .batching import cut_batches
 from .buffers import Buffers
@@ -240,7 +238,7 @@ class BatchLoader(Resumable, Adapters):
         schedulers; on a distributed client dask computes every block on the workers.
         Made per ``epoch``: small variables are read whole once, blocks go to reused
         buffers; else (a single read) neither."""
-        if not self._local():
+        if not computes_here():
             return [DaskRows(self._arrays)]
         small = self._small if epoch else []
         buffers = self._buffers if epoch else Buffers(limit=0)
@@ -270,10 +268,6 @@ class BatchLoader(Resumable, Adapters):
         a, b = rows or (int(self.plan.starts[block]), int(self.plan.stops[block]))
         for source in sources:
             source.read(a, b, out, dst, pending)
-
-    @staticmethod
-    def _local() -> bool:
-        return dask.base.get_scheduler() in (None, dask.threaded.get, dask.local.get_sync)
 
     def _window(self, w: Window, sources: list[Source]) -> dict[str, np.ndarray]:
         """The rows of a window's blocks in emission order, one array per variable.
@@ -363,7 +357,7 @@ class BatchLoader(Resumable, Adapters):
         """``rows`` of every fed variable, read now (see :func:`.sources.read_rows`):
         rows of one chunk as one read where chunks are decoded (one decode per chunk),
         else run by run (a row copied from the file costs no more than its bytes)."""
-        if self._local() and all(self._direct.values()):
+        if computes_here() and all(self._direct.values()):
             unique, inverse = np.unique(rows, return_inverse=True)
             got = {n: gather_plain(s, unique, self._arrays[n]) for n, s in self._direct.items()}
             if all(v is not None for v in got.values()):

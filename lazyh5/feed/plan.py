@@ -6,16 +6,14 @@ import itertools
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-import dask
 import dask.array as da
-import dask.local
-import dask.threaded
 import numpy as np
 import xarray as xr
 
 from ..backend.positions import Untraceable, view_positions
 from ..backend.view import h5_sources
 from ..errors import InvalidArgumentError
+from ..options import computes_here
 from .elementwise import Mapped
 
 
@@ -88,7 +86,7 @@ def plan_blocks(
     block_rows = max(1, block_bytes // max(row_bytes, 1))
     var = ds[heaviest]
     found = (mapped or {}).get(heaviest)
-    if found is not None and _local():
+    if found is not None and computes_here():
         # Read from the view's rows (see lazyh5.feed.elementwise): its chunks are the file's.
         unit = chunk_rows(found.base, dim)
         offset = found.source.key[found.source.row_axis].start
@@ -106,11 +104,6 @@ def plan_blocks(
     edges = np.arange(first_edge, end, per_block, dtype=np.int64)
     bounds = np.concatenate([[start], edges[edges > start], [end]]).astype(np.int64)
     return BlockPlan(bounds[:-1], bounds[1:])
-
-
-def _local() -> bool:
-    """Whether blocks are computed in this process (not on a distributed client)."""
-    return dask.base.get_scheduler() in (None, dask.threaded.get, dask.local.get_sync)
 
 
 def _blocks_of_chunks(sizes: tuple[int, ...], start: int, end: int, block_rows: int) -> BlockPlan:
