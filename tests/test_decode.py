@@ -123,6 +123,46 @@ def test_parallel_path_is_byte_identical_to_h5py(pipeline_file, name, key, dtype
     assert got.tobytes() == expected.tobytes()
 
 
+@pytest.mark.parametrize("inflate", [decode._gzip, decode._deflate], ids=["zlib", "libdeflate"])
+def test_both_gzip_decoders_give_h5py_bytes_and_refuse_bad_streams(
+    pipeline_file, inflate, monkeypatch
+):
+    """libdeflate (used when imagecodecs is installed) and zlib decode every gzip chunk
+    as h5py does, and refuse what h5py would not read as one chunk's bytes."""
+    import zlib
+
+    monkeypatch.setitem(decode.DECODERS, decode.GZIP, inflate)
+    with h5py.File(pipeline_file, "r") as f:
+        for name in ("gzip1", "gzip+shuffle", "gzip9+shuffle"):
+            for dtype in f[name]:
+                dset = f[name][dtype]
+                fmt = decode.format_of(dset)
+                for i in range(dset.id.get_num_chunks()):
+                    info = dset.id.get_chunk_info(i)
+                    mask, raw = dset.id.read_direct_chunk(info.chunk_offset)
+                    decoded = decode.decode_chunk(fmt, mask, raw)
+                    box = tuple(
+                        slice(o, o + c) for o, c in zip(info.chunk_offset, fmt.chunks, strict=True)
+                    )
+                    want = dset[box]
+                    got = decoded[tuple(slice(0, n) for n in want.shape)]
+                    assert got.tobytes() == want.tobytes(), (name, dtype, i)
+    fmt = decode.ChunkFormat((64, 4), np.dtype("f4"), (decode.GZIP,))
+    values = np.arange(256, dtype="f4").tobytes()
+    good = zlib.compress(values)
+    assert inflate(good, 4, len(values)) == values
+    bad = {
+        "longer": zlib.compress(values + b"\0"),
+        "shorter": zlib.compress(values[:-4]),
+        "truncated": good[:-9],
+        "checksum": good[:-1] + bytes([good[-1] ^ 1]),
+        "garbage": b"not a zlib stream",
+    }
+    for stream in bad.values():
+        with pytest.raises(decode.Undecodable):
+            decode.decode_chunk(fmt, 0, stream)
+
+
 @pytest.mark.parametrize("name", list(PIPELINES))
 def test_every_pipeline_through_open_dataset(pipeline_file, name):
     """The backend (parallel path or fallback) equals h5py, for every dtype, whole and sliced."""
