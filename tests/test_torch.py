@@ -109,6 +109,48 @@ def test_forked_workers_open_the_file_anew(feed_file):
     assert parent.id.valid and len(list(loader.batches(1))) == 40  # the parent reads on
 
 
+def test_workers_forked_while_another_thread_reads_do_not_hang(feed_file):
+    """A fork waits until no thread holds the HDF5 lock: a worker forked mid-read would
+    otherwise inherit the lock held, and hang at its first read."""
+    import threading
+    import time
+
+    from xarray.backends.locks import HDF5_LOCK
+
+    from lazyh5.backend import locks
+
+    main = threading.get_ident()
+    held, forked = threading.Event(), threading.Event()
+
+    def fork_waits() -> bool:  # the main thread waits in the fork hook for the lock
+        frame = sys._current_frames().get(main)
+        while frame is not None and frame.f_code is not locks._take_before_fork.__code__:
+            frame = frame.f_back
+        return frame is not None
+
+    def read_in_progress() -> None:  # holds the lock until the fork waits for it
+        with HDF5_LOCK:
+            held.set()
+            while not (forked.is_set() or fork_waits()):
+                time.sleep(0.001)
+
+    loader = _loader(feed_file, shuffle=True)
+    reader = threading.Thread(target=read_in_progress)
+    reader.start()
+    held.wait()
+    dl = DataLoader(
+        loader.torch(),
+        batch_size=None,
+        num_workers=1,
+        multiprocessing_context="fork",
+        timeout=60,  # a hung worker fails the test instead of hanging it
+    )
+    batches = iter(dl)  # forks the worker
+    forked.set()
+    reader.join()
+    assert sorted(_check_rows(feed_file, list(batches)).tolist()) == list(range(2000))
+
+
 def test_shards_split_among_workers_cover_the_epoch_with_as_many_batches(tmp_path):
     from tests._files import write_feed
 

@@ -8,6 +8,7 @@ lock is a :class:`ClusterFileLock`, which also closes the file on release.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any
@@ -152,3 +153,33 @@ def access_lock(base: Any, mode: str, manager: CachingFileManager, key: str) -> 
     if mode == "r+" and any(is_cluster_lock(lk) for lk in getattr(base, "locks", (base,))):
         return ClusterFileLock(base, manager, key)
     return base
+
+
+# Fork safety. A child process starts with one thread and a copy of every lock: one
+# that another thread of the parent held at the fork stays held in the child forever,
+# so a DataLoader worker forked while a loader's thread reads a file hangs at its first
+# read. Forking therefore waits for HDF5_LOCK (reads hold it briefly: lazyh5 copies and
+# decodes chunks outside it), and both processes release it after. The wait is bounded
+# in case the forking thread itself holds it.
+_FORK_WAIT = 30.0
+_held_for_fork = False
+
+
+def _take_before_fork() -> None:
+    global _held_for_fork
+    _held_for_fork = HDF5_LOCK.acquire(timeout=_FORK_WAIT)
+
+
+def _give_after_fork() -> None:
+    global _held_for_fork
+    if _held_for_fork:
+        _held_for_fork = False
+        HDF5_LOCK.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_take_before_fork,
+        after_in_parent=_give_after_fork,
+        after_in_child=_give_after_fork,
+    )
