@@ -338,7 +338,8 @@ def stored_region(view: xr.DataArray) -> tuple[H5BackendArray, tuple[slice, ...]
     """The dataset and the region (one step-1 slice per file axis) whose stored values
     ``view`` holds unchanged, in the file's axis order; ``None`` when its values are
     computed: decoded (CF), transformed, assigned in memory, transposed, or picked with
-    steps or index arrays (dask computes those). Only dask-backed views qualify.
+    steps or index arrays (dask computes those). Renamed dimensions do not matter: the
+    view's axes are the file's, in order. Only dask-backed views qualify.
 
     Examples
     --------
@@ -357,8 +358,8 @@ def stored_region(view: xr.DataArray) -> tuple[H5BackendArray, tuple[slice, ...]
         return None
     if any(k in enc for k in CF_KEYS) or view.dtype.kind not in "biufc":
         return None  # values are decoded from what the file stores
-    if tuple(view.dims) != tuple(enc.get("lazyh5_dims", ())):
-        return None  # transposed, or a dimension dropped by an integer
+    if view.ndim != len(enc["original_shape"]):
+        return None  # a dimension dropped by an integer, or added (renamed ones are fine)
     if not _indexing_only(data):
         return None  # a function of the user's runs on the values (and may have effects)
     label = f"'{view.name}' ({enc['lazyh5_path']}) in '{enc.get('source')}'"
@@ -371,4 +372,6 @@ def stored_region(view: xr.DataArray) -> tuple[H5BackendArray, tuple[slice, ...]
         return None
     if not all(isinstance(a, range) and a.step == 1 for a in axes):
         return None
+    if tuple(len(a) for a in axes) != view.shape:
+        return None  # not the file's axes in their order (transposes are not indexing)
     return arr, tuple(slice(a.start, a.stop) for a in axes)

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from ..backend.positions import Untraceable, view_positions
-from ..backend.view import h5_sources
+from ..backend.view import h5_sources, stored_region
 from ..errors import InvalidArgumentError
 from ..options import computes_here
 from .elementwise import Mapped
@@ -43,23 +43,33 @@ class BlockPlan:
 def chunk_rows(var: xr.DataArray, dim: Hashable) -> int:
     """Rows per HDF5 chunk along ``dim`` (1 for contiguous or computed variables)."""
     chunks = var.encoding.get("chunksizes")
-    dims = var.encoding.get("lazyh5_dims")
-    if chunks and dims and dim in dims:
-        return int(chunks[dims.index(dim)])
-    return 1
+    axis = file_axis(var, dim)
+    return int(chunks[axis]) if chunks and axis is not None else 1
+
+
+def file_axis(var: xr.DataArray, dim: Hashable) -> int | None:
+    """The axis of ``var``'s HDF5 dataset that ``dim`` runs along, ``None`` if none.
+
+    By name, unless ``var`` is a plain view of the file's axes in their order whose
+    dimensions were renamed (``ds.rename(sample="row")``): then by position.
+    """
+    dims = tuple(var.encoding.get("lazyh5_dims") or ())
+    if var.dims != dims and dim in var.dims and stored_region(var) is not None:
+        return var.dims.index(dim)
+    return dims.index(dim) if dim in dims else None
 
 
 def _file_offset(var: xr.DataArray, dim: Hashable) -> int:
     """File row of the view's first row along ``dim`` (0 when it cannot be traced)."""
-    dims = var.encoding.get("lazyh5_dims")
+    axis = file_axis(var, dim)
     sources = h5_sources(var.variable._data)
-    if not dims or dim not in dims or len(sources) != 1 or not var.sizes.get(dim):
+    if axis is None or len(sources) != 1 or not var.sizes.get(dim):
         return 0
     try:
-        axis = view_positions(var.variable._data, sources[0])[list(dims).index(dim)]
+        positions = view_positions(var.variable._data, sources[0])[axis]
     except Untraceable:
         return 0
-    return 0 if isinstance(axis, int) else int(axis[0])
+    return 0 if isinstance(positions, int) else int(positions[0])
 
 
 def plan_blocks(
