@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import platform
 import signal
 
 import pytest
@@ -20,6 +21,28 @@ from tests._servers import http_proxy, http_server, s3_proxy, s3_server  # noqa:
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.register_profile("explore", max_examples=1000, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# scripts/test.sh (and so CI) installs every extra: there a test skipped because a package
+# is missing would hide a failure, so with LAZYH5_REQUIRE_EXTRAS=1 pytest.importorskip
+# fails instead (in a test, or collecting a module that imports it at the top).
+_NOT_EVERYWHERE = {"tensorflow"} if platform.machine() != "x86_64" else set()  # its extra's marker
+_importorskip = pytest.importorskip
+
+
+def _import_or_fail(modname: str, *args, **kwargs):
+    """``pytest.importorskip``, failing where it would skip (but for ``_NOT_EVERYWHERE``)."""
+    try:
+        return _importorskip(modname, *args, **kwargs)
+    except pytest.skip.Exception as skipped:
+        if modname.split(".")[0] in _NOT_EVERYWHERE:
+            raise
+        why = skipped.msg
+    pytest.fail(f"{modname} is missing, and LAZYH5_REQUIRE_EXTRAS=1 ({why})", pytrace=False)
+
+
+if os.environ.get("LAZYH5_REQUIRE_EXTRAS") == "1":
+    pytest.importorskip = _import_or_fail
 
 
 @pytest.fixture

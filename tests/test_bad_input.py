@@ -477,6 +477,8 @@ CASES += [
      ["{file}", "no variables", "expected at least one"]),
     ("to_hdf5-bad-chunks", new_path, to_hdf5(hdf5_chunks={"x": (5,)}), InvalidArgumentError,
      ["{file}", "chunks (5,)", "'x'", "has 2"]),
+    ("to_hdf5-bad-compression", new_path, to_hdf5(compression="zip"), InvalidArgumentError,
+     ["{file}", "'zip'", "expected 'gzip'"]),
     # -- CLI (in-process: the exception itself) ------------------------------------------
     ("cli-show-no-variable", good, cli("show", "{p}", "nope", "-o", "{tmp}/o.png"),
      ObjectNotFoundError, ["{file}", "'nope'", "available"]),

@@ -180,10 +180,17 @@ def test_writable_store_uses_a_distributed_lock_per_file(client, data_file, tmp_
         for r in rows:
             with store.lock:
                 store.acquire(needs_lock=False)["x"][r] = r
-        return _open_files(store.filename)
+        return os.getpid(), _open_files(store.filename)
 
-    futures = [client.submit(write_rows, store, list(range(w, 64, 2)), pure=False) for w in (0, 1)]
-    assert client.gather(futures) == [[], []]  # nothing left open on the workers
+    client.wait_for_workers(2, timeout=60)
+    workers = sorted(client.scheduler_info()["workers"])[:2]
+    futures = [  # even rows on one worker, odd rows on the other, at the same time
+        client.submit(write_rows, store, list(range(w, 64, 2)), workers=[workers[w]], pure=False)
+        for w in (0, 1)
+    ]
+    (pid0, left0), (pid1, left1) = client.gather(futures)
+    assert len({pid0, pid1, os.getpid()}) == 3  # two worker processes wrote
+    assert left0 == left1 == []  # nothing left open on the workers
     with store.lock:  # re-entrant in one thread: the file closes at the outer release
         with store.lock:
             values = store.acquire(needs_lock=False)["x"][...]

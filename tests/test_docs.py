@@ -289,6 +289,31 @@ def test_front_page_code_runs(tmp_path):
     assert (tmp_path / "prepped.h5").exists()
 
 
+@pytest.mark.keras
+def test_migrating_page_code_runs(tmp_path):
+    """The migrating page's "After" block as it is, after a small file and model."""
+    pytest.importorskip("keras")
+    text = (ROOT / "docs" / "migrating-from-hdf5matrix.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", text.split("## After", 1)[1], re.S).group(1)
+    assert "fit_kwargs(" in code and "evaluate_kwargs(" in code and "predict_kwargs(" in code
+    make = textwrap.dedent(
+        """
+        import h5py, keras, numpy as np
+        path = "data.h5"
+        rng = np.random.default_rng(0)
+        label = rng.integers(0, 4, 1000)
+        image = label[:, None, None, None] * 60 + rng.integers(0, 40, (1000, 4, 4, 1))
+        with h5py.File(path, "w") as f:
+            f["image"], f["label"] = (image / 255).astype("f4"), label
+        model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(4, activation="softmax")])
+        model.compile("adam", "sparse_categorical_crossentropy")
+        """
+    )
+    check = "\nassert predictions.shape == (200, 4) and np.isfinite(loss)\n"
+    _run_snippet(make + code + check, tmp_path)
+
+
 def test_remote_page_code_runs(tmp_path, s3_server):
     """The remote files page's code blocks, in order, against the S3 API server on
     loopback (credentials and endpoint in the environment, as the page recommends);

@@ -28,6 +28,15 @@ def _loader(path, **kwargs):
     return lazyh5.BatchLoader(ds, "x", "y", batch_size=10, block_size="4KiB", seed=0, **kwargs)
 
 
+def test_the_end_of_the_epoch_stops_the_thread(path):
+    loader = _loader(path)
+    it = iter(loader)
+    next(it)
+    assert prefetch_threads()
+    assert sum(len(y) for _, y in it) == 4000 - 10  # the rest of the epoch
+    assert not wait_for_prefetch_threads()
+
+
 def test_break_stops_the_thread(path):
     loader = _loader(path)
     for i, _ in enumerate(loader):
@@ -53,6 +62,16 @@ def test_keyboard_interrupt_in_the_loop_stops_the_thread(path):
         for i, _ in enumerate(loader):
             if i == 2:
                 raise KeyboardInterrupt
+    gc.collect()
+    assert not wait_for_prefetch_threads()
+
+
+def test_an_exception_in_the_loop_stops_the_thread(path):
+    loader = _loader(path)
+    with pytest.raises(ValueError, match="in the training step"):
+        for i, _ in enumerate(loader):
+            if i == 2:
+                raise ValueError("in the training step")
     gc.collect()
     assert not wait_for_prefetch_threads()
 
@@ -106,7 +125,7 @@ _CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("how", ["exit", "sigint"])
 def test_process_exits_promptly_with_an_epoch_in_flight(path, how):
-    returncode, err, _took = run_until_exit(_CHILD, path, how, pause=0.2)
+    returncode, err = run_until_exit(_CHILD, path, how, pause=0.2)
     if how == "exit":
         assert returncode == 0, err
     else:

@@ -25,15 +25,23 @@ from lazyh5.backend.entrypoint import Lazyh5BackendEntrypoint
 # Datasets dropped here hold files open until collected (tests/test_soak.py counts them).
 pytestmark = pytest.mark.usefixtures("close_leftover_files")
 
-pytest.importorskip("h5netcdf")
-_plugin_path = os.environ.get("HDF5_PLUGIN_PATH")
-netCDF4 = pytest.importorskip("netCDF4")
-# Importing netCDF4 points HDF5_PLUGIN_PATH at its bundled filters; other tests' child
-# processes must not inherit that (they test what happens without a filter).
-if _plugin_path is None:
-    os.environ.pop("HDF5_PLUGIN_PATH", None)
-else:
-    os.environ["HDF5_PLUGIN_PATH"] = _plugin_path
+pytest.importorskip("h5netcdf")  # every test compares with engine="h5netcdf"
+
+
+def _netcdf4():
+    """The netCDF4 module (the tests of netCDF-C's files skip without it).
+
+    Importing netCDF4 points HDF5_PLUGIN_PATH at its bundled filters; other tests' child
+    processes must not inherit that (they test what happens without a filter).
+    """
+    plugin_path = os.environ.get("HDF5_PLUGIN_PATH")
+    module = pytest.importorskip("netCDF4")
+    if plugin_path is None:
+        os.environ.pop("HDF5_PLUGIN_PATH", None)
+    else:
+        os.environ["HDF5_PLUGIN_PATH"] = plugin_path
+    return module
+
 
 # The encoding keys xarray's writers read.
 ENCODING_KEYS = (
@@ -76,6 +84,7 @@ def _sha(path) -> str:
 
 def _netcdf_c_file(path) -> None:
     """A file written by netCDF-C with the conventions satellite products use."""
+    netCDF4 = _netcdf4()
     with netCDF4.Dataset(path, "w") as f:
         f.title = "written by netCDF-C"
         f.version = np.int32(3)  # stored as a 1-element array

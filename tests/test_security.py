@@ -91,3 +91,36 @@ def test_external_raw_storage_is_refused(folder, secret):
         lazyh5.open_dataset(path)
     ds = lazyh5.open_dataset(path, allow_external=True)
     np.testing.assert_array_equal(ds["x"].values, np.arange(8))
+
+
+def _hostile_files(folder, secret) -> dict[str, tuple]:
+    """One file per way of reading outside the folder: (path, dataset, values there)."""
+    with h5py.File(folder / "link.h5", "w") as f:
+        f["leak"] = h5py.ExternalLink(str(secret), "/data")
+        f["grp"] = h5py.ExternalLink(str(secret), "/")
+    layout = h5py.VirtualLayout(shape=(10,), dtype="i8")
+    layout[:] = h5py.VirtualSource(str(secret), "data", shape=(10,))
+    with h5py.File(folder / "vds.h5", "w") as f:
+        f.create_virtual_dataset("v", layout, fillvalue=-1)
+    raw = secret.parent / "raw.bin"
+    np.arange(8, dtype="i4").tofile(raw)
+    with h5py.File(folder / "ext.h5", "w") as f:
+        f.create_dataset("x", shape=(8,), dtype="i4", external=[(str(raw), 0, 32)])
+    return {
+        "external link": (folder / "link.h5", "leak", np.arange(10)),
+        "link to a group": (folder / "link.h5", "grp/data", np.arange(10)),
+        "virtual dataset": (folder / "vds.h5", "v", np.arange(10)),
+        "external file": (folder / "ext.h5", "x", np.arange(8)),
+    }
+
+
+@pytest.mark.parametrize(
+    "how", ["external link", "link to a group", "virtual dataset", "external file"]
+)
+def test_hdf5matrix_refuses_what_open_dataset_refuses(folder, secret, how):
+    path, name, values = _hostile_files(folder, secret)[how]
+    with pytest.raises(ExternalReferenceError, match="allow_external=True"):
+        lazyh5.HDF5Matrix(path, name)
+    m = lazyh5.HDF5Matrix(path, name, allow_external=True)
+    np.testing.assert_array_equal(m[:], values)
+    m.close()

@@ -241,9 +241,9 @@ _CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("how", ["exit", "sigint"])
 def test_process_with_several_loaders_exits_promptly(path, how):
-    returncode, err, took = run_until_exit(_CHILD, path, how, pause=0.3)
+    # A process that hangs at exit fails in run_until_exit (killed after 30 s).
+    returncode, err = run_until_exit(_CHILD, path, how, pause=0.3)
     if how == "exit":
         assert returncode == 0, err
     else:
         assert returncode != 0 and "KeyboardInterrupt" in err, err
-    assert took < 10, f"took {took:.1f} s to exit"

@@ -3,9 +3,9 @@
 The test classes ship in the xarray package (``xarray.tests``). Files are written by
 h5netcdf, exactly as in xarray's ``TestH5NetCDFData`` and h5netcdf DataTree tests, and
 read back by lazyh5: the parity rule (docs/concepts.md) is that every test passing
-with h5netcdf passes with lazyh5. Tests that fail for h5netcdf too, or that need what
-lazyh5 does not take by design (file objects, bytes, h5netcdf's own keywords), are
-listed in ``_NOT_APPLICABLE`` with the reason.
+with h5netcdf passes with lazyh5. Reads lazyh5 does not take by design (file objects,
+bytes, URLs, netCDF3 files, h5netcdf's own keywords) stay with h5netcdf; the tests that
+differ by design are marked strict ``xfail`` with the reason.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class TestLazyh5OnH5NetCDFTrees(xr_tree_tests.TestH5NetCDFDatatreeIO):
 
 
 def test_the_redirect_reads_through_lazyh5(tmp_path):
-    # Guards the counts above: xarray's tests really read with lazyh5 here.
+    # Guards the redirect above: xarray's tests really read with lazyh5 here.
     path = tmp_path / "x.nc"
     xr.Dataset({"v": ("x", [1, 2, 3])}).to_netcdf(path, engine="h5netcdf")
     for opener in (xr_tests.open_dataset, xr.open_dataset):

@@ -16,12 +16,14 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+import h5py
 import numpy as np
 from xarray.core.utils import close_on_error
 
 from .._damage import damage_reported
 from .._files import open_h5file
 from .._filters import missing_filter_error
+from ..backend.security import check_dataset, check_link
 from ..errors import (
     DimensionError,
     InvalidArgumentError,
@@ -49,6 +51,10 @@ class HDF5Matrix:
         It may change the shape of a row (``lambda a: a.reshape(len(a), -1)``) but must
         return one row per row it is given: the shape and dtype of the output for the
         first row are the matrix's ``shape[1:]`` and ``dtype``.
+    allow_external
+        Follow external links, virtual datasets and external storage that leave the
+        file's folder (refused by default with ``ExternalReferenceError``, as by
+        :func:`lazyh5.open_dataset`: an untrusted file must not read other files).
 
     Examples
     --------
@@ -72,12 +78,28 @@ class HDF5Matrix:
         start: int = 0,
         end: int | None = None,
         normalizer: Callable[[np.ndarray], np.ndarray] | None = None,
+        *,
+        allow_external: bool = False,
     ) -> None:
         self.datapath = os.fspath(datapath)
         self.dataset = dataset
+        self.allow_external = allow_external
         self._file = open_h5file(self.datapath, "r")
         with close_on_error(self._file), _damaged(self.datapath, dataset, self):
+            self._check_external(dataset)
             self._open(dataset, start, end, normalizer)
+
+    def _check_external(self, dataset: str) -> None:
+        """Refuse a path through an external link, or a dataset whose data is in another
+        file, outside the file's folder (before anything follows them)."""
+        node = self._file
+        for part in filter(None, dataset.split("/")):
+            if not isinstance(node, h5py.Group) or node.get(part, getlink=True) is None:
+                return  # not there: _open says what exists
+            check_link(self.datapath, node, part, self.allow_external)
+            node = node[part]
+        if isinstance(node, h5py.Dataset):
+            check_dataset(self.datapath, node, self.allow_external)
 
     def _open(
         self,

@@ -111,7 +111,8 @@ def _loader(x: HDF5Matrix, y: HDF5Matrix | None, batch_size: int, shuffle: bool)
     dims = {m.dataset: _dims(m.dataset, m.data.ndim) for m in (x, y) if m is not None}
     # The rows first, so that the normalizers' dask chunks end with them (a block
     # computes whole dask chunks).
-    ds = open_dataset(x.datapath, dims=dims).isel(sample=slice(x.start, x.end))
+    ds = open_dataset(x.datapath, dims=dims, allow_external=x.allow_external)
+    ds = ds.isel(sample=slice(x.start, x.end))
     ds, names = _fed(ds, x, y)
     return BatchLoader(
         ds, names[0], None if y is None else names[1], batch_size=batch_size, shuffle=shuffle
