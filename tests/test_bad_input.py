@@ -462,6 +462,10 @@ CASES += [
      ["{file}", "chunks (5,)", "'v'", "has 2"]),
     ("create-bad-compression", new_path, create(compression="zip"), InvalidArgumentError,
      ["{file}", "'zip'", "expected 'gzip'"]),
+    ("create-append-bad-filter-option", good,
+     create({"a": ((4,), "f4"), "new": ((4,), "f4")}, mode="a", compression="gzip",
+            compression_opts={"new": 99}),
+     InvalidArgumentError, ["{file}", "'new'", "GZIP setting must be an integer from 0-9"]),
     # -- to_hdf5 ----------------------------------------------------------------------
     ("to_hdf5-exists", good, to_hdf5(), AlreadyExistsError,
      ["{file}", "already exists", "mode='w'"]),
@@ -479,6 +483,8 @@ CASES += [
      ["{file}", "chunks (5,)", "'x'", "has 2"]),
     ("to_hdf5-bad-compression", new_path, to_hdf5(compression="zip"), InvalidArgumentError,
      ["{file}", "'zip'", "expected 'gzip'"]),
+    ("to_hdf5-bad-filter-option", new_path, to_hdf5(compression="gzip", compression_opts=99),
+     InvalidArgumentError, ["{file}", "'x'", "GZIP setting must be an integer from 0-9"]),
     # -- CLI (in-process: the exception itself) ------------------------------------------
     ("cli-show-no-variable", good, cli("show", "{p}", "nope", "-o", "{tmp}/o.png"),
      ObjectNotFoundError, ["{file}", "'nope'", "available"]),

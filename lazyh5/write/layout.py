@@ -213,6 +213,7 @@ def write_layout(
     variable of that name exists, which then is the coordinate. Returns the created
     datasets by variable name.
     """
+    check_creatable(path, layouts, group)
     grp = f.require_group(group) if group else f
     scales = _Scales(grp, path)
     created = {}
@@ -236,6 +237,21 @@ def write_layout(
             if scale != dset:
                 dset.dims[axis].attach_scale(scale)
     return created
+
+
+def check_creatable(path: str, layouts: Sequence[VariableLayout], group: str) -> None:
+    """Raise :class:`InvalidArgumentError` unless HDF5 accepts every layout (filter
+    options such as a gzip level of 99 are only checked by h5py when it creates the
+    dataset): each is created first in a scratch file in memory, so that a bad one
+    leaves nothing half-created in ``path``."""
+    with h5py.File("scratch", "w", driver="core", backing_store=False) as scratch:
+        for layout in layouts:
+            try:
+                scratch.create_dataset(layout.name, **layout.dataset_kwargs())
+            except (ValueError, TypeError) as err:
+                raise InvalidArgumentError(
+                    f"cannot create '{_join(group, layout.name)}' in '{path}': {err}"
+                ) from None
 
 
 def _join(group: str, name: str) -> str:

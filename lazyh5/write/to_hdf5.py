@@ -20,7 +20,14 @@ from ..backend.chunking import dask_chunks
 from ..backend.redact import redact_url
 from ..errors import AlreadyExistsError, InvalidArgumentError
 from .graph import precompute_shared, store_blocks
-from .layout import HDF5Chunks, VariableLayout, group_path, variable_layout, write_layout
+from .layout import (
+    HDF5Chunks,
+    VariableLayout,
+    check_creatable,
+    group_path,
+    variable_layout,
+    write_layout,
+)
 from .upload import is_url, local_path, write_url
 
 __all__ = ["to_hdf5", "partial_path"]
@@ -197,6 +204,7 @@ def to_hdf5(
     prefix = f"{grp}/" if grp else ""
     arrays = {prefix + n: _lazy(v, layouts[n]) for n, v in variables.items()}
     fingerprint = _fingerprint({prefix + n: v for n, v in layouts.items()})
+    check_creatable(path, list(layouts.values()), grp)  # before any file is made
     tmp = partial_path(path)
     f = _open_partial(tmp, fingerprint, resume)
     try:
