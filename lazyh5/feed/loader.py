@@ -222,7 +222,7 @@ class BatchLoader(Resumable, Adapters):
         return math.ceil(self.epoch_rows / self.batch_size)
 
     def __repr__(self) -> str:
-        block_rows = int(self.plan.sizes.max()) if len(self.plan) else 0
+        block_rows = int(self.plan.sizes.max())
         shard = ""
         if self.shard.count > 1 or self.shard.source:
             shard = f", {self.shard} ({self.epoch_rows} rows, shard_batches={self.shard_batches!r})"

@@ -35,7 +35,7 @@ class BlockPlan:
 
     @property
     def rows(self) -> int:
-        return int(self.stops[-1] - self.starts[0]) if len(self) else 0
+        return int(self.stops[-1] - self.starts[0])
 
     @property
     def sizes(self) -> np.ndarray:
@@ -75,9 +75,8 @@ def plan_blocks(
 ) -> BlockPlan:
     """Blocks over rows ``[start, end)`` of about ``block_bytes`` (all variables together);
     ``mapped``: the variables fed as functions of a plain view (see
-    :mod:`lazyh5.feed.elementwise`), whose blocks follow that view's chunks."""
-    if end <= start:
-        return BlockPlan(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    :mod:`lazyh5.feed.elementwise`), whose blocks follow that view's chunks.
+    Needs ``start < end`` (the loader refuses an empty range)."""
     row_bytes = sum(
         max(1, int(np.prod([n for d, n in ds[v].sizes.items() if d != dim]))) * ds[v].dtype.itemsize
         for v in names
@@ -103,8 +102,9 @@ def plan_blocks(
     per_block = max(unit, block_rows // unit * unit)
     # Edges at file rows that are multiples of `per_block` (so also of the chunk size).
     first_edge = ((offset + start) // per_block + 1) * per_block - offset
+    # first_edge > start always: the first edge past the start
     edges = np.arange(first_edge, end, per_block, dtype=np.int64)
-    bounds = np.concatenate([[start], edges[edges > start], [end]]).astype(np.int64)
+    bounds = np.concatenate([[start], edges, [end]]).astype(np.int64)
     return BlockPlan(bounds[:-1], bounds[1:])
 
 
