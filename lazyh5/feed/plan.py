@@ -137,7 +137,7 @@ def _blocks_of_chunks(sizes: tuple[int, ...], start: int, end: int, block_rows: 
     return BlockPlan(b[:-1], b[1:])
 
 
-def split_rows(start: int, end: int, fraction: float, unit: int = 1) -> int:
+def split_rows(start: int, end: int, fraction: float, unit: int) -> int:
     """Row where ``fraction`` of ``[start, end)`` ends, rounded to a chunk edge if close."""
     if not 0 < fraction < 1:
         raise InvalidArgumentError(f"split fraction must be between 0 and 1, got {fraction}")
