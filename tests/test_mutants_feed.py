@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import weakref
 
 import dask.array as da
@@ -318,3 +319,117 @@ def test_blocks_of_contiguous_data_and_tiny_blocks(tmp_path):
     # the heaviest variable in bytes (wide: 1600 B) sets the chunk edges, not narrow's
     loader = BatchLoader(ds, "narrow", "wide", shuffle=False, block_size="190B")
     assert _bounds(loader.plan) == [*range(0, 100, 10), 100]
+
+
+# -- shards: where "auto" comes from ---------------------------------------------------
+_NONE = "no distributed framework active"
+_TF = {"chief": ["c:1"], "worker": ["w:1", "w:2"]}
+
+
+def _auto(feed_file):
+    return BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard="auto")
+
+
+def _alone(feed_file) -> None:
+    """Skip when a framework already set a shard for this process (a distributed run)."""
+    source = _auto(feed_file).shard.source
+    if source != _NONE:
+        pytest.skip(f"a framework is active in this process: {source}")
+
+
+@pytest.mark.parametrize(
+    ("config", "shard"),
+    [
+        ({"cluster": _TF, "task": {"type": "chief", "index": 0}}, (0, 3, "TF_CONFIG")),
+        ({"cluster": _TF, "task": {"type": "worker", "index": 0}}, (1, 3, "TF_CONFIG")),
+        (
+            {"cluster": {"worker": ["a", "b"]}, "task": {"type": "worker", "index": 1}},
+            (1, 2, "TF_CONFIG"),
+        ),
+        (
+            {"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": 0}},
+            (0, 1, "TF_CONFIG"),
+        ),
+        ({"cluster": {"chief": ["a"]}, "task": {"type": "chief", "index": 0}}, (0, 1, "TF_CONFIG")),
+        # tasks that feed no shard: parameter servers, evaluators, an empty cluster
+        ({"cluster": _TF | {"ps": ["p:1"]}, "task": {"type": "ps", "index": 0}}, (0, 1, _NONE)),
+        ({"cluster": _TF, "task": {"type": "evaluator", "index": 0}}, (0, 1, _NONE)),
+        ({"cluster": {}, "task": {"type": "chief", "index": 0}}, (0, 1, _NONE)),
+        ("", (0, 1, _NONE)),
+    ],
+)
+def test_shard_auto_from_tf_config(feed_file, monkeypatch, config, shard):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _alone(feed_file)
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config) if config else "")
+    loader = _auto(feed_file)
+    assert (loader.shard.index, loader.shard.count, loader.shard.source) == shard
+    assert f"shard {shard[0]} of {shard[1]} (from {shard[2]})" in repr(loader)
+    # split loaders keep the shard and where it came from
+    assert all(part.shard == loader.shard for part in loader.split(0.5))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"cluster": {"worker": ["a"]}}',
+        '{"task": {"type": "worker", "index": 0}}',
+        '{"cluster": {"worker": ["a"]}, "task": {"type": "worker"}}',
+        '{"cluster": {"worker": ["a"]}, "task": {"index": 0}}',
+        '{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": "one"}}',
+    ],
+)
+def test_shard_auto_refuses_an_unreadable_tf_config(feed_file, monkeypatch, raw):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _alone(feed_file)
+    monkeypatch.setenv("TF_CONFIG", raw)
+    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="cannot read TF_CONFIG") as info:
+        _auto(feed_file)
+    assert "expected JSON with 'cluster'" in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_shard_auto_reads_an_initialised_torch_process_group(feed_file, monkeypatch, tmp_path):
+    pytest.importorskip("torch")
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch built without torch.distributed")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _alone(feed_file)  # torch imported, no process group: not a shard source
+    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        loader = _auto(feed_file)
+    finally:
+        dist.destroy_process_group()
+    assert (loader.shard.index, loader.shard.count) == (0, 1)
+    assert "shard 0 of 1 (from torch.distributed)" in repr(loader)
+    assert _auto(feed_file).shard.source == _NONE  # destroyed: no longer asked
+
+
+def test_shard_auto_reads_a_data_parallel_distribution_scope(feed_file, monkeypatch):
+    """Keras' ``DataParallel`` set for a scope (one local device: shard 0 of 1)."""
+    keras = pytest.importorskip("keras")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _alone(feed_file)  # keras imported, no distribution set
+    with keras.distribution.DataParallel().scope():
+        loader = _auto(feed_file)
+    assert (loader.shard.index, loader.shard.count) == (0, 1)
+    assert "shard 0 of 1 (from keras.distribution)" in repr(loader)
+
+
+@pytest.mark.parametrize("shard", [(1, 3), [1, 3]])
+def test_shard_as_a_tuple_or_list_names_no_source(feed_file, shard):
+    loader = BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard=shard)
+    assert (loader.shard.index, loader.shard.count, loader.shard.source) == (1, 3, "")
+    assert "shard 1 of 3 (667 rows, shard_batches='pad')" in repr(loader)
+    alone = BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard=(0, 1))
+    assert "rows), 63 batches" in repr(alone)  # no shard between the rows and batches
+
+
+@pytest.mark.parametrize("shard", [(True, 2), (0, True), (0, 2, 1), (1.0, 2), "0,2", 2])
+def test_shard_values_that_are_not_two_integers_are_refused(feed_file, shard):
+    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="0 <= index < count"):
+        BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard=shard)
