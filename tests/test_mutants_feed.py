@@ -433,3 +433,127 @@ def test_shard_as_a_tuple_or_list_names_no_source(feed_file, shard):
 def test_shard_values_that_are_not_two_integers_are_refused(feed_file, shard):
     with pytest.raises(lazyh5.errors.InvalidArgumentError, match="0 <= index < count"):
         BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard=shard)
+
+
+# -- saved states ----------------------------------------------------------------------
+def _resumable(feed_file, **kwargs):
+    kwargs = {"batch_size": 32, "seed": 3, "block_size": "8KiB", "window": 3} | kwargs
+    return BatchLoader(lazyh5.open_dataset(feed_file), "image", "label", **kwargs)
+
+
+def test_state_dict_holds_the_position_and_what_the_order_depends_on(feed_file):
+    kwargs = {"start": 10, "end": 1990, "shard": (1, 2), "drop_remainder": True}
+    loader = _resumable(feed_file, **kwargs)
+    it = iter(loader)
+    next(it), next(it)
+    assert loader.state_dict() == {
+        "lazyh5_loader_state": 1,
+        "epoch": 0,
+        "batch": 2,
+        "source": "feed.h5",
+        "dim": "sample",
+        "rows": [10, 1990],
+        "batch_size": 32,
+        "drop_remainder": True,
+        "shuffle": True,
+        "seed": 3,
+        "window": 3,
+        "blocks": 32,  # [10, 64), [64, 128) ... [1984, 1990)
+        "block_rows": 64,
+        "shard": [1, 2],
+        "shard_batches": "pad",
+        "batches": 30,  # 990 rows of the shard, the last 30 dropped
+    }
+    ordered = _resumable(feed_file, shuffle=False, seed=None, shard_batches="drop")
+    state = ordered.state_dict()
+    assert (state["epoch"], state["batch"], state["seed"], state["shuffle"]) == (0, 0, None, False)
+    assert (state["shard_batches"], state["drop_remainder"], state["rows"]) == (
+        "drop",
+        False,
+        [0, 2000],
+    )
+    assert json.loads(json.dumps(state)) == state
+
+
+def test_state_dict_right_after_loading_is_the_loaded_position(feed_file):
+    loader = _resumable(feed_file)
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (0, 0)
+    loader.load_state_dict(loader.state_dict() | {"epoch": 2, "batch": 5})
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (2, 5)
+    assert loader.epoch == 2
+    # then the position moves with the batches served, and the epoch ends
+    it = iter(loader)
+    next(it)
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (2, 6)
+    assert loader.epoch == 3  # the next plain iteration starts the epoch after it
+    rest = list(it)
+    assert len(rest) == len(loader) - 6
+    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (3, 0)
+
+
+def test_a_state_at_the_end_of_an_epoch_starts_the_next(feed_file):
+    loader = _resumable(feed_file)
+    state = loader.state_dict() | {"epoch": 1, "batch": len(loader)}
+    loader.load_state_dict(state)
+    assert (loader.epoch, loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (2, 2, 0)
+    expected = [y for _, y in _resumable(feed_file).batches(2)]
+    got = [y for _, y in loader]
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_state_with_tuples_loads_like_one_with_lists(feed_file):
+    loader = _resumable(feed_file, shard=(1, 2))
+    state = loader.state_dict()
+    other = _resumable(feed_file, shard=(1, 2))
+    other.load_state_dict(state | {"rows": (0, 2000), "shard": (1, 2), "batch": 3})
+    assert other.state_dict() == state | {"batch": 3}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epoch": -1}, "epoch=-1, batch=0; expected epoch >= 0 and 0 <= batch <= 63"),
+        ({"batch": -1}, "epoch=0, batch=-1; expected epoch >= 0 and 0 <= batch <= 63"),
+        ({"batch": 64}, "epoch=0, batch=64; expected epoch >= 0 and 0 <= batch <= 63"),
+        ({"batch": None}, "epoch=0, batch=None; expected"),
+        ({"batch": "one"}, "epoch=0, batch='one'; expected"),
+        ({"epoch": None}, "epoch=None, batch=0; expected"),
+    ],
+)
+def test_a_state_at_a_position_out_of_the_epoch_is_refused(feed_file, change, message):
+    loader = _resumable(feed_file)
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
+        loader.load_state_dict(loader.state_dict() | change)
+    assert message in str(info.value) and "feed.h5" in str(info.value)
+    missing = {k: v for k, v in loader.state_dict().items() if k != "batch"}
+    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="batch=None; expected"):
+        loader.load_state_dict(missing)
+
+
+@pytest.mark.parametrize("state", [None, [1, 2], {}, {"lazyh5_loader_state": 2}, "x" * 500])
+def test_a_state_that_is_no_loader_state_is_refused(feed_file, state):
+    loader = _resumable(feed_file)
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
+        loader.load_state_dict(state)
+    text = str(info.value)
+    assert "expected a dict from BatchLoader.state_dict() (version 1)" in text
+    assert text.endswith(f", got {str(state)[:200]}")  # a long state is cut short
+
+
+def test_a_state_of_another_order_names_each_difference(feed_file):
+    state = _resumable(feed_file).state_dict()
+    other = _resumable(feed_file, seed=4, batch_size=16)
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
+        other.load_state_dict(state)
+    assert str(info.value).endswith(
+        "so it would not replay the same order: batch_size=32 (this loader: 16); "
+        "seed=3 (this loader: 4); batches=63 (this loader: 125)"
+    )
+
+
+def test_an_unseeded_shuffled_loader_has_no_state_but_an_ordered_one_has(feed_file):
+    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="seed=None"):
+        _resumable(feed_file, seed=None).state_dict()
+    assert _resumable(feed_file, seed=None, shuffle=False).state_dict()["seed"] is None
