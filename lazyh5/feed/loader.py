@@ -212,8 +212,6 @@ class BatchLoader(Resumable, Adapters):
     @property
     def epoch_rows(self) -> int:
         """Rows this loader (its shard) feeds per epoch, before dropping a remainder."""
-        if self.shard.count == 1:
-            return self.rows
         return shard_rows(self.rows, self.shard.count, self.shard_batches == "drop")
 
     def __len__(self) -> int:
