@@ -565,3 +565,65 @@ def test_a_single_shard_feeds_the_unsharded_order(feed_file, shuffle):
     one = _loader(feed_file, shuffle=shuffle, shard=(0, 1))
     np.testing.assert_array_equal(_rows(one.batches(2)), plain)
     assert one.epoch_rows == 2000 and len(one) == 40
+
+
+# -- the loader ------------------------------------------------------------------------
+def test_repr_names_every_setting(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    kwargs = {"batch_size": 30, "seed": 3, "block_size": "8KiB", "window": 3, "prefetch": 0}
+    loader = BatchLoader(
+        ds,
+        "image",
+        ["label", "weight"],
+        start=10,
+        end=1990,
+        shard=(1, 2),
+        shard_batches="drop",
+        **kwargs,
+    )
+    where = repr(str(feed_file))
+    assert repr(loader) == (
+        f"<lazyh5.BatchLoader {where}: x='image', y=['label', 'weight'], rows 10:1990 along "
+        "'sample' (1980 rows), shard 1 of 2 (990 rows, shard_batches='drop'), 33 batches "
+        "of 30, shuffle=True (seed=3, window=3 blocks), 32 blocks of <= 64 rows, 1 in flight>"
+    )
+    ordered = BatchLoader(ds, {"a": "image"}, shuffle=False, window=0, block_size="4KiB")
+    assert repr(ordered) == (
+        f"<lazyh5.BatchLoader {where}: x={{'a': 'image'}}, y=None, rows 0:2000 along "
+        "'sample' (2000 rows), 63 batches of 32, shuffle=False (seed=None, window=1 "
+        "blocks), 32 blocks of <= 64 rows, 2 in flight>"
+    )
+
+
+def test_another_scheduler_computes_the_same_batches(feed_file):
+    """A scheduler other than dask's local ones (a distributed client's) computes every
+    block with dask instead of reading the file in this process."""
+    import dask
+    import dask.threaded
+
+    calls = []
+
+    def scheduler(*args, **kwargs):
+        calls.append(1)
+        return dask.threaded.get(*args, **kwargs)
+
+    def loader(**kwargs):
+        ds = lazyh5.open_dataset(feed_file)
+        ds = ds.assign(twice=ds["label"] * 2)  # computed by dask in both cases
+        kwargs = {"batch_size": 30, "seed": 3, "block_size": "8KiB", "window": 3} | kwargs
+        return BatchLoader(ds, "image", "twice", **kwargs)
+
+    for kwargs in ({}, {"shuffle": False}, {"shard": (1, 3)}):
+        local = list(loader(**kwargs).batches(1))
+        with dask.config.set(scheduler=scheduler):
+            other = loader(**kwargs)
+            remote = list(other.batches(1))
+            direct = other._read_batch(1, 4)
+        assert calls
+        calls.clear()
+        assert len(remote) == len(local)
+        for (x, y), (rx, ry) in zip(local, remote, strict=True):
+            np.testing.assert_array_equal(x, rx, strict=True)
+            np.testing.assert_array_equal(y, ry, strict=True)
+        np.testing.assert_array_equal(direct[0], local[4][0], strict=True)
+        np.testing.assert_array_equal(direct[1], local[4][1], strict=True)
