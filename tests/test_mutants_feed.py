@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import warnings
 import weakref
 
 import dask.array as da
@@ -156,6 +157,49 @@ def test_computed_variables_are_planned_on_their_dask_chunks():
     assert _bounds(small.plan) == [*range(0, 1000, 100), 1000]
     got = _rows(small.batches(0))
     np.testing.assert_array_equal(got, np.arange(1000))
+
+
+@pytest.mark.filterwarnings("ignore:.*computed by dask in chunks")
+@pytest.mark.parametrize(
+    ("chunks", "block_size", "bounds"),
+    [
+        # a first chunk bigger than a block is cut into equal parts from row 0
+        ((400, 600), 250 * 8, [0, 200, 400, 600, 800, 1000]),
+        # 2004 B / 8 B = 250.5 rows: blocks of at most 250 whole rows, so 3 parts of 501
+        ((501, 499), 2004, [0, 167, 334, 501, 750, 1000]),
+    ],
+)
+def test_computed_chunks_bigger_than_a_block_are_cut_in_equal_parts(chunks, block_size, bounds):
+    ds = xr.Dataset({"x": ("n", da.arange(1000, chunks=(chunks,)).astype("f8"))})
+    loader = BatchLoader(ds, "x", shuffle=False, block_size=block_size, dim="n")
+    assert _bounds(loader.plan) == bounds
+    np.testing.assert_array_equal(_rows(loader.batches(0)), np.arange(1000))
+
+
+def test_an_elementwise_function_of_a_view_is_planned_on_the_file_chunks(feed_file):
+    ds = lazyh5.open_dataset(feed_file).isel(sample=slice(100, None))
+    ds = ds.assign(scaled=ds["image"].astype("f8") / 255)  # read from the view's rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no dask chunk is computed per block
+        loader = BatchLoader(ds, "scaled", "label", shuffle=False, block_size="8KiB")
+    # 8 KiB / (128 + 8) B = 60 rows: one 64-row chunk per block, edges at file rows 64k
+    assert _bounds(loader.plan) == [0, 28, *range(92, 1900, 64), 1900]
+    x = np.concatenate([b[0][:, 0, 0] for b in loader.batches(0)])
+    np.testing.assert_allclose(x, np.arange(100, 2000) / 255, rtol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:.*computed by dask in chunks")
+def test_a_view_fed_along_another_file_axis(tmp_path):
+    path = tmp_path / "wide.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("m", data=np.arange(3000.0).reshape(10, 300), chunks=(2, 50))
+    ds = lazyh5.open_dataset(path)
+    # file row 3, its 300 columns fed as rows under the file's first dimension's name
+    view = ds.isel(sample=3).rename(m_dim_1="sample")
+    loader = BatchLoader(view, "m", shuffle=False, block_size="40B")
+    bounds = _bounds(loader.plan)
+    assert bounds[0] == 0 and bounds[-1] == 300 and max(np.diff(bounds)) <= 5
+    np.testing.assert_array_equal(np.concatenate(list(loader.batches(0))), np.arange(900.0, 1200))
 
 
 @pytest.mark.parametrize(

@@ -142,8 +142,7 @@ def split_rows(start: int, end: int, fraction: float, unit: int) -> int:
     if not 0 < fraction < 1:
         raise InvalidArgumentError(f"split fraction must be between 0 and 1, got {fraction}")
     cut = start + round((end - start) * fraction)
-    if unit > 1:
-        aligned = round(cut / unit) * unit
-        if start < aligned < end and abs(aligned - cut) <= 0.01 * (end - start):
-            cut = aligned
+    aligned = round(cut / unit) * unit  # cut itself when unit is 1
+    if start < aligned < end and abs(aligned - cut) <= 0.01 * (end - start):
+        cut = aligned
     return cut
