@@ -75,6 +75,19 @@ def test_held_batches_are_never_overwritten_and_the_pool_stays_bounded(feed_file
     assert len([r for r in refs if r() is not None]) == loader.prefetch + 4
 
 
+def test_empty_arrays_take_no_buffer_and_one_byte_ones_do():
+    from lazyh5.feed.buffers import Buffers
+
+    pool = Buffers(limit=1)
+    empty = pool.empty((0, 3), "f4")
+    assert empty.shape == (0, 3) and empty.dtype == np.float32 and pool._held == []
+    one = pool.empty((1,), "u1")
+    assert one.base is pool._held[0] and pool._held[0].nbytes == 1
+    del one
+    again = pool.empty((1, 1), "i1")  # the same byte, reused
+    assert again.base is pool._held[0] and again.shape == (1, 1) and again.dtype == np.int8
+
+
 def test_one_byte_rows_and_empty_rows(tmp_path):
     path = tmp_path / "bytes.h5"
     with h5py.File(path, "w") as f:
