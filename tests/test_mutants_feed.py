@@ -611,8 +611,12 @@ def test_a_state_of_another_order_names_each_difference(feed_file):
 
 
 def test_an_unseeded_shuffled_loader_has_no_state_but_an_ordered_one_has(feed_file):
-    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="seed=None"):
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
         _resumable(feed_file, seed=None).state_dict()
+    assert str(info.value).endswith(
+        "feed.h5' has seed=None, so its order cannot be replayed; build it with a seed "
+        "(BatchLoader(..., seed=0)) to save its state"
+    )
     assert _resumable(feed_file, seed=None, shuffle=False).state_dict()["seed"] is None
 
 
@@ -684,3 +688,11 @@ def test_another_scheduler_computes_the_same_batches(feed_file):
             np.testing.assert_array_equal(y, ry, strict=True)
         np.testing.assert_array_equal(direct[0], local[4][0], strict=True)
         np.testing.assert_array_equal(direct[1], local[4][1], strict=True)
+
+
+def test_a_state_names_its_file_whatever_the_name(tmp_path):
+    from tests._files import write_feed
+
+    path = write_feed(tmp_path / "trainX")  # no extension; ends with a letter
+    loader = BatchLoader(lazyh5.open_dataset(path), "label", seed=0)
+    assert loader.state_dict()["source"] == "trainX"
