@@ -390,8 +390,10 @@ def _auto(feed_file):
 def _alone(feed_file) -> None:
     """Skip when a framework already set a shard for this process (a distributed run)."""
     source = _auto(feed_file).shard.source
-    if source != _NONE:
+    frameworks = ("torch.distributed", "jax.process_index()", "keras.distribution")
+    if source in frameworks:
         pytest.skip(f"a framework is active in this process: {source}")
+    assert source == _NONE
 
 
 @pytest.mark.parametrize(
@@ -444,7 +446,10 @@ def test_shard_auto_refuses_an_unreadable_tf_config(feed_file, monkeypatch, raw)
     monkeypatch.setenv("TF_CONFIG", raw)
     with pytest.raises(lazyh5.errors.InvalidArgumentError, match="cannot read TF_CONFIG") as info:
         _auto(feed_file)
-    assert "expected JSON with 'cluster'" in str(info.value)
+    assert str(info.value).endswith(
+        "expected JSON with 'cluster' ({'chief': [...], 'worker': [...]}) and 'task' "
+        "({'type': ..., 'index': ...})"
+    )
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
@@ -464,6 +469,18 @@ def test_shard_auto_reads_an_initialised_torch_process_group(feed_file, monkeypa
     assert (loader.shard.index, loader.shard.count) == (0, 1)
     assert "shard 0 of 1 (from torch.distributed)" in repr(loader)
     assert _auto(feed_file).shard.source == _NONE  # destroyed: no longer asked
+
+
+def test_shard_auto_in_one_process_of_any_framework_is_the_single_shard(feed_file, monkeypatch):
+    """Imported but not distributed (no process group, one JAX process, no Keras
+    distribution): not a shard."""
+    for name in ("torch", "jax", "keras"):
+        pytest.importorskip(name)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _alone(feed_file)
+    loader = _auto(feed_file)
+    assert (loader.shard.index, loader.shard.count) == (0, 1)
+    assert "shard 0 of 1 (from no distributed framework active)" in repr(loader)
 
 
 def test_shard_auto_reads_a_data_parallel_distribution_scope(feed_file, monkeypatch):
