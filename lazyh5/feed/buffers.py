@@ -45,6 +45,6 @@ class Buffers:
             if buf is None:
                 if len(self._held) >= self.limit or nbytes == 0:
                     return np.empty(shape, dtype)
-                buf = np.empty(max(nbytes, 1), np.uint8)
+                buf = np.empty(nbytes, np.uint8)
                 self._held.append(buf)
         return buf[:nbytes].view(dtype).reshape(shape)

@@ -210,8 +210,6 @@ class BatchLoader(Resumable, Adapters):
     @property
     def epoch_rows(self) -> int:
         """Rows this loader (its shard) feeds per epoch, before dropping a remainder."""
-        if self.shard.count == 1:
-            return self.rows
         return shard_rows(self.rows, self.shard.count, self.shard_batches == "drop")
 
     def __len__(self) -> int:
@@ -220,7 +218,7 @@ class BatchLoader(Resumable, Adapters):
         return math.ceil(self.epoch_rows / self.batch_size)
 
     def __repr__(self) -> str:
-        block_rows = int(self.plan.sizes.max()) if len(self.plan) else 0
+        block_rows = int(self.plan.sizes.max())
         shard = ""
         if self.shard.count > 1 or self.shard.source:
             shard = f", {self.shard} ({self.epoch_rows} rows, shard_batches={self.shard_batches!r})"

@@ -33,7 +33,7 @@ class BlockPlan:
 
     @property
     def rows(self) -> int:
-        return int(self.stops[-1] - self.starts[0]) if len(self) else 0
+        return int(self.stops[-1] - self.starts[0])
 
     @property
     def sizes(self) -> np.ndarray:
@@ -83,9 +83,8 @@ def plan_blocks(
 ) -> BlockPlan:
     """Blocks over rows ``[start, end)`` of about ``block_bytes`` (all variables together);
     ``mapped``: the variables fed as functions of a plain view (see
-    :mod:`lazyh5.feed.elementwise`), whose blocks follow that view's chunks."""
-    if end <= start:
-        return BlockPlan(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    :mod:`lazyh5.feed.elementwise`), whose blocks follow that view's chunks.
+    Needs ``start < end`` (the loader refuses an empty range)."""
     row_bytes = sum(
         max(1, int(np.prod([n for d, n in ds[v].sizes.items() if d != dim]))) * ds[v].dtype.itemsize
         for v in names
@@ -111,8 +110,9 @@ def plan_blocks(
     per_block = max(unit, block_rows // unit * unit)
     # Edges at file rows that are multiples of `per_block` (so also of the chunk size).
     first_edge = ((offset + start) // per_block + 1) * per_block - offset
+    # first_edge > start always: the first edge past the start
     edges = np.arange(first_edge, end, per_block, dtype=np.int64)
-    bounds = np.concatenate([[start], edges[edges > start], [end]]).astype(np.int64)
+    bounds = np.concatenate([[start], edges, [end]]).astype(np.int64)
     return BlockPlan(bounds[:-1], bounds[1:])
 
 
@@ -140,13 +140,12 @@ def _blocks_of_chunks(sizes: tuple[int, ...], start: int, end: int, block_rows: 
     return BlockPlan(b[:-1], b[1:])
 
 
-def split_rows(start: int, end: int, fraction: float, unit: int = 1) -> int:
+def split_rows(start: int, end: int, fraction: float, unit: int) -> int:
     """Row where ``fraction`` of ``[start, end)`` ends, rounded to a chunk edge if close."""
     if not 0 < fraction < 1:
         raise InvalidArgumentError(f"split fraction must be between 0 and 1, got {fraction}")
     cut = start + round((end - start) * fraction)
-    if unit > 1:
-        aligned = round(cut / unit) * unit
-        if start < aligned < end and abs(aligned - cut) <= 0.01 * (end - start):
-            cut = aligned
+    aligned = round(cut / unit) * unit  # cut itself when unit is 1
+    if start < aligned < end and abs(aligned - cut) <= 0.01 * (end - start):
+        cut = aligned
     return cut

@@ -64,7 +64,8 @@ def _pieces(
     plan: BlockPlan, blocks: np.ndarray, first: int, last: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions ``[first, last)`` of the rows of ``blocks`` (in that order) as pieces
-    ``(block, start, stop)``; positions past the end wrap around to the beginning."""
+    ``(block, start, stop)``; positions past the end wrap around to the beginning.
+    Needs ``first < last`` (a shard has at least one row: the loader checks)."""
     sizes = plan.sizes[blocks]
     edges = np.concatenate([[0], np.cumsum(sizes)])
     total = int(edges[-1])
@@ -80,9 +81,6 @@ def _pieces(
         starts.append(plan.starts[b] + np.maximum(lo - edges[js], 0))
         stops.append(plan.starts[b] + np.minimum(hi, edges[js + 1]) - edges[js])
         first += span
-    if not ids:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty
     return np.concatenate(ids), np.concatenate(starts), np.concatenate(stops)
 
 
@@ -92,8 +90,8 @@ def epoch_windows(
     seed: int | None,
     shuffle: bool,
     window: int,
-    shard: tuple[int, int] = (0, 1),
-    drop: bool = False,
+    shard: tuple[int, int],
+    drop: bool,
 ) -> Iterator[Window]:
     """The windows of one epoch (of one shard); the same ``(seed, epoch)`` always gives
     the same order, and the shards of an epoch together cover its rows."""

@@ -74,7 +74,7 @@ def check(loader: Any, state: Any) -> tuple[int, int]:
     try:
         epoch, batch = (int(state[k]) for k in _POSITION)
     except (KeyError, TypeError, ValueError):
-        epoch, batch = -1, -1
+        epoch = batch = -1  # refused below
     if epoch < 0 or not 0 <= batch <= len(loader):
         raise InvalidArgumentError(
             f"the state for the loader over {where} has epoch={state.get('epoch')!r}, "
@@ -100,8 +100,8 @@ class Resumable:
     _resume: tuple[int, int] | None
     _current: list[int] | None
 
-    def batches(self, epoch: int | None = None, *, start: int = 0) -> Iterator[Any]:
-        raise NotImplementedError
+    def batches(self, epoch: int | None, *, start: int) -> Iterator[Any]:
+        raise NotImplementedError  # the loader's
 
     def __iter__(self) -> Iterator[Any]:
         epoch, first = self._resume or (self.epoch, 0)
