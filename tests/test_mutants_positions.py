@@ -9,13 +9,16 @@ Views that do not map to positions (arithmetic, new axes, mixed data) are refuse
 
 from __future__ import annotations
 
+import re
+
 import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from xarray.core import indexing
 
 import lazyh5
-from lazyh5.backend.positions import Untraceable, view_positions
+from lazyh5.backend.positions import Positions, StoredPositions, Untraceable, view_positions
 from lazyh5.backend.view import find_array
 
 SHAPE, CHUNKS = (12, 10), (4, 3)
@@ -116,48 +119,60 @@ def test_positions_of_a_view_are_the_file_positions_xarray_carries(path, view, o
     ds.close()
 
 
+def _exactly(message: str) -> str:
+    return f"^{re.escape(message)}$"
+
+
+OUTER = "blocks that are not an outer product of positions"
+MERGED = "a concatenation of blocks from different positions"
 UNTRACEABLE = {
-    "arithmetic": (lambda v: v * 2, "Positions"),
-    "transposed": (lambda v: v.T, "numpy.transpose"),
-    "new-axis": (lambda v: v.expand_dims("z"), "a new axis"),
+    "arithmetic": (lambda v: v * 2, r"^TypeError: unsupported operand type\(s\) for \*"),
+    "transposed": (lambda v: v.T, _exactly("numpy.transpose")),
+    "new-axis": (lambda v: v.expand_dims("z"), _exactly("a new axis")),
     "pointwise": (
         lambda v: v.isel({A: xr.DataArray([1, 2], dims="z"), B: xr.DataArray([1, 2], dims="z")}),
-        "AttributeError",
+        _exactly("AttributeError: 'Positions' object has no attribute 'transpose'"),
     ),
-    "mapped-blocks": (lambda v: v.copy(data=v.data.map_blocks(np.negative)), "converted to numpy"),
+    "mapped-blocks": (
+        lambda v: v.copy(data=v.data.map_blocks(np.negative)),
+        _exactly("the data was converted to numpy values (computed)"),
+    ),
     "other-columns": (
         lambda v: xr.concat([v.isel({B: slice(0, 3)}), v.isel({B: slice(5, 8)})], A),
-        "not an outer product",
+        _exactly(OUTER),
     ),
     "other-columns-merged": (
         lambda v: xr.concat(
             [v.isel({A: [1], B: slice(0, 3)}), v.isel({A: [2], B: slice(5, 8)})], A
         ).chunk({A: -1}),
-        "a concatenation of blocks from different positions",
+        _exactly(MERGED),
     ),
     "other-int-column": (
         lambda v: xr.concat([v.isel({A: slice(0, 4), B: 2}), v.isel({A: slice(4, None), B: 3})], A),
-        "different positions of a dropped axis",
+        _exactly("blocks from different positions of a dropped axis"),
     ),
     "other-int-column-merged": (
         lambda v: xr.concat(
             [v.isel({A: slice(0, 4), B: 2}), v.isel({A: slice(4, None), B: 3})], A
         ).chunk({A: -1}),
-        "a concatenation of blocks from different positions",
+        _exactly(MERGED),
     ),
     "with-numpy-blocks": (
         lambda v: xr.concat(
             [v.isel({A: slice(0, 4)}), xr.zeros_like(v.isel({A: slice(4, None)})).compute()], A
         ),
-        "computed values",
+        _exactly("the view's blocks are computed values"),
     ),
     "with-numpy-merged": (
         lambda v: xr.concat(
             [v.isel({A: slice(0, 4)}), xr.zeros_like(v.isel({A: slice(4, None)})).compute()], A
         ).chunk({A: -1}),
-        "a concatenation with other data",
+        _exactly("a concatenation with other data"),
     ),
-    "shifted": (lambda v: v.shift({A: 1}), "astype"),
+    "shifted": (
+        lambda v: v.shift({A: 1}),
+        _exactly("AttributeError: 'Positions' object has no attribute 'astype'"),
+    ),
 }
 
 
@@ -170,25 +185,32 @@ def test_views_that_are_not_file_positions_are_refused(path, case):
     ds.close()
 
 
+NOT_LAZY = _exactly("the view's data is not lazily indexed from the file")
+
+
 def test_lazily_indexed_views_that_are_not_file_positions_are_refused(path):
     ds = lazyh5.open_dataset(path, chunks=None)
     arr = find_array(ds["v"], "v")
     pointwise = {A: xr.DataArray([1, 2], dims="z"), B: xr.DataArray([1, 2], dims="z")}
-    with pytest.raises(Untraceable, match="vectorized"):
+    with pytest.raises(Untraceable, match=_exactly("vectorized (pointwise) indexing")):
         view_positions(ds["v"].isel(pointwise).variable._data, arr)
-    with pytest.raises(Untraceable, match="not lazily indexed from the file"):
+    with pytest.raises(Untraceable, match=NOT_LAZY):
         view_positions(ds["v"].copy(deep=True).load().variable._data, arr)
     ds.close()
 
 
-@pytest.mark.parametrize("chunks", [None, {}], ids=["lazy-indexed", "dask"])
-def test_a_view_of_another_dataset_is_refused(tmp_path, chunks):
+@pytest.mark.parametrize(
+    ("chunks", "match"),
+    [(None, NOT_LAZY), ({}, _exactly("the file's array is inlined into the graph's tasks"))],
+    ids=["lazy-indexed", "dask"],
+)
+def test_a_view_of_another_dataset_is_refused(tmp_path, chunks, match):
     p = tmp_path / "two.h5"
     with h5py.File(p, "w") as f:
         f.create_dataset("v", data=np.zeros(SHAPE, "i4"), chunks=CHUNKS)
         f.create_dataset("w", data=np.zeros(SHAPE, "i4"), chunks=CHUNKS)
     ds = lazyh5.open_dataset(p, chunks=chunks)
-    with pytest.raises(Untraceable):
+    with pytest.raises(Untraceable, match=match):
         view_positions(ds["w"].isel({A: slice(2, 5)}).variable._data, find_array(ds["v"], "v"))
     ds.close()
 
@@ -201,6 +223,137 @@ def test_values_assigned_in_memory_keep_positions_but_not_stored_values(path):
     changed = view.copy(deep=True)
     changed[0] = 5
     assert view_positions(changed.variable._data, arr) == [range(2, 9), range(10)]
-    with pytest.raises(Untraceable, match="assigned in memory"):
+    with pytest.raises(Untraceable, match=_exactly("values assigned in memory")):
         view_positions(changed.variable._data, arr, stored=True)
     ds.close()
+
+
+# What dask and xarray do to a block, done to Positions and to numpy's index grids.
+FULL = (6, 5, 4)
+KEYS = {
+    "slice": (slice(1, 5, 2),),
+    "int": (2,),
+    "numpy-int-and-list": (np.int64(2), [3, 0]),
+    "ellipsis-last": (Ellipsis, 1),
+    "ellipsis-middle": (1, Ellipsis, slice(None, None, -1)),
+    "ellipsis-alone": (Ellipsis,),
+    "mask": (np.array([True, False, True, False, True, False]),),
+    "uint-array": (slice(None), np.array([4, 1], "u2")),
+    "basic-indexer": indexing.BasicIndexer((slice(2, None), 3, slice(None))),
+    "outer-indexer": indexing.OuterIndexer((np.array([5, 0]), slice(None), np.array([1]))),
+    "not-a-tuple": 3,
+}
+
+
+def _numpy_axes(key) -> list:
+    """The positions ``key`` picks along each axis of FULL, each axis indexed on its own."""
+    if isinstance(key, indexing.ExplicitIndexer):
+        key = key.tuple
+    key = key if isinstance(key, tuple) else (key,)
+    if Ellipsis in [k if k is Ellipsis else None for k in key]:
+        i = next(i for i, k in enumerate(key) if k is Ellipsis)
+        key = key[:i] + (slice(None),) * (len(FULL) - len(key) + 1) + key[i + 1 :]
+    key = key + (slice(None),) * (len(FULL) - len(key))
+    return [np.arange(n)[k] for n, k in zip(FULL, key, strict=True)]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_positions_index_like_numpy_on_each_axis(key):
+    got = Positions.full(FULL)[KEYS[key]]
+    want = _numpy_axes(KEYS[key])
+    assert len(got.axes) == 3
+    for g, w in zip(got.axes, want, strict=True):
+        if np.ndim(w) == 0:
+            assert type(g) is int and g == w
+        else:
+            np.testing.assert_array_equal(g, w, strict=True)
+    shape = tuple(len(w) for w in want if np.ndim(w))
+    assert (got.shape, got.ndim, got.size, len(got)) == (
+        shape,
+        len(shape),
+        np.prod(shape),
+        shape[0],
+    )
+    again = got[1:]  # positions of positions: a view of a view
+    assert len(again) == shape[0] - 1
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ((None,), "a new axis"),
+        ((slice(None), None), "a new axis"),
+        ((0, 0, 0, 0), "a key of 4 entries on 3 axes"),
+        ((np.zeros((2, 2), int),), "an index of shape (2, 2) and dtype int64"),
+        ((np.array([0.5]),), "an index of shape (1,) and dtype float64"),
+        ((True,), "an index of shape () and dtype bool"),
+        (
+            indexing.VectorizedIndexer((np.array([1]), np.array([1]), np.array([1]))),
+            "vectorized (pointwise) indexing",
+        ),
+    ],
+)
+def test_positions_refuse_keys_that_are_not_positions(key, message):
+    with pytest.raises(Untraceable, match=_exactly(message)):
+        Positions.full(FULL)[key]
+
+
+def test_positions_take_and_concatenate_like_numpy():
+    full = Positions.full((6, 5))
+    block = full[:, 2:5]
+    taken = np.take(block, [4, 0, 4], axis=0)
+    np.testing.assert_array_equal(taken.axes[0], [4, 0, 4])
+    np.testing.assert_array_equal(taken.axes[1], [2, 3, 4])
+    np.testing.assert_array_equal(np.take(block, np.array([2]), axis=1).axes[1], [4])
+    joined = np.concatenate([block[:2], block[4:]])  # numpy's default axis: 0
+    np.testing.assert_array_equal(joined.axes[0], [0, 1, 4, 5])
+    np.testing.assert_array_equal(joined.axes[1], [2, 3, 4])
+    joined = np.concatenate([block[1:3, :1], block[1:3, 2:]], axis=1)
+    np.testing.assert_array_equal(joined.axes[0], [1, 2])
+    np.testing.assert_array_equal(joined.axes[1], [2, 4])
+    column = full[:, 3]  # the file's second axis dropped: axis 0 is still the first
+    joined = np.concatenate([column[:2], column[3:]], axis=0)
+    assert joined.axes[1] == 3
+    np.testing.assert_array_equal(joined.axes[0], [0, 1, 3, 4, 5])
+    row = full[2]  # the first dropped: the block's axis 0 is the file's second
+    joined = np.concatenate([row[:2], row[3:]], axis=0)
+    assert joined.axes[0] == 2
+    np.testing.assert_array_equal(joined.axes[1], [0, 1, 3, 4])
+    copied = block.copy()
+    assert copied.axes is not block.axes
+    assert all(np.array_equal(a, b) for a, b in zip(copied.axes, block.axes, strict=True))
+    block[0] = 5  # an assignment in memory moves nothing
+    np.testing.assert_array_equal(block.axes[0], np.arange(6))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda p: np.take(p, [1]), "numpy.take without an axis"),
+        (lambda p: np.take(p, [1], axis=0, out=np.empty((1, 5))), "numpy.take without an axis"),
+        (lambda p: np.concatenate([p[2], p[3]]), MERGED),
+        (lambda p: np.concatenate([p[:, 1:], p[:, :4]]), MERGED),
+        (lambda p: np.concatenate([p, np.zeros((1, 5))]), "a concatenation with other data"),
+        (
+            lambda p: np.concatenate([p, p], out=np.empty((12, 5))),
+            "a concatenation with other data",
+        ),
+        (lambda p: np.sum(p), "numpy.sum"),
+        (lambda p: np.asarray(p), "the data was converted to numpy values (computed)"),
+        (lambda p: StoredPositions(p.axes).__setitem__(0, 1), "values assigned in memory"),
+    ],
+    ids=[
+        "take-flat",
+        "take-out",
+        "other-int",
+        "other-positions",
+        "numpy",
+        "out",
+        "sum",
+        "asarray",
+        "stored",
+    ],
+)
+def test_positions_refuse_what_they_cannot_follow(call, message):
+    with pytest.raises(Untraceable, match=_exactly(message)):
+        call(Positions.full((6, 5)))
