@@ -128,9 +128,7 @@ def _concatenate(arrays: Any, axis: int = 0, **kwargs: Any) -> Positions:
         if i == along:
             continue
         for other in arrays[1:]:
-            b = other.axes[i]
-            same = a == b if isinstance(a, int) else np.array_equal(a, b)
-            if not same:
+            if not np.array_equal(a, other.axes[i]):
                 raise Untraceable("a concatenation of blocks from different positions")
     axes[along] = np.concatenate([a.axes[along] for a in arrays])
     return type(first)(axes)
@@ -201,14 +199,12 @@ def _replay(data: da.Array, arr: H5BackendArray, kind: type[Positions]) -> Posit
     """Compute ``data``'s graph with ``kind`` (:class:`Positions`) in place of the
     file's array."""
     dsk = dict(data.__dask_graph__())
-    replaced = 0
+    replaced = False
     for k, v in dsk.items():
-        if type(v).__name__ == "Task":
-            continue  # a task, not the array object itself
-        stand_in = _stand_in(v, arr, kind)
+        stand_in = _stand_in(v, arr, kind)  # None for tasks: they wrap no array
         if stand_in is not None:
             dsk[k] = stand_in
-            replaced += 1
+            replaced = True
     if not replaced:
         raise Untraceable("the file's array is inlined into the graph's tasks")
     try:
