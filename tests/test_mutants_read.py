@@ -1,17 +1,23 @@
-"""Selection maths, pinned down by the mutants that survived the other tests.
+"""Read-side maths pinned down by the mutants that survived the other tests: chunk
+selection, the dask chunks of a read and the HDF5 chunks of new datasets.
 
-xarray hands the backend normalised keys (no negative indices, only 1-D integer
-arrays), so these cases are checked on :func:`lazyh5.backend.selection.axis_of`
-itself, whose docstring documents them; the values it leads to are checked against
-numpy in tests/test_property_slicing.py.
+For selections, xarray hands the backend normalised keys (no negative indices, only
+1-D integer arrays), so these cases are checked on
+:func:`lazyh5.backend.selection.axis_of` itself, whose docstring documents them; the
+values it leads to are checked against numpy in tests/test_property_slicing.py.
 """
 
 from __future__ import annotations
 
+import dask
+import h5py
 import numpy as np
 import pytest
 
+import lazyh5
+from lazyh5.backend.chunking import chunk_memory, dask_chunks, row_bytes, row_chunks
 from lazyh5.backend.selection import axis_of
+from lazyh5.cli.info import describe
 
 
 def _pieces(axis):
@@ -43,3 +49,113 @@ def test_empty_slices_touch_no_chunk():
         axis = axis_of(slice(start, start), 10, 4)
         assert axis.size == 0 and axis.pieces == []
     assert axis_of(slice(7, 2), 10, 4).pieces == []
+
+
+# --- chunking: the dask chunks of a read and the HDF5 chunks of a new dataset ---------
+
+
+@pytest.mark.parametrize(
+    "budget, threads, share",
+    [("128MiB", 16, 8 << 20), ("128MiB", 2, 16 << 20), ("64MiB", 4, 8 << 20), (8, 8, 1)],
+)
+def test_a_chunk_takes_the_budget_shared_by_at_least_8_threads(budget, threads, share):
+    assert chunk_memory(budget, threads=threads) == share
+
+
+def _budget_rows(h: int, row_elements: int, itemsize: int, share: int) -> int:
+    """The documented rule: the most whole HDF5 chunks of ``h`` rows whose elements,
+    counted as at least 8 bytes each, fit ``share`` bytes; never less than one chunk."""
+    rows = share // (row_elements * max(itemsize, 8)) // h * h
+    return max(rows, h)
+
+
+@pytest.mark.parametrize("dtype", ["u1", "f4", "f8", "c16", "S32", "str"])
+def test_dask_chunks_follow_the_budget_counted_as_float64(tmp_path, dtype):
+    path = tmp_path / "budget.h5"
+    n, h = 300_000, 64
+    with h5py.File(path, "w") as f:
+        kind = h5py.string_dtype() if dtype == "str" else dtype
+        f.create_dataset("x", (n, 10), kind, chunks=(h, 10))
+        f.create_dataset("flat", (n, 1), "u1")  # contiguous: no HDF5 chunks to follow
+    with dask.config.set(num_workers=2), lazyh5.set_options(memory_budget="8MiB"):
+        ds = lazyh5.open_dataset(path)  # shared by 8: 1 MiB per chunk
+        info = describe(path)["groups"]["/"]["datasets"]
+    # strings have no item size: planned as 16 bytes each (`lazyh5 info` shows it;
+    # open_dataset reads strings into memory)
+    rows = _budget_rows(h, 10, 16 if dtype == "str" else np.dtype(dtype).itemsize, 1 << 20)
+    assert info["x"]["dask_chunks"] == [rows, 10]
+    if dtype != "str":
+        assert ds["x"].chunks[0][0] == rows
+    assert ds["flat"].chunks == ((1 << 17, 1 << 17, n - (2 << 17)), (1,))
+    ds.close()
+
+
+def test_an_hdf5_chunk_bigger_than_the_limit_stays_whole():
+    # 256 rows of 3 KiB as float64 (6 MiB) over a 1 MiB limit: one HDF5 chunk each
+    assert dask_chunks((2000, 32, 32, 3), (256, 32, 32, 3), np.dtype("f4"), "1MiB") == (
+        256,
+        32,
+        32,
+        3,
+    )
+    limit = 64 * 32 * 32 * 3 * 8 * 5 + 100  # room for exactly 5 chunks of 64 rows
+    planned = dask_chunks((2000, 32, 32, 3), (64, 32, 32, 3), np.dtype("u1"), limit)
+    assert planned == (320, 32, 32, 3)
+
+
+def test_contiguous_variables_get_chunks_within_their_axes():
+    assert dask_chunks((200_000, 1), None, np.dtype("u1"), "1MiB") == (1 << 17, 1)
+    assert dask_chunks((0,), None, np.dtype("f8"), "1MiB") == (1,)
+    assert dask_chunks((), None, np.dtype("f8")) == ()
+
+
+def _created_chunks(tmp_path, shape, dtype):
+    path = tmp_path / "new.h5"
+    lazyh5.create(path, {"x": (shape, dtype)}).close()
+    with h5py.File(path, "r") as f:
+        return f["x"].chunks
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, chunks",
+    [
+        ((20_000, 32, 32, 3), "u1", (341, 32, 32, 3)),  # 3 KiB rows: 341 in 1 MiB
+        ((5000, 16, 16), "f4", (1024, 16, 16)),  # 1 KiB rows
+        ((2_000_000,), "u1", (1 << 20,)),  # 1-byte rows
+        ((100_000,), "i8", (100_000,)),  # capped at the rows there are
+        ((100, 1), "f8", (100, 1)),
+        ((10, 1024, 1024, 3), "f4", (1, 1024, 1024, 3)),  # 12 MiB rows: one per chunk
+        ((2, 2**32 - 1), "u1", (1, 2**32 - 1)),  # the biggest chunk HDF5 takes
+    ],
+)
+def test_created_datasets_get_chunks_of_whole_rows_of_about_1_mib(tmp_path, shape, dtype, chunks):
+    assert _created_chunks(tmp_path, shape, dtype) == chunks
+
+
+def test_rows_too_big_for_an_hdf5_chunk_get_h5pys_guess(tmp_path):
+    shape = (2, 1 << 30, 4)  # rows of 4 GiB
+    with h5py.File(tmp_path / "guess.h5", "w") as f:
+        guess = f.create_dataset("x", shape, "u1", chunks=True).chunks
+    assert guess[1] < shape[1]
+    assert _created_chunks(tmp_path, shape, "u1") == guess
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, axis, chunks",
+    [
+        ((100_000, 32, 32, 3), "u1", 0, (256, 32, 32, 3)),  # 341 rows fit: 256
+        ((100_000, 64), "u1", 0, (16384, 64)),  # 16384 fit exactly
+        ((10, 600 << 10), "u1", 0, (1, 600 << 10)),  # one 600 KiB row fits
+        ((10, 1024, 1024, 3), "f4", 0, (1, 1024, 1024, 3)),  # none fits: one row
+        ((3000, 5000), "u1", 1, (3000, 256)),  # samples along axis 1: 3000-byte rows
+        ((64, 100), "f8", 1, (64, 100)),  # capped at the 100 samples
+    ],
+)
+def test_training_chunks_hold_a_power_of_two_rows(shape, dtype, axis, chunks):
+    assert row_chunks(shape, dtype, axis, power_of_two=True) == chunks
+
+
+def test_row_bytes_counts_one_row_along_the_sample_axis():
+    assert row_bytes((1000, 32, 32, 3), np.dtype("f4")) == 12288
+    assert row_bytes((1000, 32, 32, 3), "u1", axis=3) == 1000 * 32 * 32
+    assert row_bytes((1000, 0), "f8") == 1  # empty rows still count a byte
