@@ -9,12 +9,23 @@ values it leads to are checked against numpy in tests/test_property_slicing.py.
 
 from __future__ import annotations
 
+import math
+import struct
+import tracemalloc
+import zlib
+
 import dask
 import h5py
+import hdf5plugin
+import imagecodecs
+import numcodecs.blosc
+import numcodecs.lz4
+import numcodecs.zstd
 import numpy as np
 import pytest
 
 import lazyh5
+from lazyh5.backend import decode
 from lazyh5.backend.chunking import chunk_memory, dask_chunks, row_bytes, row_chunks
 from lazyh5.backend.selection import axis_of
 from lazyh5.cli.info import describe
@@ -159,3 +170,116 @@ def test_row_bytes_counts_one_row_along_the_sample_axis():
     assert row_bytes((1000, 32, 32, 3), np.dtype("f4")) == 12288
     assert row_bytes((1000, 32, 32, 3), "u1", axis=3) == 1000 * 32 * 32
     assert row_bytes((1000, 0), "f8") == 1  # empty rows still count a byte
+
+
+# --- decode: each codec against h5py's own filters, and hostile chunks ----------------
+
+CHUNK = (64, 256)  # 64 KiB of float32: big enough for the backend to decode itself
+
+
+def _one_chunk(tmp_path, filters: dict, raw: bytes, mask: int = 0):
+    """A file whose one chunk (``CHUNK``, float32) holds ``raw``, written past h5py's
+    filters; returns its path."""
+    path = tmp_path / "raw.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", CHUNK, "<f4", chunks=CHUNK, **filters)
+        dset.id.write_direct_chunk((0, 0), raw, filter_mask=mask)
+    return path
+
+
+def _lz4_frame(size: int, block: int, blocks: list[bytes]) -> bytes:
+    # the HDF5 LZ4 filter's frame: total and block size, then each block's length + bytes
+    body = b"".join(struct.pack(">I", len(b)) + b for b in blocks)
+    return struct.pack(">QI", size, block) + body
+
+
+def _lz4_block(plain: bytes) -> bytes:
+    return numcodecs.lz4.compress(plain)[4:]  # without numcodecs' own size header
+
+
+@pytest.mark.parametrize("layout", ["1-byte blocks", "one 2 GiB block", "short last block"])
+def test_lz4_frames_decode_like_h5py(tmp_path, layout):
+    data = np.arange(math.prod(CHUNK), dtype="<f4").reshape(CHUNK)
+    raw = data.tobytes()
+    if layout == "1-byte blocks":  # each stored as is: no smaller once compressed
+        frame = _lz4_frame(len(raw), 1, [raw[i : i + 1] for i in range(len(raw))])
+    elif layout == "one 2 GiB block":  # a block size over the chunk: the chunk is one block
+        frame = _lz4_frame(len(raw), 1 << 31, [_lz4_block(raw)])
+    else:
+        parts = [raw[i : i + 10_000] for i in range(0, len(raw), 10_000)]
+        frame = _lz4_frame(len(raw), 10_000, [_lz4_block(p) for p in parts])
+    path = _one_chunk(tmp_path, dict(hdf5plugin.LZ4()), frame)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][...], data)
+        got = decode.decode_chunk(decode.format_of(f["x"]), 0, frame)
+    assert got.tobytes() == raw
+
+
+def test_lz4_frame_of_zero_byte_blocks_is_refused_like_h5py(tmp_path):
+    frame = _lz4_frame(math.prod(CHUNK) * 4, 0, [b"\0" * 8])
+    path = _one_chunk(tmp_path, dict(hdf5plugin.LZ4()), frame)
+    with h5py.File(path, "r") as f:
+        with pytest.raises(OSError):
+            f["x"][...]
+        with pytest.raises(decode.Undecodable):
+            decode.decode_chunk(decode.format_of(f["x"]), 0, frame)
+
+
+def test_filters_skipped_for_a_chunk_are_skipped_in_any_position(tmp_path):
+    """Random bytes do not shrink under lzf: h5py stores them shuffled only (mask 2)."""
+    bits = np.random.default_rng(2).integers(0, 2**32, (256, 256), dtype="u4")
+    data = bits.view("<f4")
+    data[128:] = 1.0  # these chunks do shrink: both filters applied (mask 0)
+    path = tmp_path / "lzf.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=CHUNK, compression="lzf", shuffle=True)
+    with h5py.File(path, "r") as f:
+        dset, masks = f["x"], []
+        fmt = decode.format_of(dset)
+        for row in range(0, 256, CHUNK[0]):
+            mask, raw = dset.id.read_direct_chunk((row, 0))
+            masks.append(mask)
+            got = decode.decode_chunk(fmt, mask, raw)
+            assert got.tobytes() == dset[row : row + CHUNK[0]].tobytes()
+    assert masks == [2, 2, 0, 0]
+
+
+BOMB = 64 << 20  # what each hostile chunk claims or inflates to: 1024 times the chunk
+
+
+def _bomb(codec: str) -> tuple[dict, bytes]:
+    zeros = bytes(BOMB)
+    if codec == "gzip":
+        return {"compression": "gzip"}, zlib.compress(zeros)
+    if codec == "lzf":
+        return {"compression": "lzf"}, imagecodecs.lzf_encode(zeros, header=False)
+    if codec == "blosc":
+        return dict(hdf5plugin.Blosc("lz4")), numcodecs.blosc.compress(zeros, b"lz4", 5, 1)
+    if codec == "zstd":
+        return dict(hdf5plugin.Zstd()), numcodecs.zstd.Zstd(3).encode(zeros)
+    # lz4: a header claiming BOMB bytes in one block, then a few bytes of garbage
+    return dict(hdf5plugin.LZ4()), _lz4_frame(BOMB, BOMB, [b"garbage"])
+
+
+@pytest.mark.parametrize("codec", ["gzip", "lzf", "blosc", "zstd", "lz4"])
+def test_hostile_chunks_are_refused_without_allocating_what_they_claim(tmp_path, codec):
+    filters, raw = _bomb(codec)
+    path = _one_chunk(tmp_path, filters, raw)
+    with h5py.File(path, "r") as f:
+        fmt = decode.format_of(f["x"])
+    tracemalloc.start()
+    try:
+        with pytest.raises(decode.Undecodable):
+            decode.decode_chunk(fmt, 0, raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * fmt.nbytes  # the chunk and a copy or two, far from BOMB
+
+
+def test_every_codec_named_is_found_with_the_test_extra():
+    # numcodecs and imagecodecs (the test extra) bring every optional decoder
+    found = decode._available_decoders()
+    named = {decode.GZIP, decode.SHUFFLE, decode.LZF, decode.LZ4, decode.BLOSC, decode.ZSTD}
+    assert set(found) == named
+    assert found == decode.DECODERS
