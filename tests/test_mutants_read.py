@@ -140,6 +140,7 @@ def _created_chunks(tmp_path, shape, dtype):
     ],
 )
 def test_created_datasets_get_chunks_of_whole_rows_of_about_1_mib(tmp_path, shape, dtype, chunks):
+    assert row_chunks(shape, dtype) == chunks  # whole numbers: the layout records them
     assert _created_chunks(tmp_path, shape, dtype) == chunks
 
 
