@@ -1,17 +1,34 @@
-"""Selection maths, pinned down by the mutants that survived the other tests.
+"""Read-side maths pinned down by the mutants that survived the other tests: chunk
+selection, the dask chunks of a read and the HDF5 chunks of new datasets.
 
-xarray hands the backend normalised keys (no negative indices, only 1-D integer
-arrays), so these cases are checked on :func:`lazyh5.backend.selection.axis_of`
-itself, whose docstring documents them; the values it leads to are checked against
-numpy in tests/test_property_slicing.py.
+For selections, xarray hands the backend normalised keys (no negative indices, only
+1-D integer arrays), so these cases are checked on
+:func:`lazyh5.backend.selection.axis_of` itself, whose docstring documents them; the
+values it leads to are checked against numpy in tests/test_property_slicing.py.
 """
 
 from __future__ import annotations
 
+import math
+import struct
+import tracemalloc
+import zlib
+
+import dask
+import h5py
+import hdf5plugin
+import imagecodecs
+import numcodecs.blosc
+import numcodecs.lz4
+import numcodecs.zstd
 import numpy as np
 import pytest
 
+import lazyh5
+from lazyh5.backend import decode
+from lazyh5.backend.chunking import chunk_memory, dask_chunks, row_bytes, row_chunks
 from lazyh5.backend.selection import axis_of
+from lazyh5.cli.info import describe
 
 
 def _pieces(axis):
@@ -43,3 +60,227 @@ def test_empty_slices_touch_no_chunk():
         axis = axis_of(slice(start, start), 10, 4)
         assert axis.size == 0 and axis.pieces == []
     assert axis_of(slice(7, 2), 10, 4).pieces == []
+
+
+# --- chunking: the dask chunks of a read and the HDF5 chunks of a new dataset ---------
+
+
+@pytest.mark.parametrize(
+    "budget, threads, share",
+    [("128MiB", 16, 8 << 20), ("128MiB", 2, 16 << 20), ("64MiB", 4, 8 << 20), (8, 8, 1)],
+)
+def test_a_chunk_takes_the_budget_shared_by_at_least_8_threads(budget, threads, share):
+    assert chunk_memory(budget, threads=threads) == share
+
+
+def _budget_rows(h: int, row_elements: int, itemsize: int, share: int) -> int:
+    """The documented rule: the most whole HDF5 chunks of ``h`` rows whose elements,
+    counted as at least 8 bytes each, fit ``share`` bytes; never less than one chunk."""
+    rows = share // (row_elements * max(itemsize, 8)) // h * h
+    return max(rows, h)
+
+
+@pytest.mark.parametrize("dtype", ["u1", "f4", "f8", "c16", "S32", "str"])
+def test_dask_chunks_follow_the_budget_counted_as_float64(tmp_path, dtype):
+    path = tmp_path / "budget.h5"
+    n, h = 300_000, 64
+    with h5py.File(path, "w") as f:
+        kind = h5py.string_dtype() if dtype == "str" else dtype
+        f.create_dataset("x", (n, 10), kind, chunks=(h, 10))
+        f.create_dataset("flat", (n, 1), "u1")  # contiguous: no HDF5 chunks to follow
+    with dask.config.set(num_workers=2), lazyh5.set_options(memory_budget="8MiB"):
+        ds = lazyh5.open_dataset(path)  # shared by 8: 1 MiB per chunk
+        info = describe(path)["groups"]["/"]["datasets"]
+    # strings have no item size: planned as 16 bytes each (`lazyh5 info` shows it;
+    # open_dataset reads strings into memory)
+    rows = _budget_rows(h, 10, 16 if dtype == "str" else np.dtype(dtype).itemsize, 1 << 20)
+    assert info["x"]["dask_chunks"] == [rows, 10]
+    if dtype != "str":
+        assert ds["x"].chunks[0][0] == rows
+    assert ds["flat"].chunks == ((1 << 17, 1 << 17, n - (2 << 17)), (1,))
+    ds.close()
+
+
+def test_an_hdf5_chunk_bigger_than_the_limit_stays_whole():
+    # 256 rows of 3 KiB as float64 (6 MiB) over a 1 MiB limit: one HDF5 chunk each
+    assert dask_chunks((2000, 32, 32, 3), (256, 32, 32, 3), np.dtype("f4"), "1MiB") == (
+        256,
+        32,
+        32,
+        3,
+    )
+    limit = 64 * 32 * 32 * 3 * 8 * 5 + 100  # room for exactly 5 chunks of 64 rows
+    planned = dask_chunks((2000, 32, 32, 3), (64, 32, 32, 3), np.dtype("u1"), limit)
+    assert planned == (320, 32, 32, 3)
+
+
+def test_contiguous_variables_get_chunks_within_their_axes():
+    assert dask_chunks((200_000, 1), None, np.dtype("u1"), "1MiB") == (1 << 17, 1)
+    assert dask_chunks((0,), None, np.dtype("f8"), "1MiB") == (1,)
+    assert dask_chunks((), None, np.dtype("f8")) == ()
+
+
+def _created_chunks(tmp_path, shape, dtype):
+    path = tmp_path / "new.h5"
+    lazyh5.create(path, {"x": (shape, dtype)}).close()
+    with h5py.File(path, "r") as f:
+        return f["x"].chunks
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, chunks",
+    [
+        ((20_000, 32, 32, 3), "u1", (341, 32, 32, 3)),  # 3 KiB rows: 341 in 1 MiB
+        ((5000, 16, 16), "f4", (1024, 16, 16)),  # 1 KiB rows
+        ((2_000_000,), "u1", (1 << 20,)),  # 1-byte rows
+        ((100_000,), "i8", (100_000,)),  # capped at the rows there are
+        ((100, 1), "f8", (100, 1)),
+        ((10, 1024, 1024, 3), "f4", (1, 1024, 1024, 3)),  # 12 MiB rows: one per chunk
+        ((2, 2**32 - 1), "u1", (1, 2**32 - 1)),  # the biggest chunk HDF5 takes
+    ],
+)
+def test_created_datasets_get_chunks_of_whole_rows_of_about_1_mib(tmp_path, shape, dtype, chunks):
+    assert row_chunks(shape, dtype) == chunks  # whole numbers: the layout records them
+    assert _created_chunks(tmp_path, shape, dtype) == chunks
+
+
+def test_rows_too_big_for_an_hdf5_chunk_get_h5pys_guess(tmp_path):
+    shape = (2, 1 << 30, 4)  # rows of 4 GiB
+    with h5py.File(tmp_path / "guess.h5", "w") as f:
+        guess = f.create_dataset("x", shape, "u1", chunks=True).chunks
+    assert guess[1] < shape[1]
+    assert _created_chunks(tmp_path, shape, "u1") == guess
+
+
+@pytest.mark.parametrize(
+    "shape, dtype, axis, chunks",
+    [
+        ((100_000, 32, 32, 3), "u1", 0, (256, 32, 32, 3)),  # 341 rows fit: 256
+        ((100_000, 64), "u1", 0, (16384, 64)),  # 16384 fit exactly
+        ((10, 600 << 10), "u1", 0, (1, 600 << 10)),  # one 600 KiB row fits
+        ((10, 1024, 1024, 3), "f4", 0, (1, 1024, 1024, 3)),  # none fits: one row
+        ((3000, 5000), "u1", 1, (3000, 256)),  # samples along axis 1: 3000-byte rows
+        ((64, 100), "f8", 1, (64, 100)),  # capped at the 100 samples
+    ],
+)
+def test_training_chunks_hold_a_power_of_two_rows(shape, dtype, axis, chunks):
+    assert row_chunks(shape, dtype, axis, power_of_two=True) == chunks
+
+
+def test_row_bytes_counts_one_row_along_the_sample_axis():
+    assert row_bytes((1000, 32, 32, 3), np.dtype("f4")) == 12288
+    assert row_bytes((1000, 32, 32, 3), "u1", axis=3) == 1000 * 32 * 32
+    assert row_bytes((1000, 0), "f8") == 1  # empty rows still count a byte
+
+
+# --- decode: each codec against h5py's own filters, and hostile chunks ----------------
+
+CHUNK = (64, 256)  # 64 KiB of float32: big enough for the backend to decode itself
+
+
+def _one_chunk(tmp_path, filters: dict, raw: bytes, mask: int = 0):
+    """A file whose one chunk (``CHUNK``, float32) holds ``raw``, written past h5py's
+    filters; returns its path."""
+    path = tmp_path / "raw.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", CHUNK, "<f4", chunks=CHUNK, **filters)
+        dset.id.write_direct_chunk((0, 0), raw, filter_mask=mask)
+    return path
+
+
+def _lz4_frame(size: int, block: int, blocks: list[bytes]) -> bytes:
+    # the HDF5 LZ4 filter's frame: total and block size, then each block's length + bytes
+    body = b"".join(struct.pack(">I", len(b)) + b for b in blocks)
+    return struct.pack(">QI", size, block) + body
+
+
+def _lz4_block(plain: bytes) -> bytes:
+    return numcodecs.lz4.compress(plain)[4:]  # without numcodecs' own size header
+
+
+@pytest.mark.parametrize("layout", ["1-byte blocks", "one 2 GiB block", "short last block"])
+def test_lz4_frames_decode_like_h5py(tmp_path, layout):
+    data = np.arange(math.prod(CHUNK), dtype="<f4").reshape(CHUNK)
+    raw = data.tobytes()
+    if layout == "1-byte blocks":  # each stored as is: no smaller once compressed
+        frame = _lz4_frame(len(raw), 1, [raw[i : i + 1] for i in range(len(raw))])
+    elif layout == "one 2 GiB block":  # a block size over the chunk: the chunk is one block
+        frame = _lz4_frame(len(raw), 1 << 31, [_lz4_block(raw)])
+    else:
+        parts = [raw[i : i + 10_000] for i in range(0, len(raw), 10_000)]
+        frame = _lz4_frame(len(raw), 10_000, [_lz4_block(p) for p in parts])
+    path = _one_chunk(tmp_path, dict(hdf5plugin.LZ4()), frame)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][...], data)
+        got = decode.decode_chunk(decode.format_of(f["x"]), 0, frame)
+    assert got.tobytes() == raw
+
+
+def test_lz4_frame_of_zero_byte_blocks_is_refused_like_h5py(tmp_path):
+    frame = _lz4_frame(math.prod(CHUNK) * 4, 0, [b"\0" * 8])
+    path = _one_chunk(tmp_path, dict(hdf5plugin.LZ4()), frame)
+    with h5py.File(path, "r") as f:
+        with pytest.raises(OSError):
+            f["x"][...]
+        with pytest.raises(decode.Undecodable):
+            decode.decode_chunk(decode.format_of(f["x"]), 0, frame)
+
+
+def test_filters_skipped_for_a_chunk_are_skipped_in_any_position(tmp_path):
+    """Random bytes do not shrink under lzf: h5py stores them shuffled only (mask 2)."""
+    bits = np.random.default_rng(2).integers(0, 2**32, (256, 256), dtype="u4")
+    data = bits.view("<f4")
+    data[128:] = 1.0  # these chunks do shrink: both filters applied (mask 0)
+    path = tmp_path / "lzf.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=CHUNK, compression="lzf", shuffle=True)
+    with h5py.File(path, "r") as f:
+        dset, masks = f["x"], []
+        fmt = decode.format_of(dset)
+        for row in range(0, 256, CHUNK[0]):
+            mask, raw = dset.id.read_direct_chunk((row, 0))
+            masks.append(mask)
+            got = decode.decode_chunk(fmt, mask, raw)
+            assert got.tobytes() == dset[row : row + CHUNK[0]].tobytes()
+    assert masks == [2, 2, 0, 0]
+
+
+BOMB = 64 << 20  # what each hostile chunk claims or inflates to: 1024 times the chunk
+
+
+def _bomb(codec: str) -> tuple[dict, bytes]:
+    zeros = bytes(BOMB)
+    if codec == "gzip":
+        return {"compression": "gzip"}, zlib.compress(zeros)
+    if codec == "lzf":
+        return {"compression": "lzf"}, imagecodecs.lzf_encode(zeros, header=False)
+    if codec == "blosc":
+        return dict(hdf5plugin.Blosc("lz4")), numcodecs.blosc.compress(zeros, b"lz4", 5, 1)
+    if codec == "zstd":
+        return dict(hdf5plugin.Zstd()), numcodecs.zstd.Zstd(3).encode(zeros)
+    # lz4: a header claiming BOMB bytes in one block, then a few bytes of garbage
+    return dict(hdf5plugin.LZ4()), _lz4_frame(BOMB, BOMB, [b"garbage"])
+
+
+@pytest.mark.parametrize("codec", ["gzip", "lzf", "blosc", "zstd", "lz4"])
+def test_hostile_chunks_are_refused_without_allocating_what_they_claim(tmp_path, codec):
+    filters, raw = _bomb(codec)
+    path = _one_chunk(tmp_path, filters, raw)
+    with h5py.File(path, "r") as f:
+        fmt = decode.format_of(f["x"])
+    tracemalloc.start()
+    try:
+        with pytest.raises(decode.Undecodable):
+            decode.decode_chunk(fmt, 0, raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * fmt.nbytes  # the chunk and a copy or two, far from BOMB
+
+
+def test_every_codec_named_is_found_with_the_test_extra():
+    # numcodecs and imagecodecs (the test extra) bring every optional decoder
+    found = decode._available_decoders()
+    named = {decode.GZIP, decode.SHUFFLE, decode.LZF, decode.LZ4, decode.BLOSC, decode.ZSTD}
+    assert set(found) == named
+    assert found == decode.DECODERS

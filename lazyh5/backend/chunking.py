@@ -84,7 +84,7 @@ def dask_chunks(
     chunks = normalize_chunks(
         "auto", shape, limit=limit, dtype=counted, previous_chunks=hdf5_chunks
     )
-    planned = tuple(max(c[0], 1) if c else 1 for c in chunks)
+    planned = tuple(max(c[0], 1) for c in chunks)  # an empty axis has chunks (0,)
     if hdf5_chunks is None:
         return planned
     # dask's "auto" splits a previous chunk bigger than the limit; an HDF5 chunk is the
@@ -150,6 +150,6 @@ def row_chunks(
         return tuple(h5py.filters.guess_chunk(tuple(shape), None, itemsize))
     fits = limit // row
     if power_of_two:
-        fits = 2 ** int(math.log2(fits)) if fits >= 1 else 1
+        fits = 2 ** int(math.log2(max(fits, 1)))
     rows = max(1, min(fits, int(shape[axis])))
     return tuple(rows if i == axis else max(int(n), 1) for i, n in enumerate(shape))

@@ -57,7 +57,7 @@ def _lz4_hdf5(buf: bytes, _itemsize: int, size: int) -> bytes:
     # block whose compressed size equals its plain size is stored as is).
     from numcodecs import lz4
 
-    total, block = struct.unpack_from(">QI", buf, 0)
+    total, block = struct.unpack_from(">QI", buf)
     if total != size or block <= 0:
         raise ValueError(f"LZ4 frame of {total} bytes, expected {size}")
     pos, parts, done = 12, [], 0
@@ -69,8 +69,8 @@ def _lz4_hdf5(buf: bytes, _itemsize: int, size: int) -> bytes:
         pos += n
         if n == plain:
             parts.append(data)
-        else:  # numcodecs' LZ4 expects its own little-endian size header
-            parts.append(lz4.decompress(struct.pack("<i", plain) + data, bytearray(plain)))
+        else:  # numcodecs' LZ4 expects its own little-endian size header (at most size)
+            parts.append(lz4.decompress(struct.pack("<i", plain) + data))
         done += plain
     return b"".join(parts)
 
