@@ -76,6 +76,37 @@ def test_numpy_values_in_two_slabs_leave_the_mark_of_the_first(tmp_path, failing
     np.testing.assert_array_equal(stored, expected)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "key", "budget", "blocks", "done"),
+    [
+        # 640 B shared by 8 threads: 80 B, two rows of 10 int32 per slab
+        ("i4", (), "640B", [[2] * 6, [10]], [1, 1, 1, 0, 0, 0]),
+        # a column of bytes: 6 B, six 1-byte values per slab
+        ("u1", (slice(None), 3), "48B", [[6, 6]], [1, 0]),
+    ],
+    ids=["rows", "bytes"],
+)
+def test_numpy_slabs_follow_the_memory_budget(
+    tmp_path, failing_write, dtype, key, budget, blocks, done
+):
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=BASE.astype(dtype), chunks=CHUNKS)
+    failing_write(sum(done) + 1)
+    with lazyh5.set_options(memory_budget=budget):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        view = ds["v"][key] if key else ds["v"]
+        with pytest.raises(OSError, match="no space"):
+            view.h5[...] = np.zeros(view.shape, dtype)
+        ds.close()
+    layout, marks, stored = _left(path)
+    assert layout["blocks"] == blocks and marks.tolist() == done
+    expected = BASE.astype(dtype)
+    rows = slice(0, sum(done) * blocks[0][0])
+    expected[(rows, *key[1:])] = 0
+    np.testing.assert_array_equal(stored, expected)
+
+
 def test_numpy_values_in_one_slab_leave_no_marks(tmp_path, failing_write):
     path = _file(tmp_path)
     failing_write(1)
