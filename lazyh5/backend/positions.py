@@ -192,21 +192,18 @@ def _as_map(axis: int | np.ndarray) -> AxisMap:
     step = int(axis[1] - axis[0])
     if step != 0 and np.array_equal(np.diff(axis), np.full(len(axis) - 1, step)):
         return range(int(axis[0]), int(axis[-1]) + step, step)
-    return axis.astype(np.int64, copy=False)
+    return axis  # int64 already: positions come from Positions.full
 
 
 def _replay(data: da.Array, arr: H5BackendArray, kind: type[Positions]) -> Positions:
     """Compute ``data``'s graph with ``kind`` (:class:`Positions`) in place of the
     file's array."""
     dsk = dict(data.__dask_graph__())
-    replaced = False
-    for k, v in dsk.items():
-        stand_in = _stand_in(v, arr, kind)  # None for tasks: they wrap no array
-        if stand_in is not None:
-            dsk[k] = stand_in
-            replaced = True
-    if not replaced:
+    # None for tasks: they wrap no array
+    stand_ins = {k: s for k, v in dsk.items() if (s := _stand_in(v, arr, kind)) is not None}
+    if not stand_ins:
         raise Untraceable("the file's array is inlined into the graph's tasks")
+    dsk.update(stand_ins)
     try:
         blocks = get_sync(dsk, list(flatten(data.__dask_keys__())))
     except Untraceable:

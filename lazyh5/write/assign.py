@@ -57,7 +57,7 @@ def _axis_runs(axis: range | np.ndarray) -> list[_Run]:
         return []
     if isinstance(axis, range):
         if axis.step > 0:
-            return [(slice(axis.start, axis[-1] + 1, axis.step), slice(0, n))]
+            return [(slice(axis.start, axis[-1] + 1, axis.step), slice(None))]
         return [(slice(axis[-1], axis.start + 1, -axis.step), slice(n - 1, None, -1))]
     order = np.argsort(axis, kind="stable")
     ordered = axis[order]
