@@ -65,6 +65,7 @@ MODULES: dict[str, list[str]] = {
         *TO_HDF5,
         "tests/test_mutants_write.py",
         "tests/test_mutants_positions.py",
+        "tests/test_mutants_view.py",
     ],
     "lazyh5/write/assign.py": [
         *WRITE,
