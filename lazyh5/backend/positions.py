@@ -177,8 +177,8 @@ def _stand_in(obj: Any, arr: H5BackendArray, kind: type[Positions]) -> Positions
     found = _lazy_key(obj)
     if found is None or found[0] is not arr:
         return None
-    full = kind.full(arr.shape)
-    return full if found[1] is None else full[found[1]]
+    # xarray wraps every backend array in a lazily indexed array: there is a key
+    return kind.full(arr.shape)[found[1]]
 
 
 def _as_map(axis: int | np.ndarray) -> AxisMap:
