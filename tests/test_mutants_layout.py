@@ -1,0 +1,73 @@
+"""The layout of new datasets (``lazyh5.write.layout``): every refusal word for word,
+through ``lazyh5.create`` on real files, and nothing left behind by a refused call."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import lazyh5
+from lazyh5.errors import AlreadyExistsError, DimensionError, InvalidArgumentError
+
+PLUGINS = "['blosc', 'blosc2', 'lz4', 'zstd']"
+
+
+def _exactly(message: str) -> str:
+    return f"^{re.escape(message)}$"
+
+
+def _refusals(path) -> list:
+    where = f"cannot create '{path}'"
+    group = "; expected a path like 'train' or 'train/images'"
+    chunks = (
+        "{}: hdf5_chunks={} for 'x'; expected 'auto' (whole rows of about 1 MiB), None "
+        "(contiguous), a tuple of chunk lengths, or {{name: value}}"
+    )
+    compression = (
+        "{}: unknown compression {}; expected 'gzip', 'lzf', a gzip level 0-9, or one of "
+        + PLUGINS
+        + " (with hdf5plugin installed)"
+    )
+    return [
+        (dict(group="a//b"), f"{where}: invalid group 'a//b'{group}"),
+        (dict(group="a/.hidden"), f"{where}: invalid group 'a/.hidden'{group}"),
+        (dict(hdf5_chunks="rows"), chunks.format(where, "'rows'")),
+        (dict(hdf5_chunks=4), chunks.format(where, "4")),
+        (dict(hdf5_chunks={"x": 4}), chunks.format(where, "4")),
+        (
+            dict(hdf5_chunks=(5,)),
+            f"{where}: hdf5_chunks (5,) for 'x' have 1 axes, the shape (10, 4) has 2",
+        ),
+        (dict(compression="snappy"), compression.format(where, "'snappy'")),
+        (dict(compression=True), compression.format(where, "True")),
+    ]
+
+
+def test_bad_layouts_are_refused_word_for_word(tmp_path):
+    path = tmp_path / "new.h5"
+    for kwargs, message in _refusals(path):
+        with pytest.raises(InvalidArgumentError, match=_exactly(message)):
+            lazyh5.create(path, {"x": ((10, 4), "f4")}, **kwargs)
+        assert not path.exists()
+
+
+def test_datasets_that_exist_or_clash_are_refused_word_for_word(tmp_path):
+    path = tmp_path / "new.h5"
+    lazyh5.create(path, {"x": ((10, 4), "f4")}, group="g").close()
+    exists = "cannot create '{}' in '{}': it already exists; use mode='w' to start a new file"
+    with pytest.raises(AlreadyExistsError, match=_exactly(exists.format("g/x", path))):
+        lazyh5.create(path, {"x": ((10, 4), "f4")}, group="/g/", mode="a")
+    lazyh5.create(path, {"x": ((3,), "f4")}, mode="a").close()
+    with pytest.raises(AlreadyExistsError, match=_exactly(exists.format("x", path))):
+        lazyh5.create(path, {"x": ((3,), "f4")}, mode="a")
+    clash = (
+        "cannot create '{}': dimension '{}' (length {}) of '{}' clashes with the existing "
+        "object '{}'"
+    )
+    with pytest.raises(
+        DimensionError, match=_exactly(clash.format(path, "x_dim_1", 5, "g/y", "/g/x_dim_1"))
+    ):
+        lazyh5.create(
+            path, {"y": ((10, 5), "f4")}, group="g", mode="a", dims={"y": ("s", "x_dim_1")}
+        )
