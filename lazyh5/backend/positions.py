@@ -279,7 +279,7 @@ def view_positions(data: Any, arr: H5BackendArray, *, stored: bool = False) -> l
         if cached is None:
             cached = [_as_map(a) for a in _replay(data, arr, kind).axes]
             if len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE), None), None)
+                del _CACHE[next(iter(_CACHE))]  # the oldest
             _CACHE[data.name, stored] = cached
         return cached
     stand_in = _stand_in(data, arr, kind)
