@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
+import xarray as xr
 
 import lazyh5
 from lazyh5.errors import AlreadyExistsError, DimensionError, InvalidArgumentError
@@ -71,3 +73,23 @@ def test_datasets_that_exist_or_clash_are_refused_word_for_word(tmp_path):
         lazyh5.create(
             path, {"y": ((10, 5), "f4")}, group="g", mode="a", dims={"y": ("s", "x_dim_1")}
         )
+
+
+def test_a_dimension_named_like_another_variable_is_refused_word_for_word(tmp_path):
+    path = tmp_path / "clash.h5"
+    ds = xr.Dataset({"sample": (("other",), np.arange(3.0)), "x": (("sample",), np.arange(5.0))})
+    message = (
+        f"cannot create '{path}': dimension 'sample' (length 5) clashes with the existing "
+        "object '/sample'"
+    )
+    with pytest.raises(DimensionError, match=_exactly(message)):
+        lazyh5.to_hdf5(path, ds, progress=False)
+    assert not path.exists()
+    grouped = tmp_path / "grouped.h5"
+    with pytest.raises(
+        DimensionError,
+        match=_exactly(
+            message.replace(str(path), str(grouped)).replace("'/sample'", "'/g/sample'")
+        ),
+    ):
+        lazyh5.to_hdf5(grouped, ds, group="g", progress=False)
