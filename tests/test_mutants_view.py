@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+import dask.array as da
 import h5py
 import numpy as np
 import pytest
@@ -338,4 +339,25 @@ def test_stored_region_needs_dask(path):
 
     ds = lazyh5.open_dataset(path, chunks=None)  # lazily indexed: read through xarray
     assert stored_region(ds["v"][2:8]) is None
+    ds.close()
+
+
+def test_stored_region_refuses_a_user_function_in_a_tuple_task(path):
+    """dask still runs graphs written as ``(function, argument)`` tuples: a function of
+    the user's there is a computation too (it may change values or have effects)."""
+    from dask.highlevelgraph import HighLevelGraph
+
+    from lazyh5.backend.view import stored_region
+
+    def touch(block):  # returns the block as it is, and could do anything else
+        return block
+
+    ds = lazyh5.open_dataset(path, chunks={A: -1, B: -1})
+    view = ds["v"][2:8]
+    name = "touched-" + view.data.name
+    layer = {(name, 0, 0): (touch, (view.data.name, 0, 0))}
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[view.data])
+    touched = view.copy(data=da.Array(graph, name, view.data.chunks, meta=view.data._meta))
+    np.testing.assert_array_equal(touched.values, BASE[2:8])
+    assert stored_region(view) is not None and stored_region(touched) is None
     ds.close()
