@@ -271,7 +271,7 @@ def test_labels_that_do_not_pick_one_position_are_refused_word_for_word(path):
         ),
         ({A: 15}, ObjectNotFoundError, f"{label}: label(s) 15 not found along 'sample'"),
         (
-            {A: [10, 15, 25]},
+            {A: [0, 15, 25]},
             ObjectNotFoundError,
             f"{label}: label(s) [15, 25] not found along 'sample'",
         ),
@@ -280,12 +280,15 @@ def test_labels_that_do_not_pick_one_position_are_refused_word_for_word(path):
         with pytest.raises(error, match=_exactly(message)):
             v.h5.loc[key] = 0
     v.h5.loc[{A: np.int64(20)}] = -1  # a numpy scalar label
+    v.h5.loc[{A: np.array(100)}] = -7  # a 0-d array
+    v.h5.loc[{A: slice(60, 100, 20)}] = -8  # as in pandas: the step counts positions
     v.h5.loc[{A: [110, 0]}] = -2
     v.h5.loc[{A: slice(30, 50)}] = -3  # labels: both ends included
     ds["v"].h5.loc[{B: 9}] = -4  # no coordinate: labels are positions
     ds.close()
     expected = BASE.copy()
-    expected[2], expected[[11, 0]], expected[3:6], expected[:, 9] = -1, -2, -3, -4
+    expected[2], expected[10], expected[6] = -1, -7, -8
+    expected[[11, 0]], expected[3:6], expected[:, 9] = -2, -3, -4
     with h5py.File(path) as f:
         np.testing.assert_array_equal(f["v"][()], expected)
 
@@ -307,6 +310,7 @@ REGIONS = {
     "nan-fill": (lambda ds: ds["f"], None),
     "shown-as-float": (lambda ds: _encoded(ds["v"].astype("f8"), ds), None),
     "loaded": (lambda ds: ds["v"].copy(deep=True).load(), None),
+    "array-elements": (lambda ds: ds["cells"][2:5], (slice(2, 5), slice(0, 2))),
     "not-from-lazyh5": (lambda ds: xr.DataArray(ds["v"].data, dims=(A, B)), None),
 }
 
@@ -329,8 +333,9 @@ def test_stored_region_is_where_a_view_holds_the_file_s_values_unchanged(path, c
         assert found is None
     else:
         array, region = found
-        assert array.path == "/v" and region == key
-        np.testing.assert_array_equal(view.values, BASE[region])
+        assert array.path == f"/{view.name}" and region == key
+        with h5py.File(path) as f:
+            np.testing.assert_array_equal(view.values, f[array.path][region[:1]][..., region[1]])
     ds.close()
 
 
@@ -361,3 +366,16 @@ def test_stored_region_refuses_a_user_function_in_a_tuple_task(path):
     np.testing.assert_array_equal(touched.values, BASE[2:8])
     assert stored_region(view) is not None and stored_region(touched) is None
     ds.close()
+
+
+def test_a_label_that_names_a_range_of_times_is_refused(path):
+    ds = lazyh5.open_dataset(path, mode="r+")
+    times = np.array(["2020-01-30", "2020-01-31"] + [f"2020-02-{d:02d}" for d in range(1, 11)])
+    v = ds["v"].assign_coords({A: times.astype("datetime64[ns]")})
+    message = f"cannot write to {_label(path)}: label(s) '2020-02' not found along 'sample'"
+    with pytest.raises(ObjectNotFoundError, match=_exactly(message)):
+        v.h5.loc[{A: "2020-02"}] = 0  # ten rows, not one position
+    v.h5.loc[{A: "2020-01-31"}] = -1
+    ds.close()
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["v"][1], -np.ones(10))
