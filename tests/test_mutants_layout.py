@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import h5py
 import numpy as np
 import pytest
 import xarray as xr
@@ -93,3 +94,53 @@ def test_a_dimension_named_like_another_variable_is_refused_word_for_word(tmp_pa
         ),
     ):
         lazyh5.to_hdf5(grouped, ds, group="g", progress=False)
+
+
+def test_variables_missing_from_a_mapping_get_the_defaults(tmp_path):
+    path = tmp_path / "m.h5"
+    lazyh5.create(
+        path,
+        {"x": ((100, 4), "f4"), "y": ((100, 4), "f4")},
+        hdf5_chunks={"x": (10, 4)},
+        compression={"x": "gzip"},
+        shuffle={"x": True},
+    ).close()
+    with h5py.File(path) as f:
+        assert (f["x"].chunks, f["x"].compression, f["x"].shuffle) == ((10, 4), "gzip", True)
+        # "auto": whole rows of about 1 MiB (all 100 here); no filter
+        assert (f["y"].chunks, f["y"].compression, f["y"].shuffle) == ((100, 4), None, False)
+
+
+def test_dimension_scales_follow_netcdf4(tmp_path):
+    """netCDF-4's layout: a coordinate variable is its dimension's scale; other
+    dimensions get a float32 scale named "This is a netCDF dimension but not a netCDF
+    variable." with the padded length, numbered from 0 in the order of first use; an
+    existing dataset of the dimension's name and length becomes its scale."""
+    netCDF4 = pytest.importorskip("netCDF4")
+    path = tmp_path / "nc.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("d", data=np.arange(4.0))  # a plain dataset, not yet a scale
+    dims = {"x": ("t", "c"), "z": ("c", "d"), "e": ("empty",), "t": ("t",)}
+    variables = {"x": ((3, 2), "f4"), "z": ((2, 4), "f8"), "e": ((0,), "f8"), "t": ((3,), "i8")}
+    lazyh5.create(path, variables, dims=dims, mode="a").close()
+    phony = "This is a netCDF dimension but not a netCDF variable."
+    with h5py.File(path) as f:
+        scales = {
+            k: (f[k].dtype, f[k].attrs["NAME"].decode(), f[k].attrs.get("_Netcdf4Dimid"))
+            for k in ("t", "c", "d", "empty")
+        }
+    assert scales == {
+        "t": (np.dtype("i8"), "t", None),
+        "c": (np.dtype("f4"), phony + "         2", 0),
+        "empty": (np.dtype("f4"), phony, 2),
+        "d": (np.dtype("f8"), "d", 1),
+    }
+    with netCDF4.Dataset(path) as n:
+        assert {k: len(v) for k, v in n.dimensions.items()} == {"c": 2, "empty": 0, "d": 4, "t": 3}
+        assert {k: v.dimensions for k, v in n.variables.items()} == {
+            "d": ("d",),
+            "e": ("empty",),
+            "t": ("t",),
+            "x": ("t", "c"),
+            "z": ("c", "d"),
+        }
