@@ -144,3 +144,32 @@ def test_dimension_scales_follow_netcdf4(tmp_path):
             "x": ("t", "c"),
             "z": ("c", "d"),
         }
+
+
+def test_per_variable_options_and_auto_chunks(tmp_path):
+    from lazyh5.backend.chunking import row_chunks
+
+    path = tmp_path / "o.h5"
+    lazyh5.create(
+        path,
+        {"x": ((100_000, 4), "f4"), "y": ((100_000, 4), "u1")},
+        compression={"x": 4},  # a gzip level
+        fillvalue={"x": 7.0},
+    ).close()
+    with h5py.File(path) as f:
+        assert (f["x"].compression, f["x"].compression_opts, f["x"].fillvalue) == ("gzip", 4, 7)
+        assert (f["y"].compression, f["y"].fillvalue) == (None, 0)
+        # "auto": whole rows of about 1 MiB of each variable's own values
+        assert f["x"].chunks == row_chunks((100_000, 4), "f4") != f["y"].chunks
+        assert f["y"].chunks == row_chunks((100_000, 4), "u1")
+
+
+def test_to_hdf5_keeps_the_source_chunks_down_to_one_row(tmp_path):
+    source = tmp_path / "s.h5"
+    with h5py.File(source, "w") as f:
+        f.create_dataset("v", data=np.zeros((6, 4), "f4"), chunks=(1, 4))
+    out = tmp_path / "o.h5"
+    with lazyh5.open_dataset(source) as ds:
+        lazyh5.to_hdf5(out, ds, progress=False)
+    with h5py.File(out) as f:
+        assert f["v"].chunks == (1, 4)
