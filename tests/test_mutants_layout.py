@@ -153,11 +153,11 @@ def test_per_variable_options_and_auto_chunks(tmp_path):
     lazyh5.create(
         path,
         {"x": ((100_000, 4), "f4"), "y": ((100_000, 4), "u1")},
-        compression={"x": 4},  # a gzip level
+        compression={"x": 6},  # a gzip level (not h5py's default, 4)
         fillvalue={"x": 7.0},
     ).close()
     with h5py.File(path) as f:
-        assert (f["x"].compression, f["x"].compression_opts, f["x"].fillvalue) == ("gzip", 4, 7)
+        assert (f["x"].compression, f["x"].compression_opts, f["x"].fillvalue) == ("gzip", 6, 7)
         assert (f["y"].compression, f["y"].fillvalue) == (None, 0)
         # "auto": whole rows of about 1 MiB of each variable's own values
         assert f["x"].chunks == row_chunks((100_000, 4), "f4") != f["y"].chunks
