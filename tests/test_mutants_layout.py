@@ -173,3 +173,20 @@ def test_to_hdf5_keeps_the_source_chunks_down_to_one_row(tmp_path):
         lazyh5.to_hdf5(out, ds, progress=False)
     with h5py.File(out) as f:
         assert f["v"].chunks == (1, 4)
+
+
+@pytest.mark.parametrize(("opts", "clevel"), [(7, 7), (None, 5)], ids=["level", "default"])
+def test_plugin_compression_and_its_level_reach_the_file(tmp_path, opts, clevel):
+    pytest.importorskip("hdf5plugin")
+    path = tmp_path / "b.h5"
+    lazyh5.create(
+        path, {"x": ((1000, 4), "f4")}, compression="Blosc", compression_opts=opts
+    ).close()
+    with h5py.File(path) as f:
+        filters = f["x"].id.get_create_plist()
+        found = {
+            filters.get_filter(i)[0]: filters.get_filter(i)[2]
+            for i in range(filters.get_nfilters())
+        }
+    assert list(found) == [32001]  # Blosc's registered filter id
+    assert found[32001][4] == clevel  # Blosc's options: (..., clevel, shuffle, compressor)
