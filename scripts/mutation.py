@@ -65,13 +65,19 @@ MODULES: dict[str, list[str]] = {
         *TO_HDF5,
         "tests/test_mutants_write.py",
         "tests/test_mutants_positions.py",
+        "tests/test_mutants_view.py",
     ],
     "lazyh5/write/assign.py": [
         *WRITE,
         "tests/test_mutants_write.py",
         "tests/test_mutants_assign.py",
     ],
-    "lazyh5/write/layout.py": [*TO_HDF5, "tests/test_create.py", "tests/test_mutants_to_hdf5.py"],
+    "lazyh5/write/layout.py": [
+        *TO_HDF5,
+        "tests/test_create.py",
+        "tests/test_mutants_to_hdf5.py",
+        "tests/test_mutants_layout.py",
+    ],
     "lazyh5/write/to_hdf5.py": [*TO_HDF5, "tests/test_mutants_to_hdf5.py"],
     "lazyh5/feed/loader.py": [*FEED, *SHARDS, "tests/test_mutants_feed.py"],
 }

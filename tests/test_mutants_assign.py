@@ -10,8 +10,10 @@ block, and lazy values that read the target, copied from their staging file.
 from __future__ import annotations
 
 import json
+import threading
 
 import dask
+import dask.array as da
 import h5py
 import numpy as np
 import pytest
@@ -73,6 +75,37 @@ def test_numpy_values_in_two_slabs_leave_the_mark_of_the_first(tmp_path, failing
     assert done.tolist() == [1, 0]
     expected = BASE.copy()
     expected[3] = -1
+    np.testing.assert_array_equal(stored, expected)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "key", "budget", "blocks", "done"),
+    [
+        # 640 B shared by 8 threads: 80 B, two rows of 10 int32 per slab
+        ("i4", (), "640B", [[2] * 6, [10]], [1, 1, 1, 0, 0, 0]),
+        # a column of bytes: 6 B, six 1-byte values per slab
+        ("u1", (slice(None), 3), "48B", [[6, 6]], [1, 0]),
+    ],
+    ids=["rows", "bytes"],
+)
+def test_numpy_slabs_follow_the_memory_budget(
+    tmp_path, failing_write, dtype, key, budget, blocks, done
+):
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=BASE.astype(dtype), chunks=CHUNKS)
+    failing_write(sum(done) + 1)
+    with lazyh5.set_options(memory_budget=budget):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        view = ds["v"][key] if key else ds["v"]
+        with pytest.raises(OSError, match="no space"):
+            view.h5[...] = np.zeros(view.shape, dtype)
+        ds.close()
+    layout, marks, stored = _left(path)
+    assert layout["blocks"] == blocks and marks.tolist() == done
+    expected = BASE.astype(dtype)
+    rows = slice(0, sum(done) * blocks[0][0])
+    expected[(rows, *key[1:])] = 0
     np.testing.assert_array_equal(stored, expected)
 
 
@@ -244,3 +277,43 @@ def test_values_are_written_in_place_only_when_no_block_reads_what_another_write
     seen, stored = _staging_seen(tmp_path, path, target_key, value_of)
     np.testing.assert_array_equal(stored, expected)
     assert seen == staged
+
+
+def test_where_blocks_are_computed_with_and_without_a_cluster(tmp_path):
+    """A value that reads a file opened ``r+`` before a dask.distributed Client existed
+    is computed in this process (its lock works here only); other values go to the
+    cluster; without a Client the scheduler the user chose is kept."""
+    distributed = pytest.importorskip("distributed")
+    path = _file(tmp_path)
+    threads = []
+
+    def where(b):
+        if b.size:
+            threads.append(threading.current_thread().name)
+        return b
+
+    ds = lazyh5.open_dataset(path, mode="r+")  # before the Client: a local lock
+    (tmp_path / "other").mkdir()
+    other = lazyh5.open_dataset(_file(tmp_path / "other"))
+    meta = np.empty((0, 0), "i4")
+    with dask.config.set(scheduler="sync"):
+        ds["v"].h5[...] = ds["v"].copy(data=ds["v"].data.map_blocks(where, meta=meta)) + 1
+    assert threads and set(threads) == {threading.main_thread().name}
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        with distributed.get_task_stream(client) as stream:
+            ds["v"].h5[...] = ds["v"] * 2  # reads the r+ file: computed here
+        assert stream.data == []
+        with distributed.get_task_stream(client) as stream:
+            ds["v"].h5[...] = xr.DataArray(da.from_array(-BASE, chunks=(4, 5)), dims=(A, B))
+        assert stream.data  # reads no file: computed on the cluster
+        with distributed.get_task_stream(client) as stream:
+            ds["v"].h5[...] = other["v"] * 3  # reads a file opened read-only: on the cluster
+        assert stream.data
+    ds.close()
+    other.close()
+    np.testing.assert_array_equal(_left(path)[2], BASE * 3)

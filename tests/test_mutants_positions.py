@@ -9,6 +9,7 @@ Views that do not map to positions (arithmetic, new axes, mixed data) are refuse
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import h5py
@@ -168,6 +169,10 @@ UNTRACEABLE = {
             [v.isel({A: slice(0, 4)}), xr.zeros_like(v.isel({A: slice(4, None)})).compute()], A
         ).chunk({A: -1}),
         _exactly("a concatenation with other data"),
+    ),
+    "different-axes-dropped": (
+        lambda v: xr.concat([v.isel({A: 2}), v.isel({B: 3}).rename({A: B})], B),
+        _exactly("blocks that drop different axes"),
     ),
     "shifted": (
         lambda v: v.shift({A: 1}),
@@ -357,3 +362,22 @@ def test_positions_take_and_concatenate_like_numpy():
 def test_positions_refuse_what_they_cannot_follow(call, message):
     with pytest.raises(Untraceable, match=_exactly(message)):
         call(Positions.full((6, 5)))
+
+
+def test_positions_kept_for_views_asked_again_stay_bounded(path):
+    from lazyh5.backend import positions
+
+    ds = lazyh5.open_dataset(path, chunks={})
+    arr = find_array(ds["v"], "v")
+    first = ds["v"].isel({A: slice(0, 1)})
+    assert view_positions(first.variable._data, arr)[0] == range(0, 1)
+    views = itertools.product(range(1, 13), range(1, 11), (1, 2), (1, 2))
+    for a, b, sa, sb in itertools.islice(views, 1, positions._CACHE_SIZE + 40):  # not first
+        view = ds["v"].isel({A: slice(0, a, sa), B: slice(0, b, sb)})
+        got = view_positions(view.variable._data, arr)
+        assert got == [range(0, a, sa), range(0, b, sb)]
+        assert len(positions._CACHE) <= positions._CACHE_SIZE
+    # the first view's positions were dropped to make room, and are found again
+    assert (first.data.name, False) not in positions._CACHE
+    assert view_positions(first.variable._data, arr)[0] == range(0, 1)
+    ds.close()

@@ -318,6 +318,7 @@ def test_marks_of_a_failed_assignment_through_an_index_array(tmp_path):
     with h5py.File(path) as f:
         layout = json.loads(f["v"].attrs["_lazyh5_assign_blocks"])
     assert layout["selection"] == [{"positions": 8}, [0, 10, 1]]
+    assert layout["blocks"] == [[4, 4], [3, 3, 3, 1]]  # 8 positions: whole blocks of 4
 
 
 def test_repeated_positions_the_last_value_wins_as_in_numpy(tmp_path):

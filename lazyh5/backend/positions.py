@@ -177,8 +177,8 @@ def _stand_in(obj: Any, arr: H5BackendArray, kind: type[Positions]) -> Positions
     found = _lazy_key(obj)
     if found is None or found[0] is not arr:
         return None
-    full = kind.full(arr.shape)
-    return full if found[1] is None else full[found[1]]
+    # xarray wraps every backend array in a lazily indexed array: there is a key
+    return kind.full(arr.shape)[found[1]]
 
 
 def _as_map(axis: int | np.ndarray) -> AxisMap:
@@ -192,21 +192,18 @@ def _as_map(axis: int | np.ndarray) -> AxisMap:
     step = int(axis[1] - axis[0])
     if step != 0 and np.array_equal(np.diff(axis), np.full(len(axis) - 1, step)):
         return range(int(axis[0]), int(axis[-1]) + step, step)
-    return axis.astype(np.int64, copy=False)
+    return axis  # int64 already: positions come from Positions.full
 
 
 def _replay(data: da.Array, arr: H5BackendArray, kind: type[Positions]) -> Positions:
     """Compute ``data``'s graph with ``kind`` (:class:`Positions`) in place of the
     file's array."""
     dsk = dict(data.__dask_graph__())
-    replaced = False
-    for k, v in dsk.items():
-        stand_in = _stand_in(v, arr, kind)  # None for tasks: they wrap no array
-        if stand_in is not None:
-            dsk[k] = stand_in
-            replaced = True
-    if not replaced:
+    # None for tasks: they wrap no array
+    stand_ins = {k: s for k, v in dsk.items() if (s := _stand_in(v, arr, kind)) is not None}
+    if not stand_ins:
         raise Untraceable("the file's array is inlined into the graph's tasks")
+    dsk.update(stand_ins)
     try:
         blocks = get_sync(dsk, list(flatten(data.__dask_keys__())))
     except Untraceable:
@@ -226,6 +223,8 @@ def _assemble(data: da.Array, blocks: list[Positions]) -> Positions:
         grid[np.unravel_index(flat, data.numblocks)] = block
     first = grid[(0,) * data.ndim]
     kept = first._kept
+    if any(block._kept != kept for block in blocks):  # before joining their positions
+        raise Untraceable("blocks that drop different axes")
     axes: list[int | np.ndarray] = list(first.axes)
     for j, file_axis in enumerate(kept):
         along = [grid[(0,) * j + (b,) + (0,) * (data.ndim - j - 1)] for b in range(grid.shape[j])]
@@ -233,8 +232,6 @@ def _assemble(data: da.Array, blocks: list[Positions]) -> Positions:
     offsets = [np.cumsum((0, *c)) for c in data.chunks]
     for idx in np.ndindex(*data.numblocks):
         block = grid[idx]
-        if block._kept != kept:
-            raise Untraceable("blocks that drop different axes")
         for j, file_axis in enumerate(kept):
             lo, hi = offsets[j][idx[j]], offsets[j][idx[j] + 1]
             if not np.array_equal(block.axes[file_axis], axes[file_axis][lo:hi]):
@@ -282,7 +279,7 @@ def view_positions(data: Any, arr: H5BackendArray, *, stored: bool = False) -> l
         if cached is None:
             cached = [_as_map(a) for a in _replay(data, arr, kind).axes]
             if len(_CACHE) >= _CACHE_SIZE:
-                _CACHE.pop(next(iter(_CACHE), None), None)
+                del _CACHE[next(iter(_CACHE))]  # the oldest
             _CACHE[data.name, stored] = cached
         return cached
     stand_in = _stand_in(data, arr, kind)

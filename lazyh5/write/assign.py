@@ -13,6 +13,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -56,7 +57,7 @@ def _axis_runs(axis: range | np.ndarray) -> list[_Run]:
         return []
     if isinstance(axis, range):
         if axis.step > 0:
-            return [(slice(axis.start, axis[-1] + 1, axis.step), slice(0, n))]
+            return [(slice(axis.start, axis[-1] + 1, axis.step), slice(None))]
         return [(slice(axis[-1], axis.start + 1, -axis.step), slice(n - 1, None, -1))]
     order = np.argsort(axis, kind="stable")
     ordered = axis[order]
@@ -230,18 +231,15 @@ def _file_blocks(target: Target) -> list[int]:
     arr = target.array
     with arr.store.lock:
         chunks = arr.store.acquire(needs_lock=False)[target.path].chunks
-    planned = dask_chunks(target.file_shape, chunks, target.dtype)
-    return [max(1, b) for a, b in zip(target.axes, planned, strict=True) if not isinstance(a, int)]
+    planned = dask_chunks(target.file_shape, chunks, target.dtype)  # each at least 1
+    return [b for a, b in zip(target.axes, planned, strict=True) if not isinstance(a, int)]
 
 
 def _aligned_chunks(target: Target, blocks: list[int]) -> tuple[tuple[int, ...], ...]:
     chunks = []
     sel_axes = [a for a in target.axes if not isinstance(a, int)]
     for axis, b in zip(sel_axes, blocks, strict=True):
-        n = len(axis)
-        if n == 0:
-            chunks.append((0,))
-            continue
+        n = len(axis)  # not 0: an empty selection writes nothing
         if isinstance(axis, range) and axis.step == 1:
             # Cut where the file's blocks start, so each block covers whole HDF5 chunks.
             first = min(n, b - axis.start % b)
@@ -258,7 +256,7 @@ def _slabs(shape: tuple[int, ...], itemsize: int) -> Iterator[tuple[slice, ...]]
     if not shape:
         yield ()
         return
-    row = max(1, int(np.prod(shape[1:], dtype=np.int64)) * itemsize)
+    row = math.prod(shape[1:]) * itemsize  # no axis is empty: at least 1
     step = max(1, budget // row)
     for start in range(0, shape[0], step):
         yield (slice(start, min(shape[0], start + step)), *tuple(slice(None) for _ in shape[1:]))

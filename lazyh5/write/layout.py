@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ..backend import dims as dimnames
 from ..backend.chunking import row_chunks
-from ..errors import AlreadyExistsError, DimensionError, InvalidArgumentError, Lazyh5Error
+from ..errors import DimensionError, InvalidArgumentError, Lazyh5Error
 
 __all__ = [
     "VariableLayout",
@@ -218,12 +218,8 @@ def write_layout(
     scales = _Scales(grp, path)
     created = {}
     # Coordinate-like variables (1-D, named after their own dimension) first.
+    # Names are new: create() refuses existing ones first, to_hdf5 writes a new file.
     for layout in sorted(layouts, key=lambda v: v.dims != (v.name,)):
-        if layout.name in grp:
-            raise AlreadyExistsError(
-                f"cannot create '{_join(group, layout.name)}' in '{path}': it already exists; "
-                "use mode='w' to start a new file"
-            )
         dset = grp.create_dataset(layout.name, **layout.dataset_kwargs())
         for key, value in layout.attrs.items():
             dset.attrs[key] = value
