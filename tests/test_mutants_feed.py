@@ -713,3 +713,44 @@ def test_a_state_names_its_file_whatever_the_name(tmp_path):
     path = write_feed(tmp_path / "trainX")  # no extension; ends with a letter
     loader = BatchLoader(lazyh5.open_dataset(path), "label", seed=0)
     assert loader.state_dict()["source"] == "trainX"
+
+
+@pytest.mark.parametrize(("block_size", "whole"), [(4000, True), (3999, False)])
+def test_labels_are_read_whole_when_they_fit_in_four_blocks(feed_file, block_size, whole):
+    """2000 labels of 8 B: read whole per epoch (batches are views of the whole column)
+    when 4 blocks hold 16,000 B, else block by block."""
+    ds = lazyh5.open_dataset(feed_file)
+    loader = BatchLoader(ds, "image", "label", shuffle=False, block_size=block_size, batch_size=50)
+    ys = list(loader.batches(0))
+    assert (max(_root(y).size for _, y in ys) == 2000) == whole
+    np.testing.assert_array_equal(np.concatenate([y for _, y in ys]), np.arange(2000))
+
+
+@pytest.mark.parametrize(("width", "whole"), [(1023, True), (1024, False)])
+def test_only_rows_under_1_kib_are_read_whole(tmp_path, width, whole):
+    path = tmp_path / "rows.h5"
+    data = np.arange(400 * width, dtype="u4").astype("u1").reshape(400, width)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("r", data=data)  # contiguous: blocks of any row count
+    ds = lazyh5.open_dataset(path)
+    # 4 blocks of 120,000 B hold the 400 rows either way; blocks of 117 rows
+    loader = BatchLoader(ds, "r", shuffle=False, block_size=120_000, batch_size=100, start=10)
+    batches = list(loader.batches(0))
+    assert (max(_root(b).shape[0] if _root(b).ndim == 2 else 0 for b in batches) == 390) == whole
+    np.testing.assert_array_equal(np.concatenate(batches), data[10:], strict=True)
+
+
+def test_the_pool_keeps_as_many_buffers_per_fed_variable(tmp_path):
+    path = tmp_path / "two.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("a", data=np.arange(4000.0).reshape(2000, 2), chunks=(64, 2))
+        f.create_dataset("b", data=np.arange(6000.0).reshape(2000, 3), chunks=(64, 3))
+    ds = lazyh5.open_dataset(path)
+    loader = BatchLoader(ds, "a", "b", batch_size=64, shuffle=False, prefetch=2, block_size="2KiB")
+    held = list(loader.batches(0))  # every batch a block's view, all held
+    assert len(loader.plan) == 32 > 2 * (loader.prefetch + 4)
+    np.testing.assert_array_equal(np.concatenate([a for a, _ in held])[:, 0], np.arange(0, 4000, 2))
+    _, refs = _owners([x for batch in held for x in batch])
+    del held
+    gc.collect()
+    assert len([r for r in refs if r() is not None]) == 2 * (loader.prefetch + 4)
