@@ -74,7 +74,7 @@ def _pieces(
         lo, span = first % total, min(last - first, total - first % total)
         hi = lo + span
         j0 = int(np.searchsorted(edges, lo, side="right")) - 1
-        j1 = int(np.searchsorted(edges, hi, side="left"))
+        j1 = int(np.searchsorted(edges, hi))  # the first edge at or past hi
         js = np.arange(j0, j1)
         b = blocks[js]
         ids.append(b)
