@@ -88,6 +88,18 @@ def test_empty_arrays_take_no_buffer_and_one_byte_ones_do():
     assert again.base is pool._held[0] and again.shape == (1, 1) and again.dtype == np.int8
 
 
+def test_the_smallest_free_buffer_is_taken_wherever_it_is_in_the_pool():
+    from lazyh5.feed.buffers import Buffers
+
+    pool = Buffers(limit=3)
+    small, big = pool.empty((10,), "u1"), pool.empty((1000,), "u1")
+    del small, big
+    a = pool.empty((8,), "u1")  # fits both: the small one, first in the pool
+    assert a.base is pool._held[0] and pool._held[0].nbytes == 10
+    b = pool.empty((9,), "u1")  # the small one is in use: the big one
+    assert b.base is pool._held[1] and len(pool._held) == 2
+
+
 def test_one_byte_rows_and_empty_rows(tmp_path):
     path = tmp_path / "bytes.h5"
     with h5py.File(path, "w") as f:
