@@ -721,6 +721,41 @@ def test_another_scheduler_computes_the_same_batches(feed_file):
             np.testing.assert_array_equal(y, ry, strict=True)
         np.testing.assert_array_equal(direct[0], local[4][0], strict=True)
         np.testing.assert_array_equal(direct[1], local[4][1], strict=True)
+        # locally too: the file's rows read directly, the computed ones by dask
+        mixed = loader(**kwargs)._read_batch(1, 4)
+        np.testing.assert_array_equal(mixed[0], local[4][0], strict=True)
+        np.testing.assert_array_equal(mixed[1], local[4][1], strict=True)
+
+
+def test_a_direct_batch_reads_runs_of_plain_rows_and_each_compressed_chunk_once(tmp_path):
+    """Read outside the stream by dask (here a scheduler that counts its computes):
+    plain rows one read per run of consecutive rows, compressed rows one read per
+    chunk at most (a chunk is decoded whole for any of its rows)."""
+    import dask
+    import dask.threaded
+
+    path = tmp_path / "two.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("p", data=np.arange(2000.0), chunks=(64,))
+        f.create_dataset("z", data=np.arange(2000.0), chunks=(64,), compression="lzf")
+    computes = []
+
+    def scheduler(*args, **kwargs):
+        computes.append(1)
+        return dask.threaded.get(*args, **kwargs)
+
+    for name in ("p", "z"):
+        with dask.config.set(scheduler=scheduler):
+            loader = BatchLoader(lazyh5.open_dataset(path), name, batch_size=50, seed=0)
+            rows = loader._order(0).batch_rows(3).astype(np.int64)
+            computes.clear()
+            got = loader._read_batch(0, 3)
+        np.testing.assert_array_equal(got, rows.astype("f8"), strict=True)
+        unique = np.unique(rows)
+        runs = 1 + int((np.diff(unique) > 1).sum())
+        chunks = len(np.unique(unique // 64))
+        assert chunks < runs  # 50 rows spread over 2000: so the two differ
+        assert len(computes) == (runs if name == "p" else chunks), name
 
 
 def test_a_state_names_its_file_whatever_the_name(tmp_path):
