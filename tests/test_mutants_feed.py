@@ -805,3 +805,29 @@ def test_the_pool_keeps_as_many_buffers_per_fed_variable(tmp_path):
     del held
     gc.collect()
     assert len([r for r in refs if r() is not None]) == 2 * (loader.prefetch + 4)
+
+
+def test_loader_errors_say_what_to_pass(feed_file):
+    ds = lazyh5.open_dataset(feed_file)
+    where = repr(str(feed_file))
+    with pytest.raises(TypeError) as info:
+        BatchLoader(ds["image"], "image")
+    assert str(info.value) == "BatchLoader needs an xarray.Dataset, got DataArray"
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
+        BatchLoader(ds, None)
+    assert str(info.value) == f"BatchLoader over {where} needs at least one input variable x"
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
+        BatchLoader(ds, "label", shard=(0, 2))
+    assert str(info.value) == (
+        f"cannot shard {where} with shuffle=True and seed=None: every shard must draw the "
+        "same order, so pass the same seed on every process (BatchLoader(..., seed=0))"
+    )
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
+        BatchLoader(ds, "label", seed=0, end=2, shard=(1, 3), shard_batches="drop")
+    assert str(info.value) == (
+        f"cannot split the 2 rows of {where} into 3 shards with shard_batches='drop': "
+        "fewer rows than shards"
+    )
+    # unshuffled or padded, the same shards are fine
+    assert len(BatchLoader(ds, "label", shuffle=False, shard=(0, 2))) == 32
+    assert BatchLoader(ds, "label", seed=0, end=2, shard=(2, 3)).epoch_rows == 1

@@ -197,7 +197,7 @@ class BatchLoader(Resumable, Adapters):
                 "must draw the same order, so pass the same seed on every process "
                 "(BatchLoader(..., seed=0))"
             )
-        if count > 1 and self.epoch_rows == 0:
+        if self.epoch_rows == 0:  # shard_batches="drop" with fewer rows than shards
             raise InvalidArgumentError(
                 f"cannot split the {self.rows} rows of {self._where} into {count} shards "
                 "with shard_batches='drop': fewer rows than shards"
