@@ -653,14 +653,6 @@ def test_an_unseeded_shuffled_loader_has_no_state_but_an_ordered_one_has(feed_fi
     assert _resumable(feed_file, seed=None, shuffle=False).state_dict()["seed"] is None
 
 
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_a_single_shard_feeds_the_unsharded_order(feed_file, shuffle):
-    plain = _rows(_loader(feed_file, shuffle=shuffle).batches(2))
-    one = _loader(feed_file, shuffle=shuffle, shard=(0, 1))
-    np.testing.assert_array_equal(_rows(one.batches(2)), plain)
-    assert one.epoch_rows == 2000 and len(one) == 40
-
-
 # -- the loader ------------------------------------------------------------------------
 def test_repr_names_every_setting(feed_file):
     ds = lazyh5.open_dataset(feed_file)
