@@ -530,3 +530,17 @@ def test_buffers_reuse_the_smallest_free_buffer_that_fits():
     assert len(pool._held) == 2
     held = pool.empty((3,), "u1")  # both in use: a new one
     assert len(pool._held) == 3 and not any(np.shares_memory(held, x) for x in (a, b))
+
+
+def test_defaults_are_the_documented_ones(feed_file):
+    loader = BatchLoader(lazyh5.open_dataset(feed_file), "image", "label")
+    assert (loader.dim, loader.batch_size, loader.shuffle, loader.seed) == (
+        "sample",
+        32,
+        True,
+        None,
+    )
+    assert (loader.start, loader.end, loader.drop_remainder) == (0, 2000, False)
+    assert (loader.sample_weight, loader.prefetch, loader.window) == (None, 2, 4)
+    assert (loader.shard.index, loader.shard.count, loader.shard_batches) == (0, 1, "pad")
+    assert loader.block_size == "16MiB" and len(loader.plan) == 1  # 144,000 B in one block
