@@ -544,3 +544,12 @@ def test_defaults_are_the_documented_ones(feed_file):
     assert (loader.sample_weight, loader.prefetch, loader.window) == (None, 2, 4)
     assert (loader.shard.index, loader.shard.count, loader.shard_batches) == (0, 1, "pad")
     assert loader.block_size == "16MiB" and len(loader.plan) == 1  # 144,000 B in one block
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, "32"])
+def test_a_bad_batch_size_names_the_file(feed_file, batch_size):
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
+        BatchLoader(lazyh5.open_dataset(feed_file), "image", batch_size=batch_size)
+    assert str(info.value) == (
+        f"cannot feed {str(feed_file)!r}: batch_size must be a positive integer, got {batch_size!r}"
+    )
