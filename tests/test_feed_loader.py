@@ -553,3 +553,13 @@ def test_a_bad_batch_size_names_the_file(feed_file, batch_size):
     assert str(info.value) == (
         f"cannot feed {str(feed_file)!r}: batch_size must be a positive integer, got {batch_size!r}"
     )
+
+
+def test_a_bad_range_names_the_dimension_and_the_file(feed_file):
+    where = repr(str(feed_file))
+    with pytest.raises(IndexError) as info:
+        BatchLoader(lazyh5.open_dataset(feed_file), "image", start=-1)
+    assert str(info.value) == (
+        f"start=-1, end=None out of range for 2000 rows along 'sample' in {where}; "
+        "expected 0 <= start <= end <= 2000"
+    )
