@@ -169,7 +169,7 @@ def test_blocks_follow_the_heaviest_variables_chunks(tmp_path):
 def test_computed_variables_are_planned_on_their_dask_chunks():
     x = da.arange(1000, chunks=((100, 100, 100, 300, 400),)).astype("f8")  # 8 B/row
     ds = xr.Dataset({"x": ("n", x)})
-    with pytest.warns(UserWarning, match="computed by dask in chunks of up to 400"):
+    with pytest.warns(UserWarning, match="computed by dask in chunks of up to 400 rows along 'n'"):
         loader = BatchLoader(ds, "x", shuffle=False, block_size=250 * 8, dim="n")
     # whole chunks up to 250 rows; bigger chunks cut into equal parts
     assert _bounds(loader.plan) == [0, 200, 300, 450, 600, 800, 1000]
@@ -355,7 +355,9 @@ def test_blocks_of_loaded_transposed_or_renamed_data_start_at_row_0(feed_file):
     }
     for name, (data, dim) in cases.items():
         # not read straight from the file: each block computes a whole dask chunk
-        warns = pytest.warns(UserWarning, match="computed by dask in chunks of up to 2000")
+        warns = pytest.warns(
+            UserWarning, match=r"feed\.h5' is computed by dask in chunks of up to 2000"
+        )
         with warns if name != "loaded" else contextlib.nullcontext():
             loader = BatchLoader(data, "image", "label", dim=dim, shuffle=False, block_size="8KiB")
         bounds = _bounds(loader.plan)
