@@ -45,12 +45,27 @@ SLOW = "not (jax or keras or docs_code or sigkill)"
 
 # module -> the test files that exercise it (plus the new tests/test_mutants_*.py)
 MODULES: dict[str, list[str]] = {
-    "lazyh5/feed/buffers.py": [*FEED, "tests/test_mutants_feed.py"],
+    "lazyh5/feed/buffers.py": [*FEED, "tests/test_mutants_feed.py", "tests/test_mutants_loader.py"],
     "lazyh5/backend/selection.py": [*READ, "tests/test_mutants_read.py"],
-    "lazyh5/feed/shard.py": [*SHARDS, "tests/test_mutants_feed.py"],
-    "lazyh5/feed/plan.py": [*FEED, *SHARDS, "tests/test_mutants_feed.py"],
-    "lazyh5/feed/shuffle.py": [*FEED, *SHARDS, "tests/test_mutants_feed.py"],
-    "lazyh5/feed/state.py": [*FEED, *SHARDS, "tests/test_mutants_feed.py"],
+    "lazyh5/feed/shard.py": [*SHARDS, "tests/test_mutants_feed.py", "tests/test_mutants_loader.py"],
+    "lazyh5/feed/plan.py": [
+        *FEED,
+        *SHARDS,
+        "tests/test_mutants_feed.py",
+        "tests/test_mutants_loader.py",
+    ],
+    "lazyh5/feed/shuffle.py": [
+        *FEED,
+        *SHARDS,
+        "tests/test_mutants_feed.py",
+        "tests/test_mutants_loader.py",
+    ],
+    "lazyh5/feed/state.py": [
+        *FEED,
+        *SHARDS,
+        "tests/test_mutants_feed.py",
+        "tests/test_mutants_loader.py",
+    ],
     "lazyh5/backend/chunking.py": [*READ, "tests/test_create.py", "tests/test_mutants_read.py"],
     "lazyh5/backend/decode.py": [*READ, "tests/test_mutants_read.py"],
     "lazyh5/backend/rows.py": [*READ, *FEED, "tests/test_mutants_read.py"],
@@ -79,7 +94,12 @@ MODULES: dict[str, list[str]] = {
         "tests/test_mutants_layout.py",
     ],
     "lazyh5/write/to_hdf5.py": [*TO_HDF5, "tests/test_mutants_to_hdf5.py"],
-    "lazyh5/feed/loader.py": [*FEED, *SHARDS, "tests/test_mutants_feed.py"],
+    "lazyh5/feed/loader.py": [
+        *FEED,
+        *SHARDS,
+        "tests/test_mutants_feed.py",
+        "tests/test_mutants_loader.py",
+    ],
 }
 
 MUTMUT = str(Path(sys.executable).parent / "mutmut")

@@ -135,16 +135,17 @@ def _producer_waits(thread: threading.Thread, fetch_code: object) -> bool:
     return True
 
 
+@pytest.mark.parametrize(("prefetch", "window"), [(2, 3), (5, 2)])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file, shuffle):
+def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file, shuffle, prefetch, window):
     ds = lazyh5.open_dataset(feed_file)
     loader = BatchLoader(
         ds.isel(sample=slice(10, None)),
         "image",
         "label",
         block_size="8KiB",
-        prefetch=2,
-        window=3,
+        prefetch=prefetch,
+        window=window,
         shuffle=shuffle,
         seed=0,
     )
@@ -179,7 +180,8 @@ def test_blocks_are_chunk_aligned_and_bounded_in_flight(feed_file, shuffle):
     depth = -(-loader.prefetch // loader.window) * loader.window if shuffle else loader.prefetch
     width = loader.window if shuffle else 1
     assert len(loader.plan) > depth + 2 * width
-    assert width < peak <= depth + 2 * width, peak
+    # the queue full (depth) and the window in use, at the least
+    assert depth + width <= peak <= depth + 2 * width, peak
 
 
 def test_abandoned_iteration_stops_threads(feed_file):
@@ -551,3 +553,36 @@ def test_buffers_reuse_the_smallest_free_buffer_that_fits():
     assert len(pool._held) == 2
     held = pool.empty((3,), "u1")  # both in use: a new one
     assert len(pool._held) == 3 and not any(np.shares_memory(held, x) for x in (a, b))
+
+
+def test_defaults_are_the_documented_ones(feed_file):
+    loader = BatchLoader(lazyh5.open_dataset(feed_file), "image", "label")
+    assert (loader.dim, loader.batch_size, loader.shuffle, loader.seed) == (
+        "sample",
+        32,
+        True,
+        None,
+    )
+    assert (loader.start, loader.end, loader.drop_remainder) == (0, 2000, False)
+    assert (loader.sample_weight, loader.prefetch, loader.window) == (None, 2, 4)
+    assert (loader.shard.index, loader.shard.count, loader.shard_batches) == (0, 1, "pad")
+    assert loader.block_size == "16MiB" and len(loader.plan) == 1  # 144,000 B in one block
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, "32"])
+def test_a_bad_batch_size_names_the_file(feed_file, batch_size):
+    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
+        BatchLoader(lazyh5.open_dataset(feed_file), "image", batch_size=batch_size)
+    assert str(info.value) == (
+        f"cannot feed {str(feed_file)!r}: batch_size must be a positive integer, got {batch_size!r}"
+    )
+
+
+def test_a_bad_range_names_the_dimension_and_the_file(feed_file):
+    where = repr(str(feed_file))
+    with pytest.raises(IndexError) as info:
+        BatchLoader(lazyh5.open_dataset(feed_file), "image", start=-1)
+    assert str(info.value) == (
+        f"start=-1, end=None out of range for 2000 rows along 'sample' in {where}; "
+        "expected 0 <= start <= end <= 2000"
+    )

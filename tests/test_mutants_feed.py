@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import warnings
 import weakref
 
@@ -88,6 +87,18 @@ def test_empty_arrays_take_no_buffer_and_one_byte_ones_do():
     assert again.base is pool._held[0] and again.shape == (1, 1) and again.dtype == np.int8
 
 
+def test_the_smallest_free_buffer_is_taken_wherever_it_is_in_the_pool():
+    from lazyh5.feed.buffers import Buffers
+
+    pool = Buffers(limit=3)
+    small, big = pool.empty((10,), "u1"), pool.empty((1000,), "u1")
+    del small, big
+    a = pool.empty((8,), "u1")  # fits both: the small one, first in the pool
+    assert a.base is pool._held[0] and pool._held[0].nbytes == 10
+    b = pool.empty((9,), "u1")  # the small one is in use: the big one
+    assert b.base is pool._held[1] and len(pool._held) == 2
+
+
 def test_one_byte_rows_and_empty_rows(tmp_path):
     path = tmp_path / "bytes.h5"
     with h5py.File(path, "w") as f:
@@ -158,7 +169,7 @@ def test_blocks_follow_the_heaviest_variables_chunks(tmp_path):
 def test_computed_variables_are_planned_on_their_dask_chunks():
     x = da.arange(1000, chunks=((100, 100, 100, 300, 400),)).astype("f8")  # 8 B/row
     ds = xr.Dataset({"x": ("n", x)})
-    with pytest.warns(UserWarning, match="computed by dask in chunks of up to 400"):
+    with pytest.warns(UserWarning, match="computed by dask in chunks of up to 400 rows along 'n'"):
         loader = BatchLoader(ds, "x", shuffle=False, block_size=250 * 8, dim="n")
     # whole chunks up to 250 rows; bigger chunks cut into equal parts
     assert _bounds(loader.plan) == [0, 200, 300, 450, 600, 800, 1000]
@@ -207,11 +218,11 @@ def test_a_view_fed_along_another_file_axis(tmp_path):
     with h5py.File(path, "w") as f:
         f.create_dataset("m", data=np.arange(3000.0).reshape(10, 300), chunks=(2, 50))
     ds = lazyh5.open_dataset(path)
-    # file row 3, its 300 columns fed as rows under the file's first dimension's name
+    # file row 3, its 300 columns fed as rows under the file's first dimension's name:
+    # blocks of whole chunks of the file's axis 1 (50 columns), not of its axis 0 (2)
     view = ds.isel(sample=3).rename(m_dim_1="sample")
     loader = BatchLoader(view, "m", shuffle=False, block_size="40B")
-    bounds = _bounds(loader.plan)
-    assert bounds[0] == 0 and bounds[-1] == 300 and max(np.diff(bounds)) <= 5
+    assert _bounds(loader.plan) == [*range(0, 300, 50), 300]
     np.testing.assert_array_equal(np.concatenate(list(loader.batches(0))), np.arange(900.0, 1200))
 
 
@@ -345,7 +356,9 @@ def test_blocks_of_loaded_transposed_or_renamed_data_start_at_row_0(feed_file):
     for name, (data, dim) in cases.items():
         # transposed, not read straight from the file: each block computes a dask chunk;
         # renamed, still the file's rows and chunks
-        warns = pytest.warns(UserWarning, match="computed by dask in chunks of up to 2000")
+        warns = pytest.warns(
+            UserWarning, match=r"feed\.h5' is computed by dask in chunks of up to 2000"
+        )
         with warns if name == "transposed" else contextlib.nullcontext():
             loader = BatchLoader(data, "image", "label", dim=dim, shuffle=False, block_size="8KiB")
         assert all(loader._direct.values()) == (name == "renamed"), name
@@ -353,6 +366,26 @@ def test_blocks_of_loaded_transposed_or_renamed_data_start_at_row_0(feed_file):
         assert _bounds(loader.plan) == [*range(0, 2000, 64), 2000], name
         x = np.concatenate([b[1] for b in loader.batches(0)])
         np.testing.assert_array_equal(x, np.arange(2000), err_msg=name)
+
+
+def test_the_file_axis_of_a_dimension_follows_views_renames_and_transposes(tmp_path):
+    from lazyh5.feed.plan import chunk_rows, file_axis
+
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("m", data=np.zeros((6, 1000, 4), "f4"), chunks=(6, 100, 4))
+    ds = lazyh5.open_dataset(path)
+    views = {  # the view, and the file axis of each of its dimensions
+        "plain": (ds["m"], [0, 1, 2]),
+        "transposed": (ds["m"].transpose("m_dim_2", "m_dim_1", "sample"), [2, 1, 0]),
+        "renamed": (ds.rename(sample="a", m_dim_1="b")["m"], [0, 1, 2]),
+        "dropped-renamed": (ds.isel(sample=3).rename(m_dim_1="sample")["m"], [1, 2]),
+        "swapped": (ds.rename({"sample": "m_dim_1", "m_dim_1": "sample"})["m"], [0, 1, 2]),
+    }
+    for name, (view, axes) in views.items():
+        assert [file_axis(view, d) for d in view.dims] == axes, name
+        assert [chunk_rows(view, d) for d in view.dims] == [(6, 100, 4)[a] for a in axes], name
+    assert file_axis(ds["m"], "nope") is None and chunk_rows(ds["m"], "nope") == 1
 
 
 def test_blocks_of_contiguous_data_and_tiny_blocks(tmp_path):
@@ -375,340 +408,3 @@ def test_blocks_of_contiguous_data_and_tiny_blocks(tmp_path):
     # the heaviest variable in bytes (wide: 1600 B) sets the chunk edges, not narrow's
     loader = BatchLoader(ds, "narrow", "wide", shuffle=False, block_size="190B")
     assert _bounds(loader.plan) == [*range(0, 100, 10), 100]
-
-
-# -- shards: where "auto" comes from ---------------------------------------------------
-_NONE = "no distributed framework active"
-_TF = {"chief": ["c:1"], "worker": ["w:1", "w:2"]}
-
-
-def _auto(feed_file):
-    return BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard="auto")
-
-
-def _alone(feed_file) -> None:
-    """Skip when a framework already set a shard for this process (a distributed run)."""
-    source = _auto(feed_file).shard.source
-    frameworks = ("torch.distributed", "jax.process_index()", "keras.distribution")
-    if source in frameworks:
-        pytest.skip(f"a framework is active in this process: {source}")
-    assert source == _NONE
-
-
-@pytest.mark.parametrize(
-    ("config", "shard"),
-    [
-        ({"cluster": _TF, "task": {"type": "chief", "index": 0}}, (0, 3, "TF_CONFIG")),
-        ({"cluster": _TF, "task": {"type": "worker", "index": 0}}, (1, 3, "TF_CONFIG")),
-        (
-            {"cluster": {"worker": ["a", "b"]}, "task": {"type": "worker", "index": 1}},
-            (1, 2, "TF_CONFIG"),
-        ),
-        (
-            {"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": 0}},
-            (0, 1, "TF_CONFIG"),
-        ),
-        ({"cluster": {"chief": ["a"]}, "task": {"type": "chief", "index": 0}}, (0, 1, "TF_CONFIG")),
-        # tasks that feed no shard: parameter servers, evaluators, an empty cluster
-        ({"cluster": _TF | {"ps": ["p:1"]}, "task": {"type": "ps", "index": 0}}, (0, 1, _NONE)),
-        ({"cluster": _TF, "task": {"type": "evaluator", "index": 0}}, (0, 1, _NONE)),
-        ({"cluster": {}, "task": {"type": "chief", "index": 0}}, (0, 1, _NONE)),
-        ("", (0, 1, _NONE)),
-    ],
-)
-def test_shard_auto_from_tf_config(feed_file, monkeypatch, config, shard):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    _alone(feed_file)
-    monkeypatch.setenv("TF_CONFIG", json.dumps(config) if config else "")
-    loader = _auto(feed_file)
-    assert (loader.shard.index, loader.shard.count, loader.shard.source) == shard
-    assert f"shard {shard[0]} of {shard[1]} (from {shard[2]})" in repr(loader)
-    # split loaders keep the shard and where it came from
-    assert all(part.shard == loader.shard for part in loader.split(0.5))
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        "{not json",
-        "[1, 2]",
-        '{"cluster": {"worker": ["a"]}}',
-        '{"task": {"type": "worker", "index": 0}}',
-        '{"cluster": {"worker": ["a"]}, "task": {"type": "worker"}}',
-        '{"cluster": {"worker": ["a"]}, "task": {"index": 0}}',
-        '{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": "one"}}',
-    ],
-)
-def test_shard_auto_refuses_an_unreadable_tf_config(feed_file, monkeypatch, raw):
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    _alone(feed_file)
-    monkeypatch.setenv("TF_CONFIG", raw)
-    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="cannot read TF_CONFIG") as info:
-        _auto(feed_file)
-    assert str(info.value).endswith(
-        "expected JSON with 'cluster' ({'chief': [...], 'worker': [...]}) and 'task' "
-        "({'type': ..., 'index': ...})"
-    )
-    assert info.value.__cause__ is None and info.value.__suppress_context__
-
-
-def test_shard_auto_reads_an_initialised_torch_process_group(feed_file, monkeypatch, tmp_path):
-    pytest.importorskip("torch")
-    import torch.distributed as dist
-
-    if not dist.is_available():
-        pytest.skip("torch built without torch.distributed")
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    _alone(feed_file)  # torch imported, no process group: not a shard source
-    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
-    try:
-        loader = _auto(feed_file)
-    finally:
-        dist.destroy_process_group()
-    assert (loader.shard.index, loader.shard.count) == (0, 1)
-    assert "shard 0 of 1 (from torch.distributed)" in repr(loader)
-    assert _auto(feed_file).shard.source == _NONE  # destroyed: no longer asked
-
-
-def test_shard_auto_in_one_process_of_any_framework_is_the_single_shard(feed_file, monkeypatch):
-    """Imported but not distributed (no process group, one JAX process, no Keras
-    distribution): not a shard."""
-    for name in ("torch", "jax", "keras"):
-        pytest.importorskip(name)
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    _alone(feed_file)
-    loader = _auto(feed_file)
-    assert (loader.shard.index, loader.shard.count) == (0, 1)
-    assert "shard 0 of 1 (from no distributed framework active)" in repr(loader)
-
-
-def test_shard_auto_reads_a_data_parallel_distribution_scope(feed_file, monkeypatch):
-    """Keras' ``DataParallel`` set for a scope (one local device: shard 0 of 1)."""
-    keras = pytest.importorskip("keras")
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    _alone(feed_file)  # keras imported, no distribution set
-    with keras.distribution.DataParallel().scope():
-        loader = _auto(feed_file)
-    assert (loader.shard.index, loader.shard.count) == (0, 1)
-    assert "shard 0 of 1 (from keras.distribution)" in repr(loader)
-
-
-@pytest.mark.parametrize("shard", [(1, 3), [1, 3]])
-def test_shard_as_a_tuple_or_list_names_no_source(feed_file, shard):
-    loader = BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard=shard)
-    assert (loader.shard.index, loader.shard.count, loader.shard.source) == (1, 3, "")
-    assert "shard 1 of 3 (667 rows, shard_batches='pad')" in repr(loader)
-    alone = BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard=(0, 1))
-    assert "rows), 63 batches" in repr(alone)  # no shard between the rows and batches
-
-
-@pytest.mark.parametrize("shard", [(True, 2), (0, True), (0, 2, 1), (1.0, 2), "0,2", 2])
-def test_shard_values_that_are_not_two_integers_are_refused(feed_file, shard):
-    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="0 <= index < count"):
-        BatchLoader(lazyh5.open_dataset(feed_file), "label", seed=0, shard=shard)
-
-
-# -- saved states ----------------------------------------------------------------------
-def _resumable(feed_file, **kwargs):
-    kwargs = {"batch_size": 32, "seed": 3, "block_size": "8KiB", "window": 3} | kwargs
-    return BatchLoader(lazyh5.open_dataset(feed_file), "image", "label", **kwargs)
-
-
-def test_state_dict_holds_the_position_and_what_the_order_depends_on(feed_file):
-    kwargs = {"start": 10, "end": 1990, "shard": (1, 2), "drop_remainder": True}
-    loader = _resumable(feed_file, **kwargs)
-    it = iter(loader)
-    next(it), next(it)
-    assert loader.state_dict() == {
-        "lazyh5_loader_state": 1,
-        "epoch": 0,
-        "batch": 2,
-        "source": "feed.h5",
-        "dim": "sample",
-        "rows": [10, 1990],
-        "batch_size": 32,
-        "drop_remainder": True,
-        "shuffle": True,
-        "seed": 3,
-        "window": 3,
-        "blocks": 32,  # [10, 64), [64, 128) ... [1984, 1990)
-        "block_rows": 64,
-        "shard": [1, 2],
-        "shard_batches": "pad",
-        "batches": 30,  # 990 rows of the shard, the last 30 dropped
-    }
-    ordered = _resumable(feed_file, shuffle=False, seed=None, shard_batches="drop")
-    state = ordered.state_dict()
-    assert (state["epoch"], state["batch"], state["seed"], state["shuffle"]) == (0, 0, None, False)
-    assert (state["shard_batches"], state["drop_remainder"], state["rows"]) == (
-        "drop",
-        False,
-        [0, 2000],
-    )
-    assert json.loads(json.dumps(state)) == state
-
-
-def test_state_dict_right_after_loading_is_the_loaded_position(feed_file):
-    loader = _resumable(feed_file)
-    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (0, 0)
-    loader.load_state_dict(loader.state_dict() | {"epoch": 2, "batch": 5})
-    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (2, 5)
-    assert loader.epoch == 2
-    # then the position moves with the batches served, and the epoch ends
-    it = iter(loader)
-    next(it)
-    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (2, 6)
-    assert loader.epoch == 3  # the next plain iteration starts the epoch after it
-    rest = list(it)
-    assert len(rest) == len(loader) - 6
-    assert (loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (3, 0)
-
-
-def test_a_state_at_the_end_of_an_epoch_starts_the_next(feed_file):
-    loader = _resumable(feed_file)
-    state = loader.state_dict() | {"epoch": 1, "batch": len(loader)}
-    loader.load_state_dict(state)
-    assert (loader.epoch, loader.state_dict()["epoch"], loader.state_dict()["batch"]) == (2, 2, 0)
-    expected = [y for _, y in _resumable(feed_file).batches(2)]
-    got = [y for _, y in loader]
-    assert len(got) == len(expected)
-    for a, b in zip(got, expected, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_a_state_with_tuples_loads_like_one_with_lists(feed_file):
-    loader = _resumable(feed_file, shard=(1, 2))
-    state = loader.state_dict()
-    other = _resumable(feed_file, shard=(1, 2))
-    other.load_state_dict(state | {"rows": (0, 2000), "shard": (1, 2), "batch": 3})
-    assert other.state_dict() == state | {"batch": 3}
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"epoch": -1}, "epoch=-1, batch=0; expected epoch >= 0 and 0 <= batch <= 63"),
-        ({"batch": -1}, "epoch=0, batch=-1; expected epoch >= 0 and 0 <= batch <= 63"),
-        ({"batch": 64}, "epoch=0, batch=64; expected epoch >= 0 and 0 <= batch <= 63"),
-        ({"batch": None}, "epoch=0, batch=None; expected"),
-        ({"batch": "one"}, "epoch=0, batch='one'; expected"),
-        ({"epoch": None}, "epoch=None, batch=0; expected"),
-    ],
-)
-def test_a_state_at_a_position_out_of_the_epoch_is_refused(feed_file, change, message):
-    loader = _resumable(feed_file)
-    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
-        loader.load_state_dict(loader.state_dict() | change)
-    assert message in str(info.value) and "feed.h5" in str(info.value)
-    missing = {k: v for k, v in loader.state_dict().items() if k != "batch"}
-    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="batch=None; expected"):
-        loader.load_state_dict(missing)
-
-
-@pytest.mark.parametrize("state", [None, [1, 2], {}, {"lazyh5_loader_state": 2}, "x" * 500])
-def test_a_state_that_is_no_loader_state_is_refused(feed_file, state):
-    loader = _resumable(feed_file)
-    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
-        loader.load_state_dict(state)
-    text = str(info.value)
-    assert "expected a dict from BatchLoader.state_dict() (version 1)" in text
-    assert text.endswith(f", got {str(state)[:200]}")  # a long state is cut short
-
-
-def test_a_state_of_another_order_names_each_difference(feed_file):
-    state = _resumable(feed_file).state_dict()
-    other = _resumable(feed_file, seed=4, batch_size=16)
-    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
-        other.load_state_dict(state)
-    assert str(info.value).endswith(
-        "so it would not replay the same order: batch_size=32 (this loader: 16); "
-        "seed=3 (this loader: 4); batches=63 (this loader: 125)"
-    )
-
-
-def test_an_unseeded_shuffled_loader_has_no_state_but_an_ordered_one_has(feed_file):
-    with pytest.raises(lazyh5.errors.InvalidArgumentError) as info:
-        _resumable(feed_file, seed=None).state_dict()
-    assert str(info.value).endswith(
-        "feed.h5' has seed=None, so its order cannot be replayed; build it with a seed "
-        "(BatchLoader(..., seed=0)) to save its state"
-    )
-    assert _resumable(feed_file, seed=None, shuffle=False).state_dict()["seed"] is None
-
-
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_a_single_shard_feeds_the_unsharded_order(feed_file, shuffle):
-    plain = _rows(_loader(feed_file, shuffle=shuffle).batches(2))
-    one = _loader(feed_file, shuffle=shuffle, shard=(0, 1))
-    np.testing.assert_array_equal(_rows(one.batches(2)), plain)
-    assert one.epoch_rows == 2000 and len(one) == 40
-
-
-# -- the loader ------------------------------------------------------------------------
-def test_repr_names_every_setting(feed_file):
-    ds = lazyh5.open_dataset(feed_file)
-    kwargs = {"batch_size": 30, "seed": 3, "block_size": "8KiB", "window": 3, "prefetch": 0}
-    loader = BatchLoader(
-        ds,
-        "image",
-        ["label", "weight"],
-        start=10,
-        end=1990,
-        shard=(1, 2),
-        shard_batches="drop",
-        **kwargs,
-    )
-    where = repr(str(feed_file))
-    assert repr(loader) == (
-        f"<lazyh5.BatchLoader {where}: x='image', y=['label', 'weight'], rows 10:1990 along "
-        "'sample' (1980 rows), shard 1 of 2 (990 rows, shard_batches='drop'), 33 batches "
-        "of 30, shuffle=True (seed=3, window=3 blocks), 32 blocks of <= 64 rows, 1 in flight>"
-    )
-    ordered = BatchLoader(ds, {"a": "image"}, shuffle=False, window=0, block_size="4KiB")
-    assert repr(ordered) == (
-        f"<lazyh5.BatchLoader {where}: x={{'a': 'image'}}, y=None, rows 0:2000 along "
-        "'sample' (2000 rows), 63 batches of 32, shuffle=False (seed=None, window=1 "
-        "blocks), 32 blocks of <= 64 rows, 2 in flight>"
-    )
-
-
-def test_another_scheduler_computes_the_same_batches(feed_file):
-    """A scheduler other than dask's local ones (a distributed client's) computes every
-    block with dask instead of reading the file in this process."""
-    import dask
-    import dask.threaded
-
-    calls = []
-
-    def scheduler(*args, **kwargs):
-        calls.append(1)
-        return dask.threaded.get(*args, **kwargs)
-
-    def loader(**kwargs):
-        ds = lazyh5.open_dataset(feed_file)
-        ds = ds.assign(twice=ds["label"] * 2)  # computed by dask in both cases
-        kwargs = {"batch_size": 30, "seed": 3, "block_size": "8KiB", "window": 3} | kwargs
-        return BatchLoader(ds, "image", "twice", **kwargs)
-
-    for kwargs in ({}, {"shuffle": False}, {"shard": (1, 3)}):
-        local = list(loader(**kwargs).batches(1))
-        with dask.config.set(scheduler=scheduler):
-            other = loader(**kwargs)
-            remote = list(other.batches(1))
-            direct = other._read_batch(1, 4)
-        assert calls
-        calls.clear()
-        assert len(remote) == len(local)
-        for (x, y), (rx, ry) in zip(local, remote, strict=True):
-            np.testing.assert_array_equal(x, rx, strict=True)
-            np.testing.assert_array_equal(y, ry, strict=True)
-        np.testing.assert_array_equal(direct[0], local[4][0], strict=True)
-        np.testing.assert_array_equal(direct[1], local[4][1], strict=True)
-
-
-def test_a_state_names_its_file_whatever_the_name(tmp_path):
-    from tests._files import write_feed
-
-    path = write_feed(tmp_path / "trainX")  # no extension; ends with a letter
-    loader = BatchLoader(lazyh5.open_dataset(path), "label", seed=0)
-    assert loader.state_dict()["source"] == "trainX"

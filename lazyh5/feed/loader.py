@@ -195,7 +195,7 @@ class BatchLoader(Resumable, Adapters):
                 "must draw the same order, so pass the same seed on every process "
                 "(BatchLoader(..., seed=0))"
             )
-        if count > 1 and self.epoch_rows == 0:
+        if self.epoch_rows == 0:  # shard_batches="drop" with fewer rows than shards
             raise InvalidArgumentError(
                 f"cannot split the {self.rows} rows of {self._where} into {count} shards "
                 "with shard_batches='drop': fewer rows than shards"
@@ -243,27 +243,20 @@ class BatchLoader(Resumable, Adapters):
         rows = (self.start, self.end)
         return local_sources(self._arrays, self._direct, self._mapped, small, buffers, rows)
 
-    def _read(self, a: int, b: int, sources: list[Source] | None = None) -> dict[str, np.ndarray]:
+    def _read(self, a: int, b: int, sources: list[Source]) -> dict[str, np.ndarray]:
         """Rows ``[a, b)`` of every fed variable in fresh arrays, read now (outside an
-        epoch's stream)."""
+        epoch's stream) from ``sources`` (``_sources(epoch=False)``)."""
         out: dict[str, np.ndarray] = {}
-        for source in sources or self._sources(epoch=False):
+        for source in sources:
             source.read(a, b, out, None, None)
         return out
 
     def _fetch(
-        self,
-        sources: list[Source],
-        block: int,
-        out: dict,
-        dst: Any,
-        pending: Any,
-        rows: tuple[int, int] | None = None,
+        self, sources: list[Source], rows: tuple[int, int], out: dict, dst: Any, pending: Any
     ) -> None:
-        """Block ``block``'s rows (or its rows ``[a, b)``) into ``out[name][dst]``, or
-        set as ``out[name]`` when ``dst`` is ``None``: see
-        :class:`~lazyh5.feed.sources.Source`."""
-        a, b = rows or (int(self.plan.starts[block]), int(self.plan.stops[block]))
+        """Rows ``[a, b)`` (of a block) into ``out[name][dst]``, or set as ``out[name]``
+        when ``dst`` is ``None``: see :class:`~lazyh5.feed.sources.Source`."""
+        a, b = rows
         for source in sources:
             source.read(a, b, out, dst, pending)
 
@@ -277,8 +270,7 @@ class BatchLoader(Resumable, Adapters):
         """
         if not self.shuffle:
             block: dict[str, np.ndarray] = {}
-            piece = (int(w.starts[0]), int(w.stops[0]))
-            self._fetch(sources, int(w.blocks[0]), block, None, None, piece)
+            self._fetch(sources, (int(w.starts[0]), int(w.stops[0])), block, None, None)
             return block
         total = w.rows
         dest = np.empty(total, np.int64)
@@ -291,10 +283,8 @@ class BatchLoader(Resumable, Adapters):
         # The copies of all the window's blocks share the decode pool (see Pending).
         pending = Pending()
         try:
-            for b, lo, hi in zip(
-                w.blocks.tolist(), w.starts.tolist(), w.stops.tolist(), strict=True
-            ):
-                self._fetch(sources, b, out, dest[at : at + hi - lo], pending, (lo, hi))
+            for lo, hi in zip(w.starts.tolist(), w.stops.tolist(), strict=True):
+                self._fetch(sources, (lo, hi), out, dest[at : at + hi - lo], pending)
                 at += hi - lo
         except BaseException:
             with contextlib.suppress(BaseException):  # the first error is the one to see

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from ..backend.positions import Untraceable, view_positions
-from ..backend.view import h5_sources, stored_region
+from ..backend.view import h5_sources
 from ..errors import InvalidArgumentError
 from ..options import computes_here
 from .elementwise import Mapped
@@ -50,13 +50,29 @@ def chunk_rows(var: xr.DataArray, dim: Hashable) -> int:
 def file_axis(var: xr.DataArray, dim: Hashable) -> int | None:
     """The axis of ``var``'s HDF5 dataset that ``dim`` runs along, ``None`` if none.
 
-    By name, unless ``var`` is a plain view of the file's axes in their order whose
-    dimensions were renamed (``ds.rename(sample="row")``): then by position.
+    By name, unless ``var``'s dimensions are not the file's (renamed, after an axis
+    was dropped or not): then by position among the file axes a traced view keeps
+    (``ds.isel(sample=3).rename(x_dim_1="sample")`` runs along the file's axis 1).
     """
     dims = tuple(var.encoding.get("lazyh5_dims") or ())
-    if var.dims != dims and dim in var.dims and stored_region(var) is not None:
-        return var.dims.index(dim)
+    if var.dims != dims and dim in var.dims:
+        kept = _kept_file_axes(var)
+        if kept is not None and len(kept) == var.ndim:
+            return kept[var.dims.index(dim)]
     return dims.index(dim) if dim in dims else None
+
+
+def _kept_file_axes(var: xr.DataArray) -> list[int] | None:
+    """The file axes a view of one dataset keeps, in order (a dask graph that only
+    indexes keeps their order); ``None`` when it cannot be traced."""
+    sources = h5_sources(var.variable._data)
+    if not isinstance(var.data, da.Array) or len(sources) != 1:
+        return None
+    try:
+        axes = view_positions(var.variable._data, sources[0])
+    except Untraceable:
+        return None
+    return [i for i, positions in enumerate(axes) if not isinstance(positions, int)]
 
 
 def _file_offset(var: xr.DataArray, dim: Hashable) -> int:

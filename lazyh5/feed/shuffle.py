@@ -74,7 +74,7 @@ def _pieces(
         lo, span = first % total, min(last - first, total - first % total)
         hi = lo + span
         j0 = int(np.searchsorted(edges, lo, side="right")) - 1
-        j1 = int(np.searchsorted(edges, hi, side="left"))
+        j1 = int(np.searchsorted(edges, hi))  # the first edge at or past hi
         js = np.arange(j0, j1)
         b = blocks[js]
         ids.append(b)
@@ -101,8 +101,8 @@ def epoch_windows(
     if count > 1:
         per = shard_rows(plan.rows, count, drop)
         ids, starts, stops = _pieces(plan, blocks, index * per, (index + 1) * per)
-        if shuffle:  # a stream of its own per shard, after the shared block order
-            rng = np.random.default_rng(None if seed is None else [seed, epoch, count, index])
+        if shuffle:  # a stream of its own per shard (seeded: the loader checks)
+            rng = np.random.default_rng([seed, epoch, count, index])
     else:
         ids, starts, stops = blocks, plan.starts[blocks], plan.stops[blocks]
     step = window if shuffle else 1
