@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import tracemalloc
 import zlib
 
@@ -25,7 +26,7 @@ import numpy as np
 import pytest
 
 import lazyh5
-from lazyh5.backend import decode
+from lazyh5.backend import decode, read
 from lazyh5.backend.chunking import chunk_memory, dask_chunks, row_bytes, row_chunks
 from lazyh5.backend.selection import axis_of
 from lazyh5.cli.info import describe
@@ -284,3 +285,36 @@ def test_every_codec_named_is_found_with_the_test_extra():
     named = {decode.GZIP, decode.SHUFFLE, decode.LZF, decode.LZ4, decode.BLOSC, decode.ZSTD}
     assert set(found) == named
     assert found == decode.DECODERS
+
+
+def test_strings_are_left_to_h5py(tmp_path):
+    """Variable-length strings hold heap references in the file, not their values."""
+    words = np.array([f"row {i}" * (i % 5) for i in range(4000)], dtype=object)
+    path = tmp_path / "strings.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("plain", data=words, dtype=h5py.string_dtype(), chunks=(1000,))
+        f.create_dataset(
+            "gzip", data=words, dtype=h5py.string_dtype(), chunks=(4000,), compression="gzip"
+        )
+    with h5py.File(path, "r") as f:
+        for name in ("plain", "gzip"):
+            assert decode.format_of(f[name]) is None
+            got = read.read(lambda n=name: f[n], threading.Lock(), (4000,), (slice(10, 3990),))
+            assert got.tolist() == f[name][10:3990].tolist()
+
+
+def test_array_fields_decode_like_h5py_and_padded_ones_fall_back(tmp_path):
+    packed = np.dtype([("a", "<i4"), ("v", "<f4", (3,))])
+    inner = np.dtype({"names": ["x", "y"], "formats": ["u1", "<f4"], "offsets": [0, 4]})
+    padded = np.dtype([("a", "<i4"), ("v", inner, (2,))])
+    path = tmp_path / "arrays.h5"
+    with h5py.File(path, "w") as f:
+        for name, dt in (("packed", packed), ("padded", padded)):
+            values = np.zeros(8192, dt)
+            values["a"] = np.arange(8192)
+            f.create_dataset(name, data=values, chunks=(4096,), compression="gzip")
+    with h5py.File(path, "r") as f:
+        assert decode.format_of(f["padded"]) is None
+        fmt = decode.format_of(f["packed"])
+        mask, raw = f["packed"].id.read_direct_chunk((4096,))
+        assert decode.decode_chunk(fmt, mask, raw).tobytes() == f["packed"][4096:].tobytes()
