@@ -9,7 +9,9 @@ values it leads to are checked against numpy in tests/test_property_slicing.py.
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import struct
 import threading
 import tracemalloc
@@ -27,6 +29,7 @@ import pytest
 
 import lazyh5
 from lazyh5.backend import decode, read
+from lazyh5.backend import rows as file_rows
 from lazyh5.backend.chunking import chunk_memory, dask_chunks, row_bytes, row_chunks
 from lazyh5.backend.selection import axis_of
 from lazyh5.cli.info import describe
@@ -318,3 +321,46 @@ def test_array_fields_decode_like_h5py_and_padded_ones_fall_back(tmp_path):
         fmt = decode.format_of(f["packed"])
         mask, raw = f["packed"].id.read_direct_chunk((4096,))
         assert decode.decode_chunk(fmt, mask, raw).tobytes() == f["packed"][4096:].tobytes()
+
+
+# --- rows: the chunk-address table of whole-row chunks stored plain ------------------
+
+
+def _rows_file(path):
+    """Rows 0..299 and 700..999 written; the 64-row chunks over 300..700 unallocated."""
+    data = np.arange(1000 * 6, dtype="<i4").reshape(1000, 6)
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", (1000, 6), "<i4", chunks=(64, 6), fillvalue=-1)
+        dset[:300] = data[:300]
+        dset[700:] = data[700:]
+    return data
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["one pass", "chunk by chunk"])
+def test_row_file_copies_allocated_chunks_and_leaves_holes_to_h5py(tmp_path, monkeypatch, table):
+    path = tmp_path / "rows.h5"
+    data = _rows_file(path)
+    if not table:  # the addresses asked of HDF5 one chunk at a time
+        monkeypatch.setattr(file_rows, "_TABLE_MAX", 0)
+    with h5py.File(path, "r") as f:
+        found = file_rows.row_file(lambda: f["x"], threading.Lock(), (1000, 6))
+        assert (found.table is not None) == table
+        for start, stop in [(0, 300), (5, 70), (700, 1000), (710, 990)]:
+            copy = found.copy(start, stop)
+            assert copy is not None, (start, stop)
+            np.testing.assert_array_equal(copy.run(), data[start:stop])
+        assert found.copy(250, 400) is None  # the fill value comes from h5py
+        assert found.copy(320, 380) is None
+
+
+def test_row_files_close_their_descriptor_when_dropped(tmp_path):
+    path = tmp_path / "rows.h5"
+    _rows_file(path)
+    with h5py.File(path, "r") as f:
+        gc.collect()
+        before = len(os.listdir("/proc/self/fd"))
+        found = file_rows.row_file(lambda: f["x"], threading.Lock(), (1000, 6))
+        assert len(os.listdir("/proc/self/fd")) == before + 1  # its own duplicate
+        del found
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) == before
