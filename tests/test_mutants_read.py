@@ -364,3 +364,19 @@ def test_row_files_close_their_descriptor_when_dropped(tmp_path):
         del found
         gc.collect()
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_row_file_of_chunks_stored_compressed_or_as_is_copies_those_as_is(tmp_path):
+    """lzf stores a chunk it cannot shrink as is: those rows are copied, the others
+    have to be decoded (``Compressed``), wherever the first chunk falls."""
+    data = np.random.default_rng(4).random((1024, 96)).astype("<f4")
+    data[:512] = np.round(data[:512] * 4)  # a few values: these chunks shrink
+    path = tmp_path / "lzf.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(256, 96), compression="lzf")
+    with h5py.File(path, "r") as f:
+        found = file_rows.row_file(lambda: f["x"], threading.Lock(), (1024, 96))
+        assert found is not None
+        np.testing.assert_array_equal(found.copy(600, 1000).run(), data[600:1000])
+        with pytest.raises(file_rows.Compressed):
+            found.copy(0, 10)
