@@ -380,3 +380,11 @@ def test_row_file_of_chunks_stored_compressed_or_as_is_copies_those_as_is(tmp_pa
         np.testing.assert_array_equal(found.copy(600, 1000).run(), data[600:1000])
         with pytest.raises(file_rows.Compressed):
             found.copy(0, 10)
+
+
+def test_no_row_file_for_chunks_that_split_rows(tmp_path):
+    path = tmp_path / "cols.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.ones((1000, 6), "<i4"), chunks=(64, 3))
+    with h5py.File(path, "r") as f:
+        assert file_rows.row_file(lambda: f["x"], threading.Lock(), (1000, 6)) is None
