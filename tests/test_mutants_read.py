@@ -28,11 +28,13 @@ import numpy as np
 import pytest
 
 import lazyh5
+from lazyh5 import BatchLoader
 from lazyh5.backend import decode, read
 from lazyh5.backend import rows as file_rows
 from lazyh5.backend.chunking import chunk_memory, dask_chunks, row_bytes, row_chunks
 from lazyh5.backend.selection import axis_of
 from lazyh5.cli.info import describe
+from tests._files import write_feed
 
 
 def _pieces(axis):
@@ -388,3 +390,26 @@ def test_no_row_file_for_chunks_that_split_rows(tmp_path):
         f.create_dataset("x", data=np.ones((1000, 6), "<i4"), chunks=(64, 3))
     with h5py.File(path, "r") as f:
         assert file_rows.row_file(lambda: f["x"], threading.Lock(), (1000, 6)) is None
+
+
+@pytest.mark.parametrize("task_bytes", [16 << 20, 1000], ids=["one task", "many tasks"])
+def test_rows_of_a_file_url_are_fetched_by_range_like_local(tmp_path, monkeypatch, task_bytes):
+    """A ``file://`` URL takes the remote path (byte ranges) with no server."""
+    monkeypatch.setattr(file_rows, "_REMOTE_TASK_BYTES", task_bytes)
+    path = write_feed(tmp_path / "feed.h5")
+    remote, local = lazyh5.open_dataset(f"file://{path}"), lazyh5.open_dataset(path)
+    for rows in (slice(0, 2000), slice(5, 70), slice(1990, 2000)):
+        np.testing.assert_array_equal(remote["image"][rows].values, local["image"][rows].values)
+    for shuffle in (False, True):
+        kwargs = {"batch_size": 100, "shuffle": shuffle, "seed": 4, "block_size": "8KiB"}
+        got = BatchLoader(remote, "image", "label", **kwargs)
+        want = BatchLoader(local, "image", "label", **kwargs)
+        for (gx, gy), (wx, wy) in zip(got, want, strict=True):
+            np.testing.assert_array_equal(gx, wx)
+            np.testing.assert_array_equal(gy, wy)
+            np.testing.assert_array_equal(gx[:, 0, 0], gy)  # image[i] == label[i] == i
+        for i in (0, 7, len(got) - 1):  # random access: rows gathered one range each
+            for g, w in zip(got._read_batch(0, i), want._read_batch(0, i), strict=True):
+                np.testing.assert_array_equal(g, w)
+    remote.close()
+    local.close()
