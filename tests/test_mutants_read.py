@@ -413,3 +413,35 @@ def test_rows_of_a_file_url_are_fetched_by_range_like_local(tmp_path, monkeypatc
                 np.testing.assert_array_equal(g, w)
     remote.close()
     local.close()
+
+
+def test_scattered_runs_of_more_rows_than_one_preadv_takes_and_their_holes(tmp_path):
+    """``out[dst]``: a run of 2048 rows takes two ``preadv`` calls (1024 buffers each);
+    rows of unallocated chunks land at their destinations too."""
+    data = np.arange(8192 * 2, dtype="<i4").reshape(8192, 2)
+    path = tmp_path / "scatter.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", (8192, 2), "<i4", chunks=(2048, 2), fillvalue=-1)
+        dset[:4096] = data[:4096]
+        dset[6144:] = data[6144:]  # rows 4096..6144 unallocated
+    dst = np.random.default_rng(0).permutation(8000)
+    with h5py.File(path, "r") as f:
+        copy, _ = file_rows.row_copy(f["x"], (8192, 2), (slice(100, 8100), slice(None)))
+        want = np.empty((8000, 2), "<i4")
+        want[dst] = f["x"][100:8100]
+    out = np.zeros_like(want)
+    copy.run(out, dst)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_a_compressed_chunk_as_big_as_its_values_is_still_decoded(tmp_path):
+    data = np.arange(64 * 256, dtype="<f4").reshape(CHUNK)
+    stream = zlib.compress(data.tobytes())
+    raw = stream + bytes(data.nbytes - len(stream))  # inflate stops at the stream's end
+    path = _one_chunk(tmp_path, {"compression": "gzip"}, raw)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][...], data)
+        assert file_rows.row_copy(f["x"], CHUNK, (slice(None), slice(None))) is None
+    ds = lazyh5.open_dataset(path, chunks={})
+    np.testing.assert_array_equal(ds["x"].values, data)
+    ds.close()
