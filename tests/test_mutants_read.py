@@ -1,5 +1,6 @@
-"""Read-side maths pinned down by the mutants that survived the other tests: chunk
-selection, the dask chunks of a read and the HDF5 chunks of new datasets.
+"""The read side, pinned down by the mutants that survived the other tests: chunk
+selection, dask chunks of a read and HDF5 chunks of new datasets, each codec against
+h5py (hostile chunks included), and rows copied straight from the file.
 
 For selections, xarray hands the backend normalised keys (no negative indices, only
 1-D integer arrays), so these cases are checked on
