@@ -1,5 +1,6 @@
-"""Read-side maths pinned down by the mutants that survived the other tests: chunk
-selection, the dask chunks of a read and the HDF5 chunks of new datasets.
+"""The read side, pinned down by the mutants that survived the other tests: chunk
+selection, dask chunks of a read and HDF5 chunks of new datasets, each codec against
+h5py (hostile chunks included), and rows copied straight from the file.
 
 For selections, xarray hands the backend normalised keys (no negative indices, only
 1-D integer arrays), so these cases are checked on
@@ -9,8 +10,11 @@ values it leads to are checked against numpy in tests/test_property_slicing.py.
 
 from __future__ import annotations
 
+import gc
 import math
+import os
 import struct
+import threading
 import tracemalloc
 import zlib
 
@@ -25,10 +29,13 @@ import numpy as np
 import pytest
 
 import lazyh5
-from lazyh5.backend import decode
+from lazyh5 import BatchLoader
+from lazyh5.backend import decode, read
+from lazyh5.backend import rows as file_rows
 from lazyh5.backend.chunking import chunk_memory, dask_chunks, row_bytes, row_chunks
 from lazyh5.backend.selection import axis_of
 from lazyh5.cli.info import describe
+from tests._files import write_feed
 
 
 def _pieces(axis):
@@ -284,3 +291,158 @@ def test_every_codec_named_is_found_with_the_test_extra():
     named = {decode.GZIP, decode.SHUFFLE, decode.LZF, decode.LZ4, decode.BLOSC, decode.ZSTD}
     assert set(found) == named
     assert found == decode.DECODERS
+
+
+def test_strings_are_left_to_h5py(tmp_path):
+    """Variable-length strings hold heap references in the file, not their values."""
+    words = np.array([f"row {i}" * (i % 5) for i in range(4000)], dtype=object)
+    path = tmp_path / "strings.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("plain", data=words, dtype=h5py.string_dtype(), chunks=(1000,))
+        f.create_dataset(
+            "gzip", data=words, dtype=h5py.string_dtype(), chunks=(4000,), compression="gzip"
+        )
+    with h5py.File(path, "r") as f:
+        for name in ("plain", "gzip"):
+            assert decode.format_of(f[name]) is None
+            got = read.read(lambda n=name: f[n], threading.Lock(), (4000,), (slice(10, 3990),))
+            assert got.tolist() == f[name][10:3990].tolist()
+
+
+def test_array_fields_decode_like_h5py_and_padded_ones_fall_back(tmp_path):
+    packed = np.dtype([("a", "<i4"), ("v", "<f4", (3,))])
+    inner = np.dtype({"names": ["x", "y"], "formats": ["u1", "<f4"], "offsets": [0, 4]})
+    padded = np.dtype([("a", "<i4"), ("v", inner, (2,))])
+    path = tmp_path / "arrays.h5"
+    with h5py.File(path, "w") as f:
+        for name, dt in (("packed", packed), ("padded", padded)):
+            values = np.zeros(8192, dt)
+            values["a"] = np.arange(8192)
+            f.create_dataset(name, data=values, chunks=(4096,), compression="gzip")
+    with h5py.File(path, "r") as f:
+        assert decode.format_of(f["padded"]) is None
+        fmt = decode.format_of(f["packed"])
+        mask, raw = f["packed"].id.read_direct_chunk((4096,))
+        assert decode.decode_chunk(fmt, mask, raw).tobytes() == f["packed"][4096:].tobytes()
+
+
+# --- rows: the chunk-address table of whole-row chunks stored plain ------------------
+
+
+def _rows_file(path):
+    """Rows 0..299 and 700..999 written; the 64-row chunks over 300..700 unallocated."""
+    data = np.arange(1000 * 6, dtype="<i4").reshape(1000, 6)
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", (1000, 6), "<i4", chunks=(64, 6), fillvalue=-1)
+        dset[:300] = data[:300]
+        dset[700:] = data[700:]
+    return data
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["one pass", "chunk by chunk"])
+def test_row_file_copies_allocated_chunks_and_leaves_holes_to_h5py(tmp_path, monkeypatch, table):
+    path = tmp_path / "rows.h5"
+    data = _rows_file(path)
+    if not table:  # the addresses asked of HDF5 one chunk at a time
+        monkeypatch.setattr(file_rows, "_TABLE_MAX", 0)
+    with h5py.File(path, "r") as f:
+        found = file_rows.row_file(lambda: f["x"], threading.Lock(), (1000, 6))
+        assert (found.table is not None) == table
+        for start, stop in [(0, 300), (5, 70), (700, 1000), (710, 990)]:
+            copy = found.copy(start, stop)
+            assert copy is not None, (start, stop)
+            np.testing.assert_array_equal(copy.run(), data[start:stop])
+        assert found.copy(250, 400) is None  # the fill value comes from h5py
+        assert found.copy(320, 380) is None
+
+
+def test_row_files_close_their_descriptor_when_dropped(tmp_path):
+    path = tmp_path / "rows.h5"
+    _rows_file(path)
+    with h5py.File(path, "r") as f:
+        gc.collect()
+        before = len(os.listdir("/proc/self/fd"))
+        found = file_rows.row_file(lambda: f["x"], threading.Lock(), (1000, 6))
+        assert len(os.listdir("/proc/self/fd")) == before + 1  # its own duplicate
+        del found
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_row_file_of_chunks_stored_compressed_or_as_is_copies_those_as_is(tmp_path):
+    """lzf stores a chunk it cannot shrink as is: those rows are copied, the others
+    have to be decoded (``Compressed``), wherever the first chunk falls."""
+    data = np.random.default_rng(4).random((1024, 96)).astype("<f4")
+    data[:512] = np.round(data[:512] * 4)  # a few values: these chunks shrink
+    path = tmp_path / "lzf.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(256, 96), compression="lzf")
+    with h5py.File(path, "r") as f:
+        found = file_rows.row_file(lambda: f["x"], threading.Lock(), (1024, 96))
+        assert found is not None
+        np.testing.assert_array_equal(found.copy(600, 1000).run(), data[600:1000])
+        with pytest.raises(file_rows.Compressed):
+            found.copy(0, 10)
+
+
+def test_no_row_file_for_chunks_that_split_rows(tmp_path):
+    path = tmp_path / "cols.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.ones((1000, 6), "<i4"), chunks=(64, 3))
+    with h5py.File(path, "r") as f:
+        assert file_rows.row_file(lambda: f["x"], threading.Lock(), (1000, 6)) is None
+
+
+@pytest.mark.parametrize("task_bytes", [16 << 20, 1000], ids=["one task", "many tasks"])
+def test_rows_of_a_file_url_are_fetched_by_range_like_local(tmp_path, monkeypatch, task_bytes):
+    """A ``file://`` URL takes the remote path (byte ranges) with no server."""
+    monkeypatch.setattr(file_rows, "_REMOTE_TASK_BYTES", task_bytes)
+    path = write_feed(tmp_path / "feed.h5")
+    remote, local = lazyh5.open_dataset(f"file://{path}"), lazyh5.open_dataset(path)
+    for rows in (slice(0, 2000), slice(5, 70), slice(1990, 2000)):
+        np.testing.assert_array_equal(remote["image"][rows].values, local["image"][rows].values)
+    for shuffle in (False, True):
+        kwargs = {"batch_size": 100, "shuffle": shuffle, "seed": 4, "block_size": "8KiB"}
+        got = BatchLoader(remote, "image", "label", **kwargs)
+        want = BatchLoader(local, "image", "label", **kwargs)
+        for (gx, gy), (wx, wy) in zip(got, want, strict=True):
+            np.testing.assert_array_equal(gx, wx)
+            np.testing.assert_array_equal(gy, wy)
+            np.testing.assert_array_equal(gx[:, 0, 0], gy)  # image[i] == label[i] == i
+        for i in (0, 7, len(got) - 1):  # random access: rows gathered one range each
+            for g, w in zip(got._read_batch(0, i), want._read_batch(0, i), strict=True):
+                np.testing.assert_array_equal(g, w)
+    remote.close()
+    local.close()
+
+
+def test_scattered_runs_of_more_rows_than_one_preadv_takes_and_their_holes(tmp_path):
+    """``out[dst]``: a run of 2048 rows takes two ``preadv`` calls (1024 buffers each);
+    rows of unallocated chunks land at their destinations too."""
+    data = np.arange(8192 * 2, dtype="<i4").reshape(8192, 2)
+    path = tmp_path / "scatter.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", (8192, 2), "<i4", chunks=(2048, 2), fillvalue=-1)
+        dset[:4096] = data[:4096]
+        dset[6144:] = data[6144:]  # rows 4096..6144 unallocated
+    dst = np.random.default_rng(0).permutation(8000)
+    with h5py.File(path, "r") as f:
+        copy, _ = file_rows.row_copy(f["x"], (8192, 2), (slice(100, 8100), slice(None)))
+        want = np.empty((8000, 2), "<i4")
+        want[dst] = f["x"][100:8100]
+    out = np.zeros_like(want)
+    copy.run(out, dst)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_a_compressed_chunk_as_big_as_its_values_is_still_decoded(tmp_path):
+    data = np.arange(64 * 256, dtype="<f4").reshape(CHUNK)
+    stream = zlib.compress(data.tobytes())
+    raw = stream + bytes(data.nbytes - len(stream))  # inflate stops at the stream's end
+    path = _one_chunk(tmp_path, {"compression": "gzip"}, raw)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(f["x"][...], data)
+        assert file_rows.row_copy(f["x"], CHUNK, (slice(None), slice(None))) is None
+    ds = lazyh5.open_dataset(path, chunks={})
+    np.testing.assert_array_equal(ds["x"].values, data)
+    ds.close()
