@@ -379,3 +379,17 @@ def test_a_label_that_names_a_range_of_times_is_refused(path):
     ds.close()
     with h5py.File(path) as f:
         np.testing.assert_array_equal(f["v"][1], -np.ones(10))
+
+
+def test_arrays_inlined_in_the_graph_s_tasks_are_found(path):
+    """With ``inline_array=True`` dask keeps the file's array inside each task (no graph
+    key of its own): the sources of a view, and of a join of views, are still found."""
+    from lazyh5.backend.view import h5_sources
+
+    ds = xr.open_dataset(path, engine="lazyh5", chunks={}, inline_array=True)
+    graph = dict(ds["v"].data.__dask_graph__())
+    assert not any(type(v).__name__ == "ImplicitToExplicitIndexingAdapter" for v in graph.values())
+    views = [ds["v"][2:6], xr.concat([ds["v"][:1], ds["w"][3:4]], A), ds["v"][1:3] * 2]
+    found = [sorted(a.path for a in h5_sources(view.data)) for view in views]
+    assert found == [["/v"], ["/v", "/w"], ["/v"]]
+    ds.close()
