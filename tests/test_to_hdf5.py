@@ -298,17 +298,24 @@ def test_blocks_in_flight_stay_bounded(tmp_path):
         np.testing.assert_array_equal(f["v"][:, 0], np.repeat(np.arange(40, dtype="f4"), 64))
 
 
-def test_resume_refuses_other_hdf5_chunks(raw, tmp_path):
-    """A partial file started with one HDF5 chunk shape is not finished with another."""
+def _fails_after_3_blocks(var):
+    """``var`` in 64-row dask blocks whose fourth computed block raises "boom"."""
+    calls = 0
 
     def boom(block):
-        boom.calls += 1
-        if boom.calls > 3:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
             raise RuntimeError("boom")
         return block
 
-    boom.calls = 0
-    x = raw["label"].copy(data=raw["label"].data.rechunk(64).map_blocks(boom))
+    return var.copy(data=var.data.rechunk(64).map_blocks(boom))
+
+
+def test_resume_refuses_other_hdf5_chunks(raw, tmp_path):
+    """A partial file started with one HDF5 chunk shape is not finished with another."""
+
+    x = _fails_after_3_blocks(raw["label"])
     out = tmp_path / "chunks.h5"
     with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="boom"):
         lazyh5.to_hdf5(out, x, hdf5_chunks=(64,), progress=False)
@@ -368,16 +375,9 @@ def test_resume_from_an_unreadable_partial_file_starts_over(raw, tmp_path):
     ids=["shape", "dtype", "name"],
 )
 def test_resume_refuses_other_shape_dtype_or_variables(raw, tmp_path, other):
-    def boom(block):
-        boom.calls += 1
-        if boom.calls > 3:
-            raise RuntimeError("boom")
-        return block
-
-    boom.calls = 0
     label = raw["label"]
     out = tmp_path / "o.h5"
-    failing = label.copy(data=label.data.rechunk(64).map_blocks(boom))
+    failing = _fails_after_3_blocks(label)
     with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="boom"):
         lazyh5.to_hdf5(out, failing, hdf5_chunks=(64,), progress=False)
     before = Path(partial_path(out)).read_bytes()
