@@ -282,18 +282,27 @@ def main() -> None:
     sweep.add_argument("--chunks", default="16,64,256,1024", help="rows per HDF5 chunk")
     args = parser.parse_args()
     n = (4096 if args.sweep else 20_000) if args.quick else args.n
-    folder = Path(args.dir or tempfile.mkdtemp(prefix="lazyh5-feed-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    if args.dir:
+        folder = Path(args.dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        run(args, n, folder)
+        return
+    # The generated files are GBs: remove them even when the run is interrupted.
+    with tempfile.TemporaryDirectory(prefix="lazyh5-feed-") as tmp:
+        run(args, n, Path(tmp))
+
+
+def run(args: argparse.Namespace, n: int, folder: Path) -> None:
     if args.sweep:
         layout_sweep(args, n, folder)
         return
     if args.parallel:
-        from feed_parallel import run  # beside this script
+        from feed_parallel import run as run_parallel  # beside this script
 
         paths = [folder / f"feed_{n}_{label}.h5" for label in ("raw", "lzf-q16")]
         for path, label in zip(paths, ("raw", "lzf-q16"), strict=True):
             make_file(path, n, *FILES[label])
-        run(paths, args.batch, args.repeat, args.quick)
+        run_parallel(paths, args.batch, args.repeat, args.quick)
         return
     results = {}
     for label, (comp, quantised) in FILES.items():
