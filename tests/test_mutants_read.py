@@ -19,6 +19,7 @@ import tracemalloc
 import zlib
 
 import dask
+import fsspec
 import h5py
 import hdf5plugin
 import imagecodecs
@@ -33,6 +34,7 @@ from lazyh5 import BatchLoader
 from lazyh5.backend import decode, read
 from lazyh5.backend import rows as file_rows
 from lazyh5.backend.chunking import chunk_memory, dask_chunks, row_bytes, row_chunks
+from lazyh5.backend.ranges import RangeReader
 from lazyh5.backend.selection import axis_of
 from lazyh5.cli.info import describe
 from tests._files import write_feed
@@ -446,3 +448,130 @@ def test_a_compressed_chunk_as_big_as_its_values_is_still_decoded(tmp_path):
     ds = lazyh5.open_dataset(path, chunks={})
     np.testing.assert_array_equal(ds["x"].values, data)
     ds.close()
+
+
+def test_rows_of_big_rows_through_a_url_are_scattered_and_gathered_like_local(
+    tmp_path, monkeypatch
+):
+    """Rows of 4 KiB through a ``file://`` URL: a shuffled epoch places each run of rows
+    at its destinations (``dst``) from the ranges fetched, and random batches gather
+    one range per row; both equal the local file's, row for row."""
+    monkeypatch.setattr(file_rows, "_REMOTE_TASK_BYTES", 64 << 10)  # several tasks a block
+    n = 1500
+    rows = np.arange(n, dtype="<f4")[:, None, None] * np.ones((1, 32, 32), "<f4")
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=rows, chunks=(50, 32, 32))
+        f.create_dataset("label", data=np.arange(n), chunks=(50,))
+    remote, local = lazyh5.open_dataset(f"file://{path}"), lazyh5.open_dataset(path)
+    kwargs = {"batch_size": 64, "shuffle": True, "seed": 3, "block_size": "256KiB"}
+    got = BatchLoader(remote, "image", "label", **kwargs)
+    want = BatchLoader(local, "image", "label", **kwargs)
+    seen = []
+    for (gx, gy), (wx, wy) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(gx, wx)
+        np.testing.assert_array_equal(gy, wy)
+        np.testing.assert_array_equal(gx[:, 5, 7], gy)  # image[i] == i == label[i]
+        seen.append(gy)
+    assert sorted(np.concatenate(seen).tolist()) == list(range(n))
+    for i in (0, 5, len(got) - 1):
+        (gx, gy), (wx, wy) = got._read_batch(0, i), want._read_batch(0, i)
+        np.testing.assert_array_equal(gx, wx)
+        np.testing.assert_array_equal(gx[:, 0, 0], gy)
+    remote.close()
+    local.close()
+
+
+def test_row_copy_takes_whole_rows_and_single_rows_only(tmp_path):
+    path = tmp_path / "rows.h5"
+    data = _rows_file(path)
+    with h5py.File(path, "r") as f:
+        dset = f["x"]
+        assert file_rows.row_copy(dset, (1000, 6), (slice(0, 10),)) is None  # a short key
+        assert file_rows.row_copy(dset, (1000, 6), (1000, slice(None))) is None  # past the end
+        for row in (0, 5, 999, -1, -1000):
+            copy, drop = file_rows.row_copy(dset, (1000, 6), (row, slice(None)))
+            assert drop and copy.rows == 1, row
+            np.testing.assert_array_equal(copy.run()[0], data[row])
+
+
+def test_row_copy_of_other_drivers_is_left_to_h5py(tmp_path):
+    """Only the default (sec2) driver's descriptor holds the file's bytes at their offsets."""
+    path = tmp_path / "rows.h5"
+    _rows_file(path)
+    with h5py.File(path, "r", driver="core") as f:
+        assert file_rows.row_copy(f["x"], (1000, 6), (slice(0, 10), slice(None))) is None
+
+
+@pytest.mark.parametrize("table", [True, False], ids=["one pass", "chunk by chunk"])
+def test_rows_of_one_element_are_copied_from_their_chunks(tmp_path, monkeypatch, table):
+    """Chunks are looked up by their first element, which a row of one element has too."""
+    if not table:
+        monkeypatch.setattr(file_rows, "_TABLE_MAX", 0)
+    path = tmp_path / "column.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.arange(100, dtype="<i8")[:, None], chunks=(10, 1))
+    with h5py.File(path, "r") as f:
+        copy, _ = file_rows.row_copy(f["x"], (100, 1), (slice(5, 55), slice(None)))
+        assert copy.fills == [] and len(copy.copies) == 6  # all copied, none read by h5py
+        np.testing.assert_array_equal(copy.run()[:, 0], np.arange(5, 55))
+        found = file_rows.row_file(lambda: f["x"], threading.Lock(), (100, 1))
+        np.testing.assert_array_equal(found.copy(5, 55).run()[:, 0], np.arange(5, 55))
+
+
+def test_chunk_tables_are_read_in_one_pass_up_to_the_limit(tmp_path, monkeypatch):
+    path = tmp_path / "rows.h5"
+    _rows_file(path)  # 1000 rows in 64-row chunks: 16 chunks
+    with h5py.File(path, "r") as f:
+        fmt = decode.format_of(f["x"])
+        monkeypatch.setattr(file_rows, "_TABLE_MAX", 16)
+        assert file_rows.chunk_table(f["x"], fmt) is not None
+        monkeypatch.setattr(file_rows, "_TABLE_MAX", 15)
+        assert file_rows.chunk_table(f["x"], fmt) is None
+
+
+def test_row_runs_follow_each_chunks_own_address():
+    """Chunks need not lie in the file in row order, nor back to back."""
+    where = {0: 9000, 4: 1000, 8: 5000}
+    copies, holes = file_rows.row_runs(1, 11, 4, 10, where.__getitem__)
+    assert copies == [(9010, 0, 3), (1000, 3, 4), (5000, 7, 3)] and holes == []
+    asked = []
+    assert file_rows.row_runs(5, 5, 4, 10, asked.append) == ([], [])
+    assert asked == []  # an empty range looks up no chunk
+
+
+def test_rows_spanning_chunks_written_out_of_order_read_like_h5py(tmp_path):
+    """Chunks written last-first lie in the file in reverse row order."""
+    data = np.arange(640 * 8, dtype="<f4").reshape(640, 8) * 2
+    path = tmp_path / "reversed.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", (640, 8), "<f4", chunks=(64, 8))
+        for lo in range(576, -1, -64):
+            dset[lo : lo + 64] = data[lo : lo + 64]
+    with h5py.File(path, "r") as f:
+        first, second = (f["x"].id.get_chunk_info_by_coord((r, 0)).byte_offset for r in (0, 64))
+        assert first > second
+    ds = lazyh5.open_dataset(path)
+    for rows in (slice(30, 100), slice(0, 640), slice(63, 65)):
+        np.testing.assert_array_equal(ds["x"][rows].values, data[rows])
+    loader = BatchLoader(ds, "x", batch_size=50, shuffle=True, seed=1, block_size="8KiB")
+    got = np.concatenate(list(loader))
+    np.testing.assert_array_equal(np.sort(got[:, 0]), data[:, 0])
+    np.testing.assert_array_equal(got[:, 1] - got[:, 0], np.full(640, 2, "<f4"))
+    ds.close()
+
+
+def test_rows_of_a_remote_file_are_gathered_one_range_each(tmp_path):
+    """Any rows, in any order, one range request each, all sent together; an
+    unallocated chunk leaves the rows to h5py (``False``), which knows its fill value."""
+    path = tmp_path / "rows.h5"
+    data = _rows_file(path)  # rows 300..700 unallocated
+    reader = RangeReader(fsspec.filesystem("file"), str(path), "rows.h5", path.stat().st_size)
+    with h5py.File(path, "r") as f:
+        found = file_rows.row_file(lambda: f["x"], threading.Lock(), (1000, 6), reader)
+    rows = np.array([999, 3, 64, 3, 250, 700, 0])
+    out = np.zeros((len(rows), 6), "<i4")
+    assert found.gather(rows, out)
+    np.testing.assert_array_equal(out, data[rows])
+    assert reader.requests >= 1
+    assert not found.gather(np.array([5, 400]), np.zeros((2, 6), "<i4"))
