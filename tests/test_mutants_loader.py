@@ -75,6 +75,12 @@ def test_shard_auto_from_tf_config(feed_file, monkeypatch, config, shard):
         '{"cluster": {"worker": ["a"]}, "task": {"type": "worker"}}',
         '{"cluster": {"worker": ["a"]}, "task": {"index": 0}}',
         '{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": "one"}}',
+        '{"cluster": ["a"], "task": {"type": "worker", "index": 0}}',
+        '{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": 1}}',
+        '{"cluster": {"worker": ["a"]}, "task": {"type": "worker", "index": -1}}',
+        '{"cluster": {"chief": ["a"]}, "task": {"type": "chief", "index": 1}}',
+        '{"cluster": {"chief": ["a"], "worker": ["b"]}, "task": {"type": "worker", "index": -1}}',
+        '{"cluster": {"chief": ["a"], "worker": ["b"]}, "task": {"type": "chief", "index": 1}}',
     ],
 )
 def test_shard_auto_refuses_an_unreadable_tf_config(feed_file, monkeypatch, raw):

@@ -73,15 +73,18 @@ def _tf_config() -> tuple[int, int, str] | None:
     try:
         config = json.loads(raw)
         cluster, task = config["cluster"], config["task"]
-        chiefs = len(cluster.get("chief", []))
-        count = chiefs + len(cluster.get("worker", []))
-        index = int(task["index"]) + (chiefs if task["type"] == "worker" else 0)
-    except (ValueError, KeyError, TypeError) as err:
+        chiefs, workers = len(cluster.get("chief", [])), len(cluster.get("worker", []))
+        count, kind, index = chiefs + workers, task["type"], int(task["index"])
+        if kind in ("chief", "worker") and count:
+            if not 0 <= index < (chiefs if kind == "chief" else workers):
+                raise ValueError(f"task {task!r} is not in the cluster")
+            index += chiefs if kind == "worker" else 0
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise InvalidArgumentError(
             f"shard='auto' cannot read TF_CONFIG ({err!r}): expected JSON with 'cluster' "
             "({'chief': [...], 'worker': [...]}) and 'task' ({'type': ..., 'index': ...})"
         ) from None
-    if task["type"] not in ("chief", "worker") or count < 1:
+    if kind not in ("chief", "worker") or count < 1:
         return None
     return index, count, "TF_CONFIG"
 
