@@ -9,12 +9,18 @@ import time
 import warnings
 import weakref
 
+import dask
 import h5py
 import numpy as np
 import pytest
 
 import lazyh5
-from lazyh5.errors import DimensionError, ObjectNotFoundError, UnsupportedDtypeError
+from lazyh5.errors import (
+    DimensionError,
+    InvalidArgumentError,
+    ObjectNotFoundError,
+    UnsupportedDtypeError,
+)
 from lazyh5.feed.loader import BatchLoader
 
 
@@ -216,6 +222,31 @@ def test_bad_arguments(feed_file, kwargs, error, match):
     with pytest.raises(error, match=match) as info:
         BatchLoader(ds, x, **kwargs)
     assert "feed.h5" in str(info.value) or error is ValueError
+
+
+def test_arrays_passed_for_names_are_refused_unread(feed_file):
+    """``BatchLoader(ds, ds["image"])``: a clear error, not a read of every row."""
+    ds = lazyh5.open_dataset(feed_file)
+    weights = ds["weight"].values
+    with dask.config.set(scheduler=_no_compute):
+        for args, kwargs in [
+            ((ds["image"],), {}),
+            (("image", ds["label"]), {}),
+            (("image", ["label", weights]), {}),
+            (("image", "label"), {"sample_weight": ds["weight"].data}),
+        ]:
+            with pytest.raises(InvalidArgumentError, match=r"not arrays|must be strings") as info:
+                BatchLoader(ds, *args, **kwargs)
+            assert "feed.h5" in str(info.value)
+        with pytest.raises(InvalidArgumentError, match=r"pass its name, 'image'"):
+            BatchLoader(ds, ds["image"])
+    loader = BatchLoader(ds, np.str_("image"), [np.str_("label")], batch_size=500)
+    assert len(loader) == 4
+    ds.close()
+
+
+def _no_compute(*args, **kwargs):
+    raise AssertionError("a variable was computed")
 
 
 def test_repr_is_informative(feed_file):

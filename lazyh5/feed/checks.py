@@ -60,7 +60,21 @@ def check_variables(
     """The fed variables, each checked: present, with ``dim``, numeric."""
     names: list[str] = []
     for group in groups:
+        # Iterating an array to find its names would read it row by row.
+        if not isinstance(group, str) and (hasattr(group, "__array__") or hasattr(group, "dims")):
+            named = getattr(group, "name", None)
+            raise InvalidArgumentError(
+                f"cannot feed {where}: x, y and sample_weight take variable names (a name, "
+                f"a list or a dict of names), not arrays; got a {type(group).__name__}"
+                + (f" (pass its name, {named!r})" if named is not None else "")
+            )
         for name in flat(group):
+            if not isinstance(name, str) and (
+                not isinstance(name, Hashable) or hasattr(name, "__array__")
+            ):
+                raise InvalidArgumentError(
+                    f"cannot feed {where}: variable names must be strings, got {name!r:.80}"
+                )
             if name not in names:
                 names.append(name)
     if dim not in ds.dims:
