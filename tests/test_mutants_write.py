@@ -21,6 +21,7 @@ import xarray as xr
 
 import lazyh5
 from lazyh5.errors import InvalidIndexError, UnmappableViewError
+from lazyh5.write import assign
 
 SHAPE, CHUNKS = (12, 10), (4, 3)
 BASE = np.arange(120, dtype="i4").reshape(SHAPE)
@@ -396,3 +397,62 @@ def test_values_are_checked_before_anything_is_written(tmp_path):
     expected[5:7] = -np.arange(10)
     expected[7:9] = -3
     np.testing.assert_array_equal(_stored(path), expected)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+def test_wider_integers_are_cast_as_numpy_casts_them(tmp_path, lazy):
+    """int64 values past int32's range, written to an int32 dataset, wrap as they do when
+    numpy (or xarray in memory) assigns them; HDF5's own conversion would clamp them."""
+    path = _file(tmp_path)
+    values = np.arange(12, dtype="i8")[:, None] * (2**31 - 3) + np.arange(10)
+    want = values.astype("i4")
+    assert not np.array_equal(want, np.clip(values, -(2**31), 2**31 - 1))
+    ds = lazyh5.open_dataset(path, mode="r+")
+    ds["v"].h5[...] = da.from_array(values, chunks=(5, 4)) if lazy else values
+    ds.close()
+    np.testing.assert_array_equal(_stored(path), want)
+
+
+@pytest.mark.parametrize(("limit", "marked"), [(12, True), (11, False)])
+def test_done_marks_up_to_their_limit_of_blocks(tmp_path, monkeypatch, limit, marked):
+    """Marks are kept for assignments of up to ``_MAX_MARKED_BLOCKS`` blocks (12 here)."""
+    monkeypatch.setattr(assign, "_MAX_MARKED_BLOCKS", limit)
+    path = _file(tmp_path)
+
+    def boom(b, block_info=None):
+        if block_info[None]["chunk-location"] == (2, 3):
+            raise RuntimeError("boom")
+        return b
+
+    with lazyh5.set_options(memory_budget="48B"):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        value = da.from_array(-BASE, chunks=CHUNKS).map_blocks(boom, meta=np.empty((0, 0), "i4"))
+        with dask.config.set(scheduler="sync"), pytest.raises(RuntimeError, match="boom"):
+            ds["v"].h5[...] = value
+        ds.close()
+    with h5py.File(path) as f:
+        assert ("_lazyh5_assign_done" in f["v"].attrs) == marked
+
+
+def test_a_block_reading_rows_another_block_writes_is_staged(tmp_path):
+    """Block 1 (rows 4..8) reads rows 0..4 only, which no other block reads but block 0
+    writes: not in place, whatever order the blocks run in."""
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=BASE, chunks=(4, 10))
+    staged = []
+
+    def look(b):
+        if b.size:
+            staged.append(any(p.name.startswith(".lazyh5-stage-") for p in tmp_path.iterdir()))
+        return b
+
+    with lazyh5.set_options(memory_budget="160B"):
+        ds = lazyh5.open_dataset(path, mode="r+", chunks={})
+        x = ds["v"].data
+        zeros = da.zeros((4, 10), dtype=x.dtype, chunks=(4, 10))
+        value = da.concatenate([zeros, x[0:4], x[8:12]]).map_blocks(look, dtype=x.dtype)
+        ds["v"].h5[...] = value
+        ds.close()
+    assert staged and all(staged), staged
+    np.testing.assert_array_equal(_stored(path), np.concatenate([0 * BASE[:4], BASE[:4], BASE[8:]]))
