@@ -190,3 +190,18 @@ def test_plugin_compression_and_its_level_reach_the_file(tmp_path, opts, clevel)
         }
     assert list(found) == [32001]  # Blosc's registered filter id
     assert found[32001][4] == clevel  # Blosc's options: (..., clevel, shuffle, compressor)
+
+
+def test_group_names_lose_only_their_slashes(tmp_path):
+    path = tmp_path / "x.h5"
+    lazyh5.create(path, {"x": ((3,), "f4")}, group="/Xg/gX/").close()
+    with h5py.File(path) as f:
+        assert "Xg/gX/x" in f
+    ds = xr.Dataset({"sample": (("other",), np.arange(3.0)), "x": (("sample",), np.arange(5.0))})
+    other = tmp_path / "y.h5"
+    message = (
+        f"cannot create '{other}': dimension 'sample' (length 5) clashes with the existing "
+        "object '/Xg/gX/sample'"
+    )
+    with pytest.raises(DimensionError, match=_exactly(message)):
+        lazyh5.to_hdf5(other, ds, group="/Xg/gX/", progress=False)

@@ -456,3 +456,20 @@ def test_a_block_reading_rows_another_block_writes_is_staged(tmp_path):
         ds.close()
     assert staged and all(staged), staged
     np.testing.assert_array_equal(_stored(path), np.concatenate([0 * BASE[:4], BASE[:4], BASE[8:]]))
+
+
+@pytest.mark.parametrize("dtype", ["u1", "i1", "u8", "i8"])
+def test_index_arrays_of_any_integer_dtype_on_a_long_axis(tmp_path, dtype):
+    """Negative positions wrap by the axis length (300, more than int8 holds); uint64
+    positions stay integers (numpy would promote uint64 and int64 to float64)."""
+    path = tmp_path / "long.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("v", data=np.arange(300, dtype="i4"), chunks=(64,))
+    rows = np.array([100, 3, -1, -128] if dtype[0] == "i" else [250, 3, 255], dtype=dtype)
+    ds = lazyh5.open_dataset(path, mode="r+")
+    ds["v"].h5[rows] = -np.arange(1, len(rows) + 1, dtype="i4")
+    ds.close()
+    want = np.arange(300, dtype="i4")
+    want[rows.astype(np.int64)] = -np.arange(1, len(rows) + 1, dtype="i4")
+    with h5py.File(path) as f:
+        np.testing.assert_array_equal(f["v"][()], want)
