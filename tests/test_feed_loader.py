@@ -463,6 +463,36 @@ def test_file_truncated_under_a_loader_raises_corrupt_file_and_closes_descriptor
     assert len(os.listdir("/proc/self/fd")) == fds
 
 
+def test_of_two_damaged_variables_the_error_raised_first_is_the_one_seen(tmp_path):
+    """In one block, ``x``'s copies (handed to the decode pool) fail on a cut file while
+    ``y``'s chunks fail to decode in the loader's thread: the loader waits for the
+    copies, then raises ``y``'s error, not theirs."""
+    import os
+
+    from lazyh5.errors import CorruptFileError
+
+    path = tmp_path / "cut.h5"
+    with h5py.File(path, "w") as f:
+        y = np.repeat(np.arange(4000, dtype="f4")[:, None], 300, axis=1)  # 1,200-byte rows
+        f.create_dataset("y", data=y, chunks=(100, 300), compression="gzip")
+        f.create_dataset("x", data=np.ones((4000, 256), "f4"), chunks=(100, 256))
+        y_chunks = [f["y"].id.get_chunk_info(i) for i in range(f["y"].id.get_num_chunks())]
+        x_start = min(f["x"].id.get_chunk_info(i).byte_offset for i in range(40))
+    loader = BatchLoader(
+        lazyh5.open_dataset(path), "x", "y", batch_size=50, shuffle=True, block_size="400KiB"
+    )
+    assert sum(len(y) for _, y in loader) == 4000  # the first pass caches the chunk addresses
+    rng = np.random.default_rng(0)
+    with open(path, "r+b") as fh:
+        for info in y_chunks:
+            fh.seek(info.byte_offset)
+            fh.write(rng.bytes(info.size))
+    os.truncate(path, x_start)  # every chunk of x is gone
+    with pytest.raises(CorruptFileError, match=r"'/y'.*cut\.h5.*damaged or truncated"):
+        for _ in loader:
+            pass
+
+
 @pytest.mark.parametrize("block_size", ["200KiB", "6KiB"], ids=["labels-whole", "labels-by-block"])
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_small_variables_read_whole_per_epoch_or_by_block(tmp_path, shuffle, block_size):
