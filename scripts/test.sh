@@ -7,4 +7,6 @@ source "$(dirname "$0")/_env.sh"
 .venv/bin/ruff format --check .
 # Every extra is installed: a test that would skip for a missing package fails instead.
 export LAZYH5_REQUIRE_EXTRAS=1
+# A crash of a subprocess the tests start (Keras, torch workers) prints its Python stacks.
+export PYTHONFAULTHANDLER=1
 exec .venv/bin/python -m pytest "$@"

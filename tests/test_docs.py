@@ -246,11 +246,11 @@ def test_getting_started_code_runs(tmp_path):
 
 def _run_snippet(code: str, cwd: Path, env: dict[str, str] | None = None) -> None:
     """Run a page's code in a fresh interpreter in ``cwd`` (``env``: extra variables);
-    fail with its output."""
+    fail with its output (a crash prints the Python stacks of its threads)."""
     proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=cwd,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONFAULTHANDLER": "1", **(env or {})},
         capture_output=True,
         text=True,
         timeout=180,
