@@ -153,18 +153,29 @@ def run_module(module: str, out: Path, jobs: int) -> dict:
 def rerun_survivors(module: str, out: Path, jobs: int) -> dict:
     """Run the survivors of a finished run again, against the current tests.
 
-    The code is the same, so killed mutants stay killed; mutmut records which of the
-    new tests call each function before running them.
+    The module's code is the same (else it runs in full), so killed mutants stay
+    killed; the other modules' code is brought up to date, and mutmut records which of
+    the new tests call each function before running them.
     """
     work = out / module.replace("/", "_").removesuffix(".py")
     if _config(module, MODULES[module]) not in (work / "pyproject.toml").read_text():
         # mutmut drops every result when its test selection changes: run it all again
         print(f"{module}: test files added since its run; running it in full", flush=True)
         return run_module(module, out, jobs)
+    if (work / module).read_text() != (ROOT / module).read_text():
+        print(f"{module}: changed since its run; running it in full", flush=True)
+        return run_module(module, out, jobs)
     names = list(collect(module, work)["survivors"])
     for tests in (work / "tests", work / "mutants" / "tests"):
         shutil.rmtree(tests)
         shutil.copytree(ROOT / "tests", tests, ignore=shutil.ignore_patterns("__pycache__"))
+    # The new tests may need the current code of the other modules.
+    for path in (ROOT / "lazyh5").rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.as_posix() != module:
+            for base in (work, work / "mutants"):
+                (base / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, base / rel)
     started = time.monotonic()
     if names:
         with open(work / "mutmut.log", "a") as log:
