@@ -130,3 +130,45 @@ def test_process_exits_promptly_with_an_epoch_in_flight(path, how):
         assert returncode == 0, err
     else:
         assert returncode != 0 and "KeyboardInterrupt" in err
+
+
+_READERS = textwrap.dedent(
+    """
+    import sys, threading, time, lazyh5
+    ds = lazyh5.open_dataset(sys.argv[1])
+    loader = lazyh5.BatchLoader(ds, "x", "y", batch_size=64, shuffle=True, seed=0)
+    done = [0, 0, 0]
+
+    def batches(k):  # what Keras' or tf.data's threads do with a PyDataset
+        for i in range(10**9):
+            loader._read_batch(0, i % len(loader))
+            done[k] += 1
+
+    def rows(k):
+        for i in range(10**9):
+            ds["z"][i % 3900 : i % 3900 + 3].values
+            done[k] += 1
+
+    for k, target in enumerate((batches, batches, rows)):
+        threading.Thread(target=target, args=(k,), daemon=True).start()
+    while min(done) < 3:  # every thread reading
+        time.sleep(0.01)
+    print("started", flush=True)
+    """
+)
+
+
+def test_process_exits_while_other_threads_read(tmp_path):
+    """Threads not lazyh5's (Keras', tf.data's) still reading when Python exits: they
+    must not be inside h5py when it finalizes (seen: a hang in 9 of 10 exits, and a
+    segfault in HDF5)."""
+    path = tmp_path / "readers.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset(
+            "x", data=np.random.default_rng(0).random((4000, 64), "f4"), chunks=(100, 64)
+        )
+        f.create_dataset("y", data=np.arange(4000), chunks=(100,))
+        f.create_dataset("z", data=np.ones((4000, 64), ">f8"), chunks=(100, 64), compression="gzip")
+    for _ in range(3):
+        returncode, err = run_until_exit(_READERS, path, "exit", pause=0)
+        assert returncode == 0, err

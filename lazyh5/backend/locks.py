@@ -8,11 +8,13 @@ lock is a :class:`ClusterFileLock`, which also closes the file on release.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import threading
 from typing import Any
 
+import h5py  # noqa: F401  (first: h5py's exit handler must run after ours, below)
 from xarray.backends import CachingFileManager
 from xarray.backends.locks import (
     HDF5_LOCK,
@@ -183,3 +185,28 @@ if hasattr(os, "register_at_fork"):
         after_in_parent=_give_after_fork,
         after_in_child=_give_after_fork,
     )
+
+
+# Exit safety. Python freezes a daemon thread (Keras' or tf.data's, or the user's) that
+# is inside h5py when it finalizes, holding h5py's own lock; the main thread then waits
+# for that lock forever when it frees h5py objects, or HDF5 crashes under it while h5py
+# unregisters its type converters (both seen: a hang in 9 of 10 exits with two threads
+# reading, a segfault in CI). lazyh5 enters h5py only holding HDF5_LOCK and through
+# `H5Store.acquire`: at exit, once the threads inside have left (the lock is free),
+# every later access raises instead of entering h5py. atexit runs handlers last
+# registered first, so this one runs before h5py's.
+_EXIT_WAIT = 30.0
+_exiting = False
+
+
+def exiting() -> bool:
+    """Whether Python is exiting: lazyh5 no longer enters h5py."""
+    return _exiting
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    global _exiting
+    _exiting = True
+    if HDF5_LOCK.acquire(timeout=_EXIT_WAIT):  # the threads inside h5py have left it
+        HDF5_LOCK.release()

@@ -173,6 +173,8 @@ class H5Store:
         read-only handles that workers cache for an earlier computation of the same
         file close a moment after it ends.
         """
+        if locks.exiting():
+            raise RuntimeError(f"cannot read '{self.filename}': Python is exiting")
         if not self.cluster_locked:
             with self._manager.acquire_context(needs_lock) as f:
                 return f
