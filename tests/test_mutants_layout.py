@@ -205,3 +205,27 @@ def test_group_names_lose_only_their_slashes(tmp_path):
     )
     with pytest.raises(DimensionError, match=_exactly(message)):
         lazyh5.to_hdf5(other, ds, group="/Xg/gX/", progress=False)
+
+
+@pytest.mark.parametrize("how", ["create", "append", "to_hdf5"])
+def test_options_only_hdf5_checks_are_refused_before_writing(tmp_path, monkeypatch, how):
+    """A gzip level of 99 is refused naming the variable (in its group), before anything
+    is written, by a trial in memory that leaves no file behind (not even here)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "x.h5"
+    bad = {"compression": "gzip", "compression_opts": 99}
+    if how == "append":
+        lazyh5.create(path, {"a": ((4,), "f4")}, group="g").close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    message = f"cannot create 'g/x' in '{path}': GZIP setting must be an integer from 0-9, not 99"
+    with pytest.raises(InvalidArgumentError, match=_exactly(message)):
+        if how == "to_hdf5":
+            ds = xr.Dataset({"x": (("s",), np.arange(4.0))})
+            lazyh5.to_hdf5(path, ds, group="g", progress=False, **bad)
+        else:
+            mode = "a" if how == "append" else "w-"
+            lazyh5.create(path, {"x": ((4,), "f4")}, group="g", mode=mode, **bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    if how == "append":
+        with h5py.File(path) as f:
+            assert "x" not in f["g"] and "a" in f["g"]

@@ -96,6 +96,16 @@ def test_shard_auto_refuses_an_unreadable_tf_config(feed_file, monkeypatch, raw)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
+def test_shard_auto_names_the_task_missing_from_tf_config(feed_file, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    _alone(feed_file)
+    task = {"type": "worker", "index": 2}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a", "b"]}, "task": task}))
+    with pytest.raises(lazyh5.errors.InvalidArgumentError, match="is not in the cluster") as info:
+        _auto(feed_file)
+    assert repr(task) in str(info.value)
+
+
 def test_shard_auto_reads_an_initialised_torch_process_group(feed_file, monkeypatch, tmp_path):
     pytest.importorskip("torch")
     import torch.distributed as dist
