@@ -93,7 +93,12 @@ MODULES: dict[str, list[str]] = {
         "tests/test_mutants_to_hdf5.py",
         "tests/test_mutants_layout.py",
     ],
-    "lazyh5/write/to_hdf5.py": [*TO_HDF5, "tests/test_mutants_to_hdf5.py"],
+    "lazyh5/write/to_hdf5.py": [
+        *TO_HDF5,
+        "tests/test_mutants_to_hdf5.py",
+        "tests/test_mutants_layout.py",
+        "tests/test_remote_write.py",  # URLs: written locally, then uploaded
+    ],
     "lazyh5/feed/loader.py": [
         *FEED,
         *SHARDS,

@@ -10,10 +10,13 @@ is left as it was.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import uuid
 
 import dask
 import dask.array as da
+import fsspec
 import h5py
 import hdf5plugin
 import numpy as np
@@ -363,3 +366,35 @@ def _fail_after_1d(ds: xr.Dataset, blocks: int) -> xr.Dataset:
         return b
 
     return ds.assign(x=ds["x"].copy(data=ds["x"].data.map_blocks(fail, meta=np.empty(0, "i8"))))
+
+
+def test_a_url_gets_the_file_every_option_makes_locally(tmp_path):
+    """A URL (fsspec's in-memory file system here) is written through a local file with
+    the same options, then uploaded; an existing object needs ``mode="w"``."""
+    url = f"memory://lazyh5-tests/{uuid.uuid4().hex}/out.h5"
+    ds = xr.Dataset({"x": (("s", "c"), np.arange(200.0).reshape(100, 2))}, attrs={"title": "t"})
+    options = dict(hdf5_chunks={"x": (10, 2)}, compression="gzip", compression_opts=4, shuffle=True)
+    lazyh5.to_hdf5(url, ds, group="g", progress=False, **options)
+    local = tmp_path / "local.h5"
+    lazyh5.to_hdf5(local, ds, group="g", progress=False, **options)
+    uploaded = fsspec.filesystem("memory").cat(url)
+    with h5py.File(io.BytesIO(uploaded), "r") as f, h5py.File(local, "r") as g:
+        for name in ("g/x", "g/s", "g/c"):
+            got, want = f[name], g[name]
+            assert (got.chunks, got.compression, got.compression_opts, got.shuffle) == (
+                want.chunks,
+                want.compression,
+                want.compression_opts,
+                want.shuffle,
+            )
+            np.testing.assert_array_equal(got[()], want[()])
+        assert f["g"].attrs["title"] == "t"
+        assert f["g/x"].chunks == (10, 2) and f["g/x"].compression_opts == 4
+    with pytest.raises(lazyh5.errors.AlreadyExistsError, match="mode='w'"):
+        lazyh5.to_hdf5(url, ds, progress=False)
+    lazyh5.to_hdf5(url, ds * 2, mode="w", progress=False)
+    with h5py.File(io.BytesIO(fsspec.filesystem("memory").cat(url)), "r") as f:
+        np.testing.assert_array_equal(f["x"][()], ds["x"].values * 2)
+    lazyh5.to_hdf5(f"file://{tmp_path / 'by-url.h5'}", ds, progress=False)
+    with h5py.File(tmp_path / "by-url.h5", "r") as f:
+        np.testing.assert_array_equal(f["x"][()], ds["x"].values)
