@@ -174,7 +174,7 @@ class H5Store:
         file close a moment after it ends.
         """
         if locks.exiting():
-            raise RuntimeError(f"cannot read '{self.filename}': Python is exiting")
+            raise RuntimeError(f"cannot access '{self.filename}': Python is exiting")
         if not self.cluster_locked:
             with self._manager.acquire_context(needs_lock) as f:
                 return f
