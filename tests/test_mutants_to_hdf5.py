@@ -373,7 +373,8 @@ def test_a_url_gets_the_file_every_option_makes_locally(tmp_path):
     the same options, then uploaded; an existing object needs ``mode="w"``."""
     url = f"memory://lazyh5-tests/{uuid.uuid4().hex}/out.h5"
     ds = xr.Dataset({"x": (("s", "c"), np.arange(200.0).reshape(100, 2))}, attrs={"title": "t"})
-    options = dict(hdf5_chunks={"x": (10, 2)}, compression="gzip", compression_opts=4, shuffle=True)
+    # not h5py's defaults (gzip level 4, no shuffle), so that each must be passed on
+    options = dict(hdf5_chunks={"x": (10, 2)}, compression="gzip", compression_opts=7, shuffle=True)
     lazyh5.to_hdf5(url, ds, group="g", progress=False, **options)
     local = tmp_path / "local.h5"
     lazyh5.to_hdf5(local, ds, group="g", progress=False, **options)
@@ -389,9 +390,11 @@ def test_a_url_gets_the_file_every_option_makes_locally(tmp_path):
             )
             np.testing.assert_array_equal(got[()], want[()])
         assert f["g"].attrs["title"] == "t"
-        assert f["g/x"].chunks == (10, 2) and f["g/x"].compression_opts == 4
+        assert f["g/x"].chunks == (10, 2) and f["g/x"].compression_opts == 7
     with pytest.raises(lazyh5.errors.AlreadyExistsError, match="mode='w'"):
         lazyh5.to_hdf5(url, ds, progress=False)
+    with pytest.raises(InvalidArgumentError, match=f"^cannot write '{url}': mode must be"):
+        lazyh5.to_hdf5(url, ds, mode="a", progress=False)
     lazyh5.to_hdf5(url, ds * 2, mode="w", progress=False)
     with h5py.File(io.BytesIO(fsspec.filesystem("memory").cat(url)), "r") as f:
         np.testing.assert_array_equal(f["x"][()], ds["x"].values * 2)
