@@ -62,15 +62,25 @@ def _left(path):
         return layout, done, f["v"][()]
 
 
+def _fail_assigning(path, budget, assign):
+    """``assign(ds)`` on the file opened for writing, under ``budget``, failing as the
+    full disk makes it (see ``failing_write``); what it left: :func:`_left`."""
+    with lazyh5.set_options(memory_budget=budget):
+        ds = lazyh5.open_dataset(path, mode="r+")
+        with pytest.raises(OSError, match="no space"):
+            assign(ds)
+        ds.close()
+    return _left(path)
+
+
 def test_numpy_values_in_two_slabs_leave_the_mark_of_the_first(tmp_path, failing_write):
     path = _file(tmp_path)
     failing_write(2)
-    with lazyh5.set_options(memory_budget="48B"):  # one row per slab
-        ds = lazyh5.open_dataset(path, mode="r+")
-        with pytest.raises(OSError, match="no space"):
-            ds["v"].h5[3:5] = -np.ones((2, 10), "i4")
-        ds.close()
-    layout, done, stored = _left(path)
+
+    def assign(ds):
+        ds["v"].h5[3:5] = -np.ones((2, 10), "i4")
+
+    layout, done, stored = _fail_assigning(path, "48B", assign)  # one row per slab
     assert layout == {"selection": [[3, 5, 1], [0, 10, 1]], "blocks": [[1, 1], [10]], "order": "C"}
     assert done.tolist() == [1, 0]
     expected = BASE.copy()
@@ -95,13 +105,12 @@ def test_numpy_slabs_follow_the_memory_budget(
     with h5py.File(path, "w") as f:
         f.create_dataset("v", data=BASE.astype(dtype), chunks=CHUNKS)
     failing_write(sum(done) + 1)
-    with lazyh5.set_options(memory_budget=budget):
-        ds = lazyh5.open_dataset(path, mode="r+")
+
+    def assign(ds):
         view = ds["v"][key] if key else ds["v"]
-        with pytest.raises(OSError, match="no space"):
-            view.h5[...] = np.zeros(view.shape, dtype)
-        ds.close()
-    layout, marks, stored = _left(path)
+        view.h5[...] = np.zeros(view.shape, dtype)
+
+    layout, marks, stored = _fail_assigning(path, budget, assign)
     assert layout["blocks"] == blocks and marks.tolist() == done
     expected = BASE.astype(dtype)
     rows = slice(0, sum(done) * blocks[0][0])
@@ -112,12 +121,11 @@ def test_numpy_slabs_follow_the_memory_budget(
 def test_numpy_values_in_one_slab_leave_no_marks(tmp_path, failing_write):
     path = _file(tmp_path)
     failing_write(1)
-    with lazyh5.set_options(memory_budget="1MiB"):
-        ds = lazyh5.open_dataset(path, mode="r+")
-        with pytest.raises(OSError, match="no space"):
-            ds["v"].h5[3:5] = -1
-        ds.close()
-    layout, done, stored = _left(path)
+
+    def assign(ds):
+        ds["v"].h5[3:5] = -1
+
+    layout, done, stored = _fail_assigning(path, "1MiB", assign)
     assert layout is None and done is None  # one block: all or nothing to say
     np.testing.assert_array_equal(stored, BASE)
 
@@ -125,12 +133,11 @@ def test_numpy_values_in_one_slab_leave_no_marks(tmp_path, failing_write):
 def test_numpy_slabs_of_a_view_with_a_dropped_axis(tmp_path, failing_write):
     path = _file(tmp_path)
     failing_write(3)
-    with lazyh5.set_options(memory_budget="48B"):
-        ds = lazyh5.open_dataset(path, mode="r+")
-        with pytest.raises(OSError, match="no space"):
-            ds["v"].isel(v_dim_1=4).h5[::-3] = np.array([-1, -2, -3, -4], "i4")
-        ds.close()
-    layout, done, stored = _left(path)
+
+    def assign(ds):
+        ds["v"].isel(v_dim_1=4).h5[::-3] = np.array([-1, -2, -3, -4], "i4")
+
+    layout, done, stored = _fail_assigning(path, "48B", assign)
     # rows 11, 8, 5, 2 of column 4, one per slab: the first two are done
     assert layout == {"selection": [[11, -1, -3], 4], "blocks": [[1, 1, 1, 1]], "order": "C"}
     assert done.tolist() == [1, 1, 0, 0]
@@ -142,13 +149,11 @@ def test_numpy_slabs_of_a_view_with_a_dropped_axis(tmp_path, failing_write):
 def test_a_staged_copy_leaves_the_marks_of_the_blocks_copied(tmp_path, failing_write):
     path = _file(tmp_path)
     failing_write(4)
-    with lazyh5.set_options(memory_budget="48B"):
-        ds = lazyh5.open_dataset(path, mode="r+")
-        flipped = ds["v"][::-1] * 2  # reads rows other blocks write: staged first
-        with pytest.raises(OSError, match="no space"):
-            ds["v"].h5[...] = flipped
-        ds.close()
-    layout, done, stored = _left(path)
+
+    def assign(ds):
+        ds["v"].h5[...] = ds["v"][::-1] * 2  # reads rows other blocks write: staged first
+
+    layout, done, stored = _fail_assigning(path, "48B", assign)
     assert layout == {
         "selection": [[0, 12, 1], [0, 10, 1]],
         "blocks": [[4, 4, 4], [3, 3, 3, 1]],
