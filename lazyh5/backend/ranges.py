@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import ctypes
+import errno
 import itertools
 import os
 import random
@@ -28,6 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
 
 from ..errors import CorruptFileError, FileMissingError, Lazyh5Error, RemoteReadError
 from ..options import remote_settings
@@ -49,6 +53,47 @@ _pool_lock = threading.Lock()
 
 _counted = [0]
 _count_lock = threading.Lock()
+
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+
+
+def _libc_preadv() -> Any:
+    """libc's ``preadv``, called with an iovec array built by numpy (``None`` where
+    libc has none: then :func:`os.preadv` takes one memoryview per row)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).preadv
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong]
+    fn.restype = ctypes.c_ssize_t
+    return fn
+
+
+# A scatter through os.preadv takes one memoryview per row, made under the GIL: at
+# 100,000 rows an epoch, enough of them outlived a young collection to bring a full
+# one (50 ms with xarray and dask loaded) every other epoch, 25-35% of a shuffled
+# epoch. libc's preadv takes an array numpy builds; ctypes releases the GIL for it.
+_preadv = _libc_preadv()
+
+
+def scatters() -> bool:
+    """Whether :meth:`LocalBytes.scatter` works here (libc has ``preadv``)."""
+    return _preadv is not None
+
+
+def iovecs(out: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
+    """The ``struct iovec`` array placing ``size`` bytes at each of ``offsets`` (byte
+    offsets into ``out``, a C-contiguous array: checked, as the kernel will write there).
+    The caller keeps ``out`` alive while the array is in use."""
+    if not out.flags.c_contiguous:
+        raise ValueError("iovecs needs a C-contiguous array")
+    if len(offsets) and (offsets.min() < 0 or offsets.max() + size > out.nbytes):
+        raise IndexError(f"destinations outside an array of {out.nbytes} bytes")
+    iov = np.empty((len(offsets), 2), np.uint64)  # {base, length}
+    iov[:, 0] = offsets
+    iov[:, 0] += out.ctypes.data
+    iov[:, 1] = size
+    return iov
 
 
 def request_count() -> int:
@@ -88,6 +133,21 @@ class LocalBytes:
         want = sum(len(b) for b in buffers)
         if os.preadv(self.fd, buffers, where) != want:
             raise OSError(f"the file ends inside a chunk at byte {where}")
+
+    def scatter(self, iov: np.ndarray, first: int, count: int, where: int) -> None:
+        """Fill the ``count`` destinations ``iov[first:first + count]`` (an array of
+        :func:`iovecs`) from consecutive bytes of the file, from byte ``where`` on."""
+        address = iov.ctypes.data + first * iov.itemsize * 2
+        for i in range(0, count, _IOV_MAX):
+            n = min(count - i, _IOV_MAX)
+            want = int(iov[first + i : first + i + n, 1].sum())
+            while (got := _preadv(self.fd, address, n, where)) < 0:
+                code = ctypes.get_errno()
+                if code != errno.EINTR:
+                    raise OSError(code, os.strerror(code))
+            if got != want:
+                raise OSError(f"the file ends inside a chunk at byte {where}")
+            address, where = address + n * iov.itemsize * 2, where + want
 
     def fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         out = []

@@ -24,17 +24,19 @@ import h5py
 import numpy as np
 
 from . import decode
-from .ranges import LocalBytes, RangeReader
+from .ranges import LocalBytes, RangeReader, iovecs, scatters
 from .threads import run_each
 
 Bytes = LocalBytes | RangeReader
 
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 # Chunk address tables up to this many chunks (8 bytes each) are read in one pass.
 _TABLE_MAX = 1 << 20
 _COMPRESSED = -2  # in a chunk table: a chunk stored through its filters
 # Copies of small chunks are grouped into tasks of at least this many bytes.
 _TASK_BYTES = 1 << 20
+# Chunks back to back in the file are copied as one run of up to this many bytes (a
+# few per 16 MiB block, so the decode threads share a block's runs).
+_RUN_BYTES = 4 << 20
 # ... and copies from a remote file into tasks of this many (each task's requests are
 # all in flight together; a few tasks run at once in the decode pool).
 _REMOTE_TASK_BYTES = 16 << 20
@@ -93,18 +95,14 @@ class RowCopy:
         if self.file.remote:
             return self._remote_tasks(flat, dst)
 
+        iov = None if dst is None else iovecs(out, dst * size, size)  # one for all runs
+
         def one(where: int, first: int, n: int) -> None:
-            # A scatter builds one memoryview per row while holding the GIL: offsets
-            # computed by numpy and lengths known, it costs half as much.
-            if dst is None:
-                buffers, each = [flat[first * size : (first + n) * size]], n * size
+            # Both raise at a short read (a truncated file).
+            if iov is None:
+                self.file.readv([flat[first * size : (first + n) * size]], where)
             else:
-                starts = (dst[first : first + n] * size).tolist()
-                buffers, each = [flat[s : s + size] for s in starts], size
-            for i in range(0, len(buffers), _IOV_MAX):
-                part = buffers[i : i + _IOV_MAX]
-                self.file.readv(part, where)  # raises at a short read (a truncated file)
-                where += len(part) * each
+                self.file.scatter(iov, first, n, where)
 
         calls = [functools.partial(one, *copy) for copy in self.copies]
         per = max(1, _TASK_BYTES // max(1, self.rows * size // max(1, len(calls))))
@@ -204,8 +202,10 @@ def row_copy(
     ):
         return None
     start, stop, step = rows.indices(shape[0])
-    if step != 1 or dset.file.mode != "r" or (ranges is None and dset.file.driver != "sec2"):
+    if step != 1 or dset.file.mode != "r":
         return None  # a file open for writing may hold newer data in HDF5's chunk cache
+    if ranges is None and (dset.file.driver != "sec2" or not scatters()):
+        return None
     stop = max(start, stop)
     row_bytes = math.prod(shape[1:]) * fmt.dtype.itemsize
     tail = (0,) * (len(shape) - 1)
@@ -227,29 +227,43 @@ def row_runs(
     chunk_rows: int,
     row_bytes: int,
     address: Callable[[int], int | None],
+    limit: int = _RUN_BYTES,
 ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
     """Rows ``[start, stop)`` of a dataset chunked by whole rows, chunk by chunk.
 
     ``address(first_row_of_chunk)`` is the chunk's byte offset in the file, ``None``
     when unallocated. Returns the :class:`RowCopy` runs ``(file offset, first row,
     rows)``, rows counted from ``start``, and the ``(lo, hi)`` file rows of
-    unallocated chunks.
+    unallocated chunks. Chunks that lie back to back in the file (as HDF5 usually
+    writes them) make one run, up to ``limit`` bytes or one chunk.
 
     Examples
     --------
     >>> from lazyh5.backend.rows import row_runs
     >>> row_runs(2, 7, 4, 10, lambda row: None if row == 4 else 1000 + row)
     ([(1020, 0, 2)], [(4, 7)])
+    >>> row_runs(0, 12, 4, 10, lambda row: 1000 + 10 * row)  # back to back: one run
+    ([(1000, 0, 12)], [])
     """
     c = chunk_rows
-    copies, holes = [], []
+    copies: list[tuple[int, int, int]] = []
+    holes = []
     for ci in range(start // c, (stop - 1) // c + 1 if stop > start else 0):
         lo, hi = max(start, ci * c), min(stop, (ci + 1) * c)
         where = address(ci * c)
         if where is None:
             holes.append((lo, hi))
-        else:
-            copies.append((where + (lo - ci * c) * row_bytes, lo - start, hi - lo))
+            continue
+        where += (lo - ci * c) * row_bytes
+        if copies:
+            at, first, n = copies[-1]
+            # One preadv per run: with small chunks (16 rows of 12 KiB), a call each
+            # cost more CPU than the copies.
+            back_to_back = at + n * row_bytes == where and first + n == lo - start
+            if back_to_back and (n + hi - lo) * row_bytes <= limit:
+                copies[-1] = (at, first, n + hi - lo)
+                continue
+        copies.append((where, lo - start, hi - lo))
     return copies, holes
 
 
