@@ -439,6 +439,7 @@ def test_copies_of_small_chunks_grouped_into_tasks_equal_h5py(tmp_path, monkeypa
         f.create_dataset("x", data=data, chunks=(8, 6))  # 192-byte chunks
     # 3 chunks per task, 21 chunks in rows 5..165: 7 tasks, the first and last partial
     monkeypatch.setattr(file_rows, "_TASK_BYTES", 3 * 8 * 6 * 4)
+    monkeypatch.setattr(file_rows, "_RUN_BYTES", 8 * 6 * 4)  # a run per chunk
     with h5py.File(path, "r") as f:
         copy, _ = file_rows.row_copy(f["x"], f["x"].shape, (slice(5, 165), slice(None)))
     out = np.zeros((160, 6), "<i4")

@@ -227,7 +227,7 @@ def row_runs(
     chunk_rows: int,
     row_bytes: int,
     address: Callable[[int], int | None],
-    limit: int = _RUN_BYTES,
+    limit: int | None = None,
 ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
     """Rows ``[start, stop)`` of a dataset chunked by whole rows, chunk by chunk.
 
@@ -235,7 +235,8 @@ def row_runs(
     when unallocated. Returns the :class:`RowCopy` runs ``(file offset, first row,
     rows)``, rows counted from ``start``, and the ``(lo, hi)`` file rows of
     unallocated chunks. Chunks that lie back to back in the file (as HDF5 usually
-    writes them) make one run, up to ``limit`` bytes or one chunk.
+    writes them) make one run, up to ``limit`` bytes (default :data:`_RUN_BYTES`) or
+    one chunk.
 
     Examples
     --------
@@ -245,7 +246,7 @@ def row_runs(
     >>> row_runs(0, 12, 4, 10, lambda row: 1000 + 10 * row)  # back to back: one run
     ([(1000, 0, 12)], [])
     """
-    c = chunk_rows
+    c, limit = chunk_rows, _RUN_BYTES if limit is None else limit
     copies: list[tuple[int, int, int]] = []
     holes = []
     for ci in range(start // c, (stop - 1) // c + 1 if stop > start else 0):
