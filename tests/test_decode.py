@@ -452,3 +452,83 @@ def test_copies_of_small_chunks_grouped_into_tasks_equal_h5py(tmp_path, monkeypa
     else:
         want[:] = data[5:165]
     np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize(
+    "how, strategy",
+    [
+        ({"compression": "gzip", "chunks": (80, 256)}, "ChunkRead"),  # decoded here
+        ({"chunks": (80, 256)}, "RowRead"),  # copied from the file
+        ({"compression": "gzip", "chunks": (4, 4)}, "ByH5py"),  # small chunks
+        ({"compression": "lzf", "chunks": (80, 256), "dtype": ">f4"}, "ChunkRead"),
+    ],
+    ids=["decoded", "copied", "small chunks", "big-endian"],
+)
+def test_read_places_each_selected_row_at_its_destination(tmp_path, how, strategy):
+    """``read(..., out, rows=dst)``: selected row ``i`` lands in ``out[dst[i]]`` whichever
+    strategy reads it, and no other row of ``out`` is touched."""
+    how = dict(how)
+    dtype = how.pop("dtype", "<f4")
+    data = np.arange(400 * 256, dtype="f4").reshape(400, 256).astype(dtype)
+    path = tmp_path / "placed.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, **how)
+    dst = np.random.default_rng(1).permutation(300)[:150]
+    out = np.full((300, 256), -1, dtype)
+    key = (slice(90, 240), slice(None))
+    with h5py.File(path, "r") as f:
+        assert type(read.prepare(f["x"], (400, 256), key)).__name__ == strategy
+        got = read.read(lambda: f["x"], threading.Lock(), (400, 256), key[:1], out, None, dst)
+    assert got is out
+    want = np.full((300, 256), -1, dtype)
+    want[dst] = data[90:240]
+    np.testing.assert_array_equal(out, want)
+
+
+def test_read_with_rows_needs_an_output_and_slices(tmp_path):
+    path = tmp_path / "placed.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=np.zeros((10, 4)), chunks=(5, 4), compression="gzip")
+    rows = np.arange(5)
+    with h5py.File(path, "r") as f, pytest.raises(ValueError, match="rows needs an output"):
+        read.read(lambda: f["x"], threading.Lock(), (10, 4), (slice(0, 5),), None, None, rows)
+    out = np.zeros((5, 4))
+    with h5py.File(path, "r") as f, pytest.raises(ValueError, match="a key of slices"):
+        read.read(lambda: f["x"], threading.Lock(), (10, 4), (np.arange(5),), out, None, rows)
+
+
+def test_rows_of_a_converted_type_are_placed_too(tmp_path):
+    """A compound dataset HDF5 converts (a big-endian field) is read whole, then placed."""
+    kind = np.dtype([("a", ">i4"), ("b", "<f8")])
+    data = np.zeros(50, kind)
+    data["a"], data["b"] = np.arange(50), np.arange(50) / 2
+    path = tmp_path / "compound.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=data, chunks=(10,), compression="gzip")
+    from lazyh5.backend.view import find_array
+
+    arr = find_array(lazyh5.open_dataset(path)["x"], "x")
+    assert arr._read_dtype is not None  # read through HDF5's conversion
+    out = np.zeros(60, arr.dtype)
+    dst = np.arange(59, 9, -1)
+    arr._getitem((slice(0, 50),), out, dst)
+    assert out["a"][dst].tolist() == list(range(50)) and out["a"][:10].tolist() == [0] * 10
+    np.testing.assert_array_equal(out["b"][dst], np.arange(50) / 2)
+
+
+def test_rows_of_a_chunk_we_cannot_decode_are_placed_by_h5py(tmp_path):
+    """An over-long chunk fails our decoder; h5py reads the selection, placed at ``rows``."""
+    import zlib
+
+    path = tmp_path / "long.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("x", (128, 256), "f4", chunks=(64, 256), compression="gzip")
+        dset[:64] = 1.0
+        dset.id.write_direct_chunk((64, 0), zlib.compress(bytes(64 * 256 * 4 * 10)))
+    rows = np.arange(129, 1, -1)
+    out = np.full((130, 256), -1.0, "f4")
+    with h5py.File(path, "r") as f:
+        want = f["x"][...]
+        read.read(lambda: f["x"], threading.Lock(), (128, 256), (slice(0, 128),), out, None, rows)
+    np.testing.assert_array_equal(out[rows], want)
+    assert (out[:2] == -1).all()

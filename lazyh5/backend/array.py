@@ -61,9 +61,19 @@ class H5BackendArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.OUTER_1VECTOR, self._getitem
         )
 
-    def _getitem(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
+    def _getitem(
+        self, key: tuple, out: np.ndarray | None = None, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``dset[key]``, into ``out`` when given; with ``rows`` (``key`` all slices),
+        its row ``i`` into ``out[rows[i]]`` (see :func:`~lazyh5.backend.read.read`)."""
         with self.damage_reported():
-            return self._read(key, out)
+            if rows is None:
+                return self._read(key, out)
+            if self._element_ndim or self._read_dtype is not None or self._decode_strings:
+                out[rows] = self._read(key)
+                return out
+            ranges = self.store.ranges()
+            return read(self._dataset_unlocked, self.store.lock, self.shape, key, out, ranges, rows)
 
     def damage_reported(self) -> AbstractContextManager[None]:
         """:func:`~lazyh5._damage.damage_reported` for reads of this dataset (a missing

@@ -70,8 +70,8 @@ class RowRead:
     copy: RowCopy
     drop: bool
 
-    def run(self, out: np.ndarray | None) -> np.ndarray:
-        out = self.copy.run(out)
+    def run(self, out: np.ndarray | None, rows: np.ndarray | None = None) -> np.ndarray:
+        out = self.copy.run(out, rows)
         return np.asarray(out[0]) if self.drop else out
 
 
@@ -90,10 +90,10 @@ class ChunkRead:
     jobs: list[tuple[Any, int | None, tuple]]
     ranges: RangeReader | None = None
 
-    def run(self, out: np.ndarray | None = None) -> np.ndarray:
+    def run(self, out: np.ndarray | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """The decoded selection (into ``out`` when given: the selection's shape, with
-        no integer index); raises :class:`decode.Undecodable` when a chunk does not
-        decode exactly."""
+        no integer index; with ``rows``, see :func:`read`); raises
+        :class:`decode.Undecodable` when a chunk does not decode exactly."""
         fmt, axes = self.fmt, self.axes
         if out is None:
             out = np.empty(tuple(a.size for a in axes), dtype=fmt.dtype)
@@ -114,11 +114,15 @@ class ChunkRead:
             if n_arrays > 1:  # several index arrays: outer (not broadcast) indexing
                 src = np.ix_(*(as_array_index(s) for s in src))
                 dst = np.ix_(*(as_array_index(d) for d in dst))
+            if rows is not None:  # straight to their places, while the chunk is in cache
+                dst = (rows[dst[0]], *dst[1:])
             out[dst] = chunk[src]
 
         run_each(place, self.jobs, len(self.jobs) * fmt.nbytes)
         if bad:
             raise bad[0]
+        if rows is not None:
+            return out
         out = out.reshape(tuple(a.size for a in axes if not a.drop))
         # h5py returns a point selection as a numpy scalar (native byte order): do the same.
         return np.asarray(out[()]) if out.ndim == 0 else out
@@ -213,12 +217,15 @@ def read(
     key: tuple,
     out: np.ndarray | None = None,
     ranges: RangeReader | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """``dset[key]`` (``dset = get_dataset()``, valid under ``lock``, the HDF5 lock;
     ``ranges``: the byte ranges of a remote file, which chunks are fetched by).
 
     ``out``, when given, receives the values (its shape must be the selection's, with
-    no integer index in ``key``) and is returned. ``key`` is what xarray hands a
+    no integer index in ``key``) and is returned. With ``rows`` (``key`` all slices),
+    selected row ``i`` goes to ``out[rows[i]]`` instead: a shuffled loader's rows
+    placed as each chunk is decoded, not copied again afterwards. ``key`` is what xarray hands a
     backend with ``OUTER_1VECTOR`` support: basic slices, integers and 1-d integer
     arrays (outer indexing, one array per axis).
 
@@ -234,13 +241,25 @@ def read(
     """
     if len(key) < len(shape):
         key = tuple(key) + (slice(None),) * (len(shape) - len(key))
+    if rows is not None and (out is None or not all(isinstance(k, slice) for k in key)):
+        raise ValueError("rows needs an output array and a key of slices")
     with lock:
         dset = get_dataset()
         strategy = prepare(dset, shape, key, ranges)
         if isinstance(strategy, ByH5py):
-            return strategy.run(dset, key, out)
+            return _by_h5py(strategy, dset, key, out, rows)
     try:
-        return strategy.run(out)
+        return strategy.run(out, rows)
     except decode.Undecodable as err:  # h5py reads (and reports) what we cannot decode
         with lock:
-            return ByH5py(str(err)).run(get_dataset(), key, out)
+            return _by_h5py(ByH5py(str(err)), get_dataset(), key, out, rows)
+
+
+def _by_h5py(
+    strategy: ByH5py, dset: h5py.Dataset, key: tuple, out: np.ndarray | None, rows: Any
+) -> np.ndarray:
+    """h5py's read, into ``out`` (its rows at ``rows`` when given: see :func:`read`)."""
+    if rows is None:
+        return strategy.run(dset, key, out)
+    out[rows] = strategy.run(dset, key, None)
+    return out

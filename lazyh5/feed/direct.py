@@ -71,12 +71,15 @@ class DirectSource:
         out = self.array._getitem(self._key(a, b))
         return out if self.row_axis == 0 else np.moveaxis(out, self.row_axis, 0)
 
-    def read_into(self, a: int, b: int, out: np.ndarray) -> None:
-        """Rows ``[a, b)`` of the view into ``out`` (no fresh array where it can)."""
+    def read_into(self, a: int, b: int, out: np.ndarray, dst: np.ndarray | None = None) -> None:
+        """Rows ``[a, b)`` of the view into ``out`` (``out[dst]`` when given), without a
+        fresh array where it can: decoded chunks go straight to their rows."""
         if self.row_axis == 0:
-            self.array._getitem(self._key(a, b), out)
-        else:
+            self.array._getitem(self._key(a, b), out, dst)
+        elif dst is None:
             out[...] = self.read(a, b)
+        else:
+            out[dst] = self.read(a, b)
 
     def scatter(
         self,

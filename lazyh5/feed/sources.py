@@ -17,7 +17,6 @@ set as ``out[name]`` in order (a reused buffer or the computed array, no extra c
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -70,10 +69,7 @@ class FileRows:
                 src.read_into(a, b, rows)
             return
         if not src.scatter(a, b, out[name], dst, pending):  # not copyable from the file
-            rows = self.buffers.empty((b - a, *out[name].shape[1:]), out[name].dtype)
-            src.read_into(a, b, rows)
-            _place(out[name], dst, rows, pending)
-            del rows
+            src.read_into(a, b, out[name], dst)  # decoded, each chunk's rows placed
 
 
 class MappedRows:
@@ -116,9 +112,8 @@ class MappedRows:
             self.window = (target, raw)
             pending.then(self._flush)
         raw = self.window[1]
-        if not m.source.scatter(a, b, raw, dst, pending):  # compressed: decode, then place
-            rows = m.source.read(a, b)
-            pending.submit(functools.partial(raw.__setitem__, dst, rows))
+        if not m.source.scatter(a, b, raw, dst, pending):  # compressed: decoded, placed
+            m.source.read_into(a, b, raw, dst)
 
     def _flush(self) -> None:
         target, raw = self.window
@@ -234,12 +229,6 @@ def compute_uncopied(arrays: list[da.Array]) -> list[np.ndarray]:
 
 def _as_lists(nested: Any) -> Any:
     return [_as_lists(x) for x in nested] if isinstance(nested, tuple | list) else nested
-
-
-def _place(out: np.ndarray, dst: np.ndarray, rows: np.ndarray, pending: Pending) -> None:
-    """``out[dst] = rows`` in a decode thread while the next block is read (numpy
-    releases the GIL for it), rather than after the block's decode."""
-    pending.submit(functools.partial(out.__setitem__, dst, rows))
 
 
 def read_rows(
