@@ -401,15 +401,20 @@ def test_compound_types_packed_decode_padded_fall_back(tmp_path):
         assert got.tobytes() == f["packed"][10:290:3].tobytes()
 
 
-def test_damaged_chunks_are_left_to_h5py(tmp_path):
-    """Garbage or over-long (bomb) chunks: no decode of ours, h5py's own error instead."""
+def _overlong_chunk(f: h5py.File) -> None:
+    """Dataset ``x``: 128 x 256 float32 in two gzip chunks, the second over-long (a bomb)."""
     import zlib
 
+    dset = f.create_dataset("x", (128, 256), "f4", chunks=(64, 256), compression="gzip")
+    dset[:64] = 1.0
+    dset.id.write_direct_chunk((64, 0), zlib.compress(bytes(64 * 256 * 4 * 10)))
+
+
+def test_damaged_chunks_are_left_to_h5py(tmp_path):
+    """Garbage or over-long (bomb) chunks: no decode of ours, h5py's own error instead."""
     path = tmp_path / "damaged.h5"
     with h5py.File(path, "w") as f:
-        dset = f.create_dataset("x", (128, 256), "f4", chunks=(64, 256), compression="gzip")
-        dset[:64] = 1.0
-        dset.id.write_direct_chunk((64, 0), zlib.compress(bytes(64 * 256 * 4 * 10)))
+        _overlong_chunk(f)
         f.create_dataset("y", (128, 256), "f4", chunks=(64, 256), compression="gzip")
         f["y"].id.write_direct_chunk((0, 0), b"not a zlib stream at all")
     key = (slice(None), slice(None))
@@ -518,13 +523,9 @@ def test_rows_of_a_converted_type_are_placed_too(tmp_path):
 
 def test_rows_of_a_chunk_we_cannot_decode_are_placed_by_h5py(tmp_path):
     """An over-long chunk fails our decoder; h5py reads the selection, placed at ``rows``."""
-    import zlib
-
     path = tmp_path / "long.h5"
     with h5py.File(path, "w") as f:
-        dset = f.create_dataset("x", (128, 256), "f4", chunks=(64, 256), compression="gzip")
-        dset[:64] = 1.0
-        dset.id.write_direct_chunk((64, 0), zlib.compress(bytes(64 * 256 * 4 * 10)))
+        _overlong_chunk(f)
     rows = np.arange(129, 1, -1)
     out = np.full((130, 256), -1.0, "f4")
     with h5py.File(path, "r") as f:

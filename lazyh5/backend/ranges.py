@@ -7,8 +7,9 @@ bytes, both with ``readv(buffers, where)`` (fill ``buffers`` from byte ``where``
 ``close()``:
 
 - :class:`LocalBytes`: a descriptor of a local file, read with ``os.preadv`` (which
-  releases the GIL); ``dup`` duplicates the descriptor, so a copy outlives the h5py
-  file it came from.
+  releases the GIL), or scattered to many places at once (``scatter``, libc's
+  ``preadv`` given an array of :func:`iovecs`); ``dup`` duplicates the descriptor, so a
+  copy outlives the h5py file it came from.
 - :class:`RangeReader`: an object behind an fsspec URL. Ranges are fetched many at a
   time (an async file system's requests all in flight together), neighbours
   coalesced into one request, and transient faults retried with backoff
@@ -58,11 +59,14 @@ _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 102
 
 
 def _libc_preadv() -> Any:
-    """libc's ``preadv``, called with an iovec array built by numpy (``None`` where
-    libc has none: then :func:`os.preadv` takes one memoryview per row)."""
+    """libc's ``preadv`` with a 64-bit offset, called with an iovec array built by
+    numpy; ``None`` where libc has none (rows are then read through h5py)."""
     try:
-        fn = ctypes.CDLL(None, use_errno=True).preadv
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    fn = getattr(libc, "preadv64", None) or getattr(libc, "preadv", None)
+    if fn is None or ctypes.sizeof(ctypes.c_void_p) != ctypes.sizeof(ctypes.c_size_t):
         return None
     fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong]
     fn.restype = ctypes.c_ssize_t
@@ -89,7 +93,7 @@ def iovecs(out: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
         raise ValueError("iovecs needs a C-contiguous array")
     if len(offsets) and (offsets.min() < 0 or offsets.max() + size > out.nbytes):
         raise IndexError(f"destinations outside an array of {out.nbytes} bytes")
-    iov = np.empty((len(offsets), 2), np.uint64)  # {base, length}
+    iov = np.empty((len(offsets), 2), np.uintp)  # struct iovec {void *base; size_t len}
     iov[:, 0] = offsets
     iov[:, 0] += out.ctypes.data
     iov[:, 1] = size
