@@ -75,10 +75,13 @@ class RowPerItem:
 class Preallocated(IterableDataset):
     """The ceiling of a 2-worker DataLoader on this machine: fresh batches of the
     loader's shapes (a copy of one made ahead, as a read would make), handed over as
-    fast as torch moves them. (The same tensor sent again would cost torch no copy.)"""
+    fast as torch moves them. (The same tensor sent again would cost torch no copy.)
 
-    def __init__(self, loader: lazyh5.BatchLoader) -> None:
-        self.batches, self.bs = len(loader), loader.batch_size
+    ``shared=True``: the batches are views of 16 MiB blocks made in shared memory,
+    which torch hands over without copying them: what a zero-copy worker could reach."""
+
+    def __init__(self, loader: lazyh5.BatchLoader, shared: bool = False) -> None:
+        self.batches, self.bs, self.shared = len(loader), loader.batch_size, shared
 
     def __iter__(self):
         import torch
@@ -86,7 +89,20 @@ class Preallocated(IterableDataset):
 
         share = self.batches // get_worker_info().num_workers
         x, y = torch.zeros((self.bs, 32, 32, 3)), torch.zeros(self.bs, dtype=torch.int64)
-        return ((x.clone(), y.clone()) for _ in range(share))
+        if not self.shared:
+            return ((x.clone(), y.clone()) for _ in range(share))
+        return self._views(share)
+
+    def _views(self, share: int):
+        import torch
+
+        per = max(1, (16 << 20) // (32 * 32 * 3 * 4 * self.bs))  # batches per block
+        for first in range(0, share, per):
+            n = min(per, share - first) * self.bs
+            x = torch.zeros((n, 32, 32, 3)).share_memory_()
+            y = torch.zeros(n, dtype=torch.int64).share_memory_()
+            for i in range(0, n, self.bs):
+                yield x[i : i + self.bs], y[i : i + self.bs]
 
 
 def _recipe_rate(loader, batches: int, budget: float = 20.0) -> float:
@@ -111,8 +127,8 @@ def bench_torch(path: Path, bs: int, repeat: int, batches: int) -> list[tuple[st
         return []
     loader = _loader(path, bs)
     dataset = loader.torch()
-    ceiling = Preallocated(loader)
-    keys = ("single", "workers", "persistent", "ceiling", "recipe")
+    ceiling, shared = Preallocated(loader), Preallocated(loader, shared=True)
+    keys = ("single", "workers", "persistent", "ceiling", "shared", "recipe")
     rates: dict[str, list[float]] = {k: [] for k in keys}
     _epoch_rate(loader)  # the one-process loader in its steady state, as the others
     kept = DataLoader(dataset, batch_size=None, num_workers=WORKERS, persistent_workers=True)
@@ -123,9 +139,8 @@ def bench_torch(path: Path, bs: int, repeat: int, batches: int) -> list[tuple[st
             _epoch_rate(DataLoader(dataset, batch_size=None, num_workers=WORKERS))
         )
         rates["persistent"].append(_epoch_rate(kept))
-        rates["ceiling"].append(
-            _epoch_rate(DataLoader(ceiling, batch_size=None, num_workers=WORKERS))
-        )
+        for key, ready in (("ceiling", ceiling), ("shared", shared)):
+            rates[key].append(_epoch_rate(DataLoader(ready, batch_size=None, num_workers=WORKERS)))
         usual = DataLoader(RowPerItem(path), shuffle=True, batch_size=bs, num_workers=WORKERS)
         rates["recipe"].append(_recipe_rate(usual, batches))
     best = {k: max(v) for k, v in rates.items()}
@@ -135,6 +150,7 @@ def bench_torch(path: Path, bs: int, repeat: int, batches: int) -> list[tuple[st
         ("DataLoader(loader.torch(), batch_size=None)", "workers"),
         ("  the same, persistent_workers=True", "persistent"),
         ("DataLoader of ready-made batches (ceiling)", "ceiling"),
+        ("  the same, views of shared memory (no copy)", "shared"),
         (f"map-style h5py Dataset ({batches} batches)", "recipe"),
     ]
     for label, key in rows:
