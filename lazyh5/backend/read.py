@@ -225,9 +225,9 @@ def read(
     ``out``, when given, receives the values (its shape must be the selection's, with
     no integer index in ``key``) and is returned. With ``rows`` (``key`` all slices),
     selected row ``i`` goes to ``out[rows[i]]`` instead: a shuffled loader's rows
-    placed as each chunk is decoded, not copied again afterwards. ``key`` is what xarray hands a
-    backend with ``OUTER_1VECTOR`` support: basic slices, integers and 1-d integer
-    arrays (outer indexing, one array per axis).
+    placed as each chunk is decoded, not copied again afterwards. ``key`` is what
+    xarray hands a backend with ``OUTER_1VECTOR`` support: basic slices, integers and
+    1-d integer arrays (outer indexing, one array per axis).
 
     Examples
     --------
