@@ -67,13 +67,7 @@ class H5BackendArray(BackendArray):
         """``dset[key]``, into ``out`` when given; with ``rows`` (``key`` all slices),
         its row ``i`` into ``out[rows[i]]`` (see :func:`~lazyh5.backend.read.read`)."""
         with self.damage_reported():
-            if rows is None:
-                return self._read(key, out)
-            if self._element_ndim or self._read_dtype is not None or self._decode_strings:
-                out[rows] = self._read(key)
-                return out
-            ranges = self.store.ranges()
-            return read(self._dataset_unlocked, self.store.lock, self.shape, key, out, ranges, rows)
+            return self._read(key, out, rows)
 
     def damage_reported(self) -> AbstractContextManager[None]:
         """:func:`~lazyh5._damage.damage_reported` for reads of this dataset (a missing
@@ -86,16 +80,24 @@ class H5BackendArray(BackendArray):
             dset = self.get_array(needs_lock=False)
             return missing_filter_error(dset, self.path, self.store.filename)
 
-    def _read(self, key: tuple, out: np.ndarray | None = None) -> np.ndarray:
-        """``dset[key]``; into ``out`` when given (numeric data, slices only)."""
+    def _read(
+        self, key: tuple, out: np.ndarray | None = None, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``dset[key]``; into ``out`` when given (numeric data, slices only; with
+        ``rows``, see :meth:`_getitem`)."""
         if self._element_ndim or self._read_dtype is not None:
-            return self._read_converted(key, out)
-        if not self._decode_strings:
+            values = self._read_converted(key, out if rows is None else None)
+        elif not self._decode_strings:
             ranges = self.store.ranges()  # a remote file's byte ranges, else None
-            return read(self._dataset_unlocked, self.store.lock, self.shape, key, out, ranges)
-        with self.store.lock:
-            dset = self.get_array(needs_lock=False)
-            return np.asarray(dset.asstr()[key], dtype=object)
+            return read(self._dataset_unlocked, self.store.lock, self.shape, key, out, ranges, rows)
+        else:
+            with self.store.lock:
+                dset = self.get_array(needs_lock=False)
+                values = np.asarray(dset.asstr()[key], dtype=object)
+        if rows is None:
+            return values
+        out[rows] = values  # read whole, then placed
+        return out
 
     def _read_converted(self, key: tuple, out: np.ndarray | None) -> np.ndarray:
         """``dset[key]`` of a dataset HDF5 converts (byte order of a compound) or whose

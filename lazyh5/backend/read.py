@@ -55,8 +55,17 @@ class ByH5py:
 
     reason: str
 
-    def run(self, dset: h5py.Dataset, key: tuple, out: np.ndarray | None) -> np.ndarray:
-        """``dset[key]``, into ``out`` when given."""
+    def run(
+        self,
+        dset: h5py.Dataset,
+        key: tuple,
+        out: np.ndarray | None,
+        rows: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``dset[key]``, into ``out`` when given (with ``rows``, see :func:`read`)."""
+        if rows is not None:
+            out[rows] = dset[key]
+            return out
         if out is not None:
             dset.read_direct(out, source_sel=tuple(key))
             return out
@@ -247,19 +256,9 @@ def read(
         dset = get_dataset()
         strategy = prepare(dset, shape, key, ranges)
         if isinstance(strategy, ByH5py):
-            return _by_h5py(strategy, dset, key, out, rows)
+            return strategy.run(dset, key, out, rows)
     try:
         return strategy.run(out, rows)
     except decode.Undecodable as err:  # h5py reads (and reports) what we cannot decode
         with lock:
-            return _by_h5py(ByH5py(str(err)), get_dataset(), key, out, rows)
-
-
-def _by_h5py(
-    strategy: ByH5py, dset: h5py.Dataset, key: tuple, out: np.ndarray | None, rows: Any
-) -> np.ndarray:
-    """h5py's read, into ``out`` (its rows at ``rows`` when given: see :func:`read`)."""
-    if rows is None:
-        return strategy.run(dset, key, out)
-    out[rows] = strategy.run(dset, key, None)
-    return out
+            return ByH5py(str(err)).run(get_dataset(), key, out, rows)
