@@ -602,10 +602,10 @@ def test_drop_remainder_with_split(feed_file):
 
 
 def test_buffers_reuse_the_smallest_free_buffer_that_fits():
-    """A small request (labels, a block's input rows) does not take a window's buffer."""
+    """A block's input rows do not take a window's buffer while a smaller one fits."""
     from lazyh5.feed.buffers import Buffers
 
-    pool = Buffers(limit=3)
+    pool = Buffers(limit=3, smallest=0)
     big, small = pool.empty((1000,), "u1"), pool.empty((10,), "u1")
     del big, small  # (holding the pool's buffers here would keep them in use)
     a = pool.empty((2, 4), "u1")
@@ -614,6 +614,37 @@ def test_buffers_reuse_the_smallest_free_buffer_that_fits():
     assert len(pool._held) == 2
     held = pool.empty((3,), "u1")  # both in use: a new one
     assert len(pool._held) == 3 and not any(np.shares_memory(held, x) for x in (a, b))
+
+
+def test_small_requests_never_take_a_pooled_buffer():
+    """A window's labels, given the only free buffer (the last window's input rows),
+    would make that window's input rows allocate a new one."""
+    from lazyh5.feed.buffers import Buffers
+
+    pool = Buffers(limit=4, smallest=1000)
+    rows = pool.empty((1000,), "u1")
+    del rows  # free: the only buffer in the pool
+    labels = pool.empty((124,), "i8")  # 992 bytes
+    assert labels.base is None and labels.shape == (124,) and labels.dtype == np.int64
+    again = pool.empty((500, 2), "u1")
+    assert again.base is pool._held[0] and len(pool._held) == 1
+
+
+def test_a_shuffled_elementwise_loader_holds_one_input_buffer(tmp_path):
+    """uint8 images made float32: each window's output, and one input buffer shared by
+    the windows (the labels do not hold one)."""
+    path = tmp_path / "u8.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=np.zeros((4096, 32, 32, 3), "u1"), chunks=(64, 32, 32, 3))
+        f.create_dataset("label", data=np.arange(4096))
+    ds = lazyh5.open_dataset(path)
+    ds = ds.assign(image=ds["image"].astype("f4") / 255)
+    loader = BatchLoader(ds, "image", "label", seed=0, block_size="1MiB")
+    for _ in range(2):
+        assert sum(len(y) for _, y in loader) == 4096
+    sizes = sorted(b.nbytes for b in loader._buffers._held)
+    window = loader.window * loader.plan.stops[0] * 32 * 32 * 3
+    assert sizes == [window] + [window * 4] * 3, sizes
 
 
 def test_defaults_are_the_documented_ones(feed_file):

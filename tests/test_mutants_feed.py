@@ -77,7 +77,7 @@ def test_held_batches_are_never_overwritten_and_the_pool_stays_bounded(feed_file
 def test_empty_arrays_take_no_buffer_and_one_byte_ones_do():
     from lazyh5.feed.buffers import Buffers
 
-    pool = Buffers(limit=1)
+    pool = Buffers(limit=1, smallest=0)
     empty = pool.empty((0, 3), "f4")
     assert empty.shape == (0, 3) and empty.dtype == np.float32 and pool._held == []
     one = pool.empty((1,), "u1")
@@ -90,7 +90,7 @@ def test_empty_arrays_take_no_buffer_and_one_byte_ones_do():
 def test_the_smallest_free_buffer_is_taken_wherever_it_is_in_the_pool():
     from lazyh5.feed.buffers import Buffers
 
-    pool = Buffers(limit=3)
+    pool = Buffers(limit=3, smallest=0)
     small, big = pool.empty((10,), "u1"), pool.empty((1000,), "u1")
     del small, big
     a = pool.empty((8,), "u1")  # fits both: the small one, first in the pool

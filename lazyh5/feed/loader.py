@@ -170,8 +170,11 @@ class BatchLoader(Resumable, Adapters):
             ds, self._names, dim, self.start, self.end, parse_bytes(block_size), self._mapped
         )
         self._small = self._small_variables()
-        # blocks in flight, in order or shuffled (windows), with one spare
-        self._buffers = Buffers(limit=(self.prefetch + 4) * len(self._names))
+        # blocks in flight, in order or shuffled (windows), with one spare; a small
+        # variable's (labels') rows are not pooled, see Buffers
+        self._buffers = Buffers(
+            limit=(self.prefetch + 4) * len(self._names), smallest=parse_bytes(block_size) // 16
+        )
         read = {**self._direct, **self._mapped}
         warn_if_blocks_recompute_chunks(self._arrays, read, self.plan, dim, where)
 
