@@ -4,7 +4,8 @@ On the uncompressed float32 file of ``feed.py`` (N × 32 × 32 × 3, 256-row HDF
 after a warm-up pass that reads it into the page cache, in one run, shuffled (seed 0):
 
 - **torch**: one epoch of ``DataLoader(loader.torch(), batch_size=None, num_workers=2)``
-  (workers started by the epoch, as a ``DataLoader`` without persistent workers does)
+  (workers started by the epoch, as a ``DataLoader`` without persistent workers does),
+  and of ``loader.torch_batches(num_workers=2)`` (workers hand over runs of batches),
   against one epoch of the same loader iterated in a single process (floor 0.9), and
   against the usual PyTorch recipe: a map-style ``Dataset`` whose ``__getitem__``
   reads one row with h5py (the file opened once per worker), in
@@ -78,31 +79,57 @@ class Preallocated(IterableDataset):
     fast as torch moves them. (The same tensor sent again would cost torch no copy.)
 
     ``shared=True``: the batches are views of 16 MiB blocks made in shared memory,
-    which torch hands over without copying them: what a zero-copy worker could reach."""
+    which torch hands over without copying them: what a zero-copy worker could reach.
+    ``blocks=True``: fresh 16 MiB blocks are handed over whole (one item a block), for
+    the training process to cut into batches (:func:`_cut`): the ceiling of a design
+    that moves blocks, not batches, between processes."""
 
-    def __init__(self, loader: lazyh5.BatchLoader, shared: bool = False) -> None:
-        self.batches, self.bs, self.shared = len(loader), loader.batch_size, shared
+    def __init__(self, loader: lazyh5.BatchLoader, shared: bool = False, blocks: bool = False):
+        self.batches, self.bs, self.shared, self.blocks = (
+            len(loader),
+            loader.batch_size,
+            shared,
+            blocks,
+        )
 
     def __iter__(self):
         import torch
         from torch.utils.data import get_worker_info
 
         share = self.batches // get_worker_info().num_workers
+        if self.blocks:
+            per = self._per_block()
+            rows = [min(per, share - first) * self.bs for first in range(0, share, per)]
+            x, y = (
+                torch.zeros((per * self.bs, 32, 32, 3)),
+                torch.zeros(per * self.bs, dtype=torch.int64),
+            )
+            return ((x[:n].clone(), y[:n].clone()) for n in rows)
         x, y = torch.zeros((self.bs, 32, 32, 3)), torch.zeros(self.bs, dtype=torch.int64)
         if not self.shared:
             return ((x.clone(), y.clone()) for _ in range(share))
         return self._views(share)
 
+    def _per_block(self) -> int:
+        return max(1, (16 << 20) // (32 * 32 * 3 * 4 * self.bs))  # batches per block
+
     def _views(self, share: int):
         import torch
 
-        per = max(1, (16 << 20) // (32 * 32 * 3 * 4 * self.bs))  # batches per block
+        per = self._per_block()
         for first in range(0, share, per):
             n = min(per, share - first) * self.bs
             x = torch.zeros((n, 32, 32, 3)).share_memory_()
             y = torch.zeros(n, dtype=torch.int64).share_memory_()
             for i in range(0, n, self.bs):
                 yield x[i : i + self.bs], y[i : i + self.bs]
+
+
+def _cut(blocks, bs: int):
+    """Batches of ``bs`` rows, views of each ``(x, y)`` block in turn."""
+    for x, y in blocks:
+        for i in range(0, len(y), bs):
+            yield x[i : i + bs], y[i : i + bs]
 
 
 def _recipe_rate(loader, batches: int, budget: float = 20.0) -> float:
@@ -128,19 +155,27 @@ def bench_torch(path: Path, bs: int, repeat: int, batches: int) -> list[tuple[st
     loader = _loader(path, bs)
     dataset = loader.torch()
     ceiling, shared = Preallocated(loader), Preallocated(loader, shared=True)
-    keys = ("single", "workers", "persistent", "ceiling", "shared", "recipe")
+    whole = Preallocated(loader, blocks=True)
+    keys = ("single", "workers", "persistent", "runs", "runs-kept")
+    keys += ("ceiling", "shared", "blocks", "recipe")
     rates: dict[str, list[float]] = {k: [] for k in keys}
     _epoch_rate(loader)  # the one-process loader in its steady state, as the others
     kept = DataLoader(dataset, batch_size=None, num_workers=WORKERS, persistent_workers=True)
     _epoch_rate(kept)
+    runs_kept = loader.torch_batches(num_workers=WORKERS, persistent_workers=True)
+    _epoch_rate(runs_kept)
     for _ in range(repeat):  # interleaved: the machine's speed drifts
         rates["single"].append(_epoch_rate(loader))
         rates["workers"].append(
             _epoch_rate(DataLoader(dataset, batch_size=None, num_workers=WORKERS))
         )
         rates["persistent"].append(_epoch_rate(kept))
+        rates["runs"].append(_epoch_rate(loader.torch_batches(num_workers=WORKERS)))
+        rates["runs-kept"].append(_epoch_rate(runs_kept))
         for key, ready in (("ceiling", ceiling), ("shared", shared)):
             rates[key].append(_epoch_rate(DataLoader(ready, batch_size=None, num_workers=WORKERS)))
+        blocks = DataLoader(whole, batch_size=None, num_workers=WORKERS)
+        rates["blocks"].append(_epoch_rate(_cut(blocks, bs)))
         usual = DataLoader(RowPerItem(path), shuffle=True, batch_size=bs, num_workers=WORKERS)
         rates["recipe"].append(_recipe_rate(usual, batches))
     best = {k: max(v) for k, v in rates.items()}
@@ -149,8 +184,11 @@ def bench_torch(path: Path, bs: int, repeat: int, batches: int) -> list[tuple[st
         ("BatchLoader, one process", "single"),
         ("DataLoader(loader.torch(), batch_size=None)", "workers"),
         ("  the same, persistent_workers=True", "persistent"),
+        ("loader.torch_batches(num_workers=2)", "runs"),
+        ("  the same, persistent_workers=True", "runs-kept"),
         ("DataLoader of ready-made batches (ceiling)", "ceiling"),
         ("  the same, views of shared memory (no copy)", "shared"),
+        ("  fresh 16 MiB blocks, cut into batches here", "blocks"),
         (f"map-style h5py Dataset ({batches} batches)", "recipe"),
     ]
     for label, key in rows:
@@ -166,6 +204,12 @@ def bench_torch(path: Path, bs: int, repeat: int, batches: int) -> list[tuple[st
         (
             f"{name}: torch workers vs map-style h5py recipe >= 10",
             best["workers"] / best["recipe"],
+            10,
+        ),
+        (f"{name}: torch_batches vs one-process loader >= 0.9", best["runs"] / best["single"], 0.9),
+        (
+            f"{name}: torch_batches vs map-style h5py recipe >= 10",
+            best["runs"] / best["recipe"],
             10,
         ),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import random
@@ -323,6 +324,23 @@ def test_resume_a_split_loader_and_a_finished_epoch(feed_file):
     again, _ = _loader(feed_file).split(0.5)
     again.load_state_dict(state)
     assert set(_labels(again)) == set(first) and again.epoch == 2
+
+
+def test_adapters_made_after_a_finished_epoch_serve_the_next_one(feed_file):
+    """torch(), torch_batches() and keras() start where the loader would go on: after an
+    epoch iterated to its end, the next epoch, not the end of the finished one."""
+    loader = _loader(feed_file)
+    list(loader)
+    following = [tuple(y.tolist()) for _, y in _loader(feed_file).batches(1)]
+    pytest.importorskip("keras")
+    pyds = loader.keras()
+    assert len(pyds) == len(loader)
+    pyds.on_epoch_begin()
+    assert [tuple(pyds[i][1].tolist()) for i in range(len(pyds))] == following
+    if importlib.util.find_spec("torch") is None:
+        return
+    assert [tuple(y.tolist()) for _, y in loader.torch()] == following
+    assert [tuple(y.tolist()) for _, y in loader.torch_batches()] == following
 
 
 @pytest.mark.parametrize(

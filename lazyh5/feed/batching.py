@@ -19,11 +19,13 @@ def cut_batches(
     *,
     skip: int = 0,
     last: bool = True,
+    runs: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
     """The batches of consecutive ``pieces``, ``batch_size`` rows each.
 
     ``skip`` rows of the first piece are left out; ``last`` keeps the final, smaller
-    batch.
+    batch. ``runs``: consecutive batches of a piece come as one view of up to ``runs``
+    batches (cut later, e.g. by the process that PyTorch workers hand them to).
 
     Examples
     --------
@@ -31,6 +33,8 @@ def cut_batches(
     >>> pieces = [{"x": np.arange(5)}, {"x": np.arange(5, 9)}]
     >>> [b["x"].tolist() for b in cut_batches(pieces, ["x"], 3, skip=1)]
     [[1, 2, 3], [4, 5, 6], [7, 8]]
+    >>> [b["x"].tolist() for b in cut_batches([{"x": np.arange(9)}], ["x"], 2, runs=3)]
+    [[0, 1, 2, 3, 4, 5], [6, 7], [8]]
     """
     first = names[0]
     carry: dict[str, np.ndarray] | None = None
@@ -45,8 +49,9 @@ def cut_batches(
             yield carry
             carry = None
         full = at + (total - at) // batch_size * batch_size
-        for i in range(at, full, batch_size):  # views of the piece: no copy
-            yield {n: rows[n][i : i + batch_size] for n in names}
+        step = batch_size * runs
+        for i in range(at, full, step):  # views of the piece: no copy
+            yield {n: rows[n][i : min(i + step, full)] for n in names}
         if full < total:
             carry = {n: rows[n][full:total] for n in names}
     if carry is not None and last:

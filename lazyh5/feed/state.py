@@ -120,7 +120,9 @@ class Resumable:
         if self._resume is not None:
             return self._resume
         if self._current is not None:
-            return self._current[0], self._current[1]
+            epoch, served = self._current
+            # an epoch served to its end: the next one starts
+            return (epoch, served) if served < len(self) else (epoch + 1, 0)
         return self.epoch, 0
 
     def state_dict(self) -> dict[str, Any]:

@@ -87,8 +87,11 @@ class LoaderDataset(IterableDataset):
     interleaves them. ``len()`` is the loader's batches per epoch.
     """
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, runs: int | None = None) -> None:
         super().__init__()
+        # Given: items are runs of up to ``runs`` batches, each with its position
+        # ``(worker, first batch)``, for :class:`~lazyh5.feed.torch_batches.TorchBatches`
+        self._runs = runs
         settings = {name: getattr(loader, name) for name in loader._SETTINGS}
         self._seeded = loader.seed is not None or not loader.shuffle
         if not self._seeded:  # every worker must draw the same order: one seed for all
@@ -143,13 +146,15 @@ class LoaderDataset(IterableDataset):
         # use (a later one with more workers), is the next epoch.
         self._slots[worker] = torch.tensor([epoch + 1, 0])
         self._slots[workers:] = torch.tensor([epoch + 1, 0])
-        if workers == 1:
+        if workers == 1 and self._runs is None:
             start, stop, batches = first, len(loader), loader.batches(epoch, start=first)
         else:
             runs = worker_runs(loader, epoch, workers)
             start, stop = max(first, runs[worker][0]), runs[worker + 1][0]
-            batches = run_batches(loader, epoch, start, stop, runs[worker + 1][1])
+            batches = run_batches(loader, epoch, start, stop, runs[worker + 1][1], self._runs or 1)
         live = self._live = [epoch, start, stop, worker, workers]
+        if self._runs is not None:
+            return _positioned(batches, live, self._where, loader.batch_size)
         return _counted(batches, live, self._where)
 
     def set_epoch(self, epoch: int) -> None:
@@ -222,6 +227,21 @@ def _counted(batches: Iterator[Any], live: list[int], where: str) -> Iterator[An
         yield to_torch(batch, where)
 
 
+def _positioned(runs: Iterator[Any], live: list[int], where: str, bs: int) -> Iterator[Any]:
+    """Each run of batches as ``((worker, its first batch), run)``."""
+    for run in runs:
+        first = live[1]
+        live[1] += -(-rows_of(run) // bs)
+        yield (live[3], first), to_torch(run, where)
+
+
+def rows_of(batch: Any) -> int:
+    """The rows of a batch (array, tuple, list or dict of arrays or tensors)."""
+    while isinstance(batch, dict | tuple | list):
+        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return len(batch)
+
+
 def to_torch(batch: Any, where: str) -> Any:
     """A batch (array, tuple or dict of arrays) as tensors sharing the arrays' memory."""
     if isinstance(batch, dict):
@@ -252,15 +272,18 @@ def worker_runs(loader: Any, epoch: int, workers: int) -> list[tuple[int, int]]:
     return [*runs, (total, order.rows)]
 
 
-def run_batches(loader: Any, epoch: int, start: int, stop: int, own_end: int) -> Iterator[Any]:
+def run_batches(
+    loader: Any, epoch: int, start: int, stop: int, own_end: int, runs: int = 1
+) -> Iterator[Any]:
     """Batches ``[start, stop)`` of the epoch: rows before ``own_end`` streamed from
-    their windows (prefetched, as the loader does), the rest read directly."""
+    their windows (prefetched, as the loader does), the rest read directly; ``runs``
+    consecutive batches of a window as one (see :func:`.batching.cut_batches`)."""
     bs, names = loader.batch_size, loader._names
     order = loader._order(epoch)
     lo, hi = start * bs, min(stop * bs, order.rows)
     if lo >= hi:
         return
-    for batch in cut_batches(_pieces(loader, order, lo, hi, own_end), names, bs):
+    for batch in cut_batches(_pieces(loader, order, lo, hi, own_end), names, bs, runs=runs):
         yield loader._batch(batch)
 
 
