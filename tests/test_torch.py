@@ -417,3 +417,22 @@ def test_keras_fit_on_the_torch_backend(tmp_path):
     assert m, out.stdout + out.stderr[-2000:]
     losses = [float(v) for v in m[1].split(",")]
     assert len(losses) == 4 and losses[-1] < 0.6 * losses[0]  # it learns
+
+
+class _DecodeThreads(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        from lazyh5.backend.threads import decode_threads
+
+        yield decode_threads()
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create 3 worker:UserWarning")
+@pytest.mark.parametrize("workers", [2, 3])
+def test_dataloader_workers_share_the_cpus_for_decoding(workers):
+    """Each of k workers decodes with cpus // k threads (at least 1), not with all."""
+    from lazyh5.backend.threads import decode_threads
+
+    cpus = len(os.sched_getaffinity(0))
+    assert decode_threads() == cpus  # the training process: all of them
+    got = list(DataLoader(_DecodeThreads(), batch_size=None, num_workers=workers))
+    assert got == [max(1, cpus // workers)] * workers

@@ -59,6 +59,8 @@ def test_the_loaders_batches_every_row_once_a_new_order_each_epoch(
 def test_runs_hold_a_blocks_batches_and_are_cut_to_the_loaders_batches(feed_file):
     loader = _loader(feed_file, block_size="64KiB", batch_size=64)
     batches = loader.torch_batches(num_workers=2)
+    assert batches.dataloader.persistent_workers  # by default, with workers
+    assert not loader.torch_batches().dataloader.persistent_workers
     assert batches.runs == int(np.diff([loader.plan.starts[0], loader.plan.stops[0]])[0]) // 64
     items = list(batches.dataloader)  # what the workers hand over
     assert len(items) < len(loader) / 4  # far fewer hand-overs than batches

@@ -26,8 +26,9 @@ _pools_lock = threading.Lock()
 
 def decode_threads() -> int:
     """Threads decoding one selection: ``LAZYH5_DECODE_THREADS`` if set, else 1 inside a
-    dask.distributed worker (the cluster already runs a task per core there), else the
-    usable CPUs (threaded scheduler, BatchLoader, plain indexing).
+    dask.distributed worker (the cluster already runs a task per core there), the
+    usable CPUs shared among the workers inside a PyTorch ``DataLoader`` worker, else
+    the usable CPUs (threaded scheduler, BatchLoader, plain indexing).
 
     Worker processes started from this environment inherit the variable.
 
@@ -42,7 +43,15 @@ def decode_threads() -> int:
         return int(env)
     if _in_distributed_worker():
         return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cpus or 1) // _torch_workers())
+
+
+def _torch_workers() -> int:
+    """``num_workers`` inside a PyTorch ``DataLoader`` worker, else 1."""
+    worker = sys.modules.get("torch.utils.data._utils.worker")  # never import torch here
+    info = worker.get_worker_info() if worker is not None else None
+    return info.num_workers if info is not None else 1
 
 
 def _in_distributed_worker() -> bool:

@@ -59,7 +59,8 @@ class Adapters:
         over runs of up to a block's batches, cut into batches in this process: far
         fewer hand-overs between processes than :meth:`torch`'s one per batch (5-7x
         the batches per second on a 2-core machine). ``dataloader_kwargs`` go to the
-        ``DataLoader`` (``num_workers=2``, ``persistent_workers=True``, ...);
+        ``DataLoader`` (``num_workers=2``, ...; ``persistent_workers`` defaults to
+        ``True`` with workers);
         ``len()``, ``set_epoch``, ``state_dict`` and ``load_state_dict`` work as for
         :meth:`torch`. See :class:`.torch_batches.TorchBatches`.
 

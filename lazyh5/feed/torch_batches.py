@@ -38,7 +38,9 @@ class TorchBatches:
 
     Made by :meth:`BatchLoader.torch_batches`; ``dataloader_kwargs`` go to the
     ``DataLoader`` (``num_workers``, ``persistent_workers``, ``pin_memory``,
-    ``multiprocessing_context``...), except ``batch_size``, which the loader sets.
+    ``multiprocessing_context``...), except those that batch, which the loader sets.
+    ``persistent_workers`` defaults to ``True`` with workers: a worker started anew
+    each epoch builds its loader and fills its buffers anew.
 
     Attributes
     ----------
@@ -61,6 +63,8 @@ class TorchBatches:
         self.runs = max(1, block_rows // self.batch_size)
         self.dataset = LoaderDataset(loader, runs=self.runs)
         self.workers = max(1, int(dataloader_kwargs.get("num_workers", 0)))
+        # Workers started anew each epoch would build their loaders and buffers anew.
+        dataloader_kwargs.setdefault("persistent_workers", self.workers > 1)
         self.dataloader = DataLoader(self.dataset, batch_size=None, **dataloader_kwargs)
         self._where = where
         self._loaded: dict[str, Any] | None = None  # a state loaded, until iterated
