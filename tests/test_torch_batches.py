@@ -70,6 +70,14 @@ def test_runs_hold_a_blocks_batches_and_are_cut_to_the_loaders_batches(feed_file
     assert sorted(_labels(got)) == sorted(_labels(loader.batches(1)))
 
 
+@pytest.mark.filterwarnings("ignore:.*pin_memory.*:UserWarning")
+def test_pin_memory(feed_file):
+    got = list(_loader(feed_file).torch_batches(num_workers=2, pin_memory=True))
+    pinned = torch.cuda.is_available()  # without CUDA, torch hands them over as they are
+    assert all(x.is_pinned() == pinned for x, _ in got)
+    assert sorted(np.concatenate([y.numpy() for _, y in got])) == list(range(2000))
+
+
 def test_in_the_main_process_the_order_is_the_loaders(feed_file):
     loader = _loader(feed_file)
     batches = loader.torch_batches()  # num_workers=0
@@ -171,8 +179,11 @@ def test_errors_are_clear(feed_file):
     three = _loader(feed_file).torch_batches(num_workers=3)
     with pytest.raises(InvalidArgumentError, match="holds the next batches of 2 workers, this "):
         three.load_state_dict(state)
-    with pytest.raises(InvalidArgumentError, match=r"worker_batches=\[0, 99\]: each must be in"):
-        two.load_state_dict({**state, "worker_batches": [0, 99]})
+    before = two.dataset._slots.clone()
+    for bad in ([3, 99], [3, "1"], [3, 1.5]):
+        with pytest.raises(InvalidArgumentError, match=r"worker_batches=\[3, .*: each must be an"):
+            two.load_state_dict({**state, "worker_batches": bad})
+        assert torch.equal(two.dataset._slots, before)  # nothing set
     unseeded = _loader(feed_file, seed=None).torch_batches()
     with pytest.raises(InvalidArgumentError, match="has seed=None, so its order cannot"):
         unseeded.state_dict()

@@ -139,13 +139,14 @@ class TorchBatches:
                 f"DataLoader has {self.workers}: resume with the same num_workers"
             )
         else:
+            whole = all(isinstance(b, int) and 0 <= b <= len(loader) for b in starts)
+            if not whole:  # checked before any is set: a refused state changes nothing
+                raise InvalidArgumentError(
+                    f"the state over {self._where} has worker_batches={starts!r}: each "
+                    f"must be an integer in [0, {len(loader)}]"
+                )
             for w, b in enumerate(starts):
-                if not 0 <= int(b) <= len(loader):
-                    raise InvalidArgumentError(
-                        f"the state over {self._where} has worker_batches={starts!r}: each "
-                        f"must be in [0, {len(loader)}]"
-                    )
-                self.dataset._slots[w, 0], self.dataset._slots[w, 1] = epoch, int(b)
+                self.dataset._slots[w, 0], self.dataset._slots[w, 1] = epoch, b
         self._live, self._loaded = None, state
 
 
