@@ -45,6 +45,16 @@ def write_feed(path: Path, n: int = 2000) -> Path:
     return path
 
 
+def dict_loader(path: Path, **kwargs):
+    """A loader of :func:`write_feed`'s first 100 rows in order, with a dict of inputs
+    (``{"pixels": image}``), labels and sample weights: ``(x, y, w)`` batches."""
+    import lazyh5
+
+    kwargs = {"batch_size": 64, "shuffle": False, "end": 100, **kwargs}
+    ds = lazyh5.open_dataset(path)
+    return lazyh5.BatchLoader(ds, {"pixels": "image"}, "label", sample_weight="weight", **kwargs)
+
+
 def write_lzf_feed(path: Path) -> Path:
     """A plain h5py training file: 2048 images (8×8×3 float32) in 512-row lzf chunks."""
     rng = np.random.default_rng(0)

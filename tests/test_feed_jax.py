@@ -14,6 +14,7 @@ import pytest
 import lazyh5
 from lazyh5 import BatchLoader
 from lazyh5.errors import InvalidArgumentError
+from tests._files import dict_loader
 from tests._process import prefetch_threads, run_on_two_jax_cpus, wait_for_prefetch_threads
 from tests.test_examples import run_example
 
@@ -48,15 +49,7 @@ def test_every_row_once_per_epoch_as_jax_arrays_on_the_device(feed_file):
 
 
 def test_dict_inputs_and_sample_weight_keep_their_structure(feed_file):
-    loader = BatchLoader(
-        lazyh5.open_dataset(feed_file),
-        {"pixels": "image"},
-        "label",
-        sample_weight="weight",
-        batch_size=64,
-        shuffle=False,
-        end=100,
-    )
+    loader = dict_loader(feed_file)
     (x, y, w), (x2, y2, w2) = loader.jax()
     assert set(x) == {"pixels"} and isinstance(x["pixels"], jax.Array)
     assert x2["pixels"].shape == (36, 4, 4) and isinstance(y, jax.Array)

@@ -20,6 +20,7 @@ import pytest
 import lazyh5
 from lazyh5 import BatchLoader
 from lazyh5.errors import InvalidArgumentError, UnsupportedDtypeError
+from tests._files import dict_loader
 
 torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader  # noqa: E402
@@ -273,15 +274,7 @@ def test_pin_memory(feed_file):
 
 
 def test_dict_inputs_and_sample_weight_keep_their_structure(feed_file):
-    loader = BatchLoader(
-        lazyh5.open_dataset(feed_file),
-        {"pixels": "image"},
-        "label",
-        sample_weight="weight",
-        batch_size=64,
-        shuffle=False,
-        end=100,
-    )
+    loader = dict_loader(feed_file)
     (x, _, w), (x2, y2, _) = DataLoader(loader.torch(), batch_size=None, num_workers=1)
     assert set(x) == {"pixels"} and isinstance(x["pixels"], torch.Tensor)
     assert x2["pixels"].shape == (36, 4, 4) and float(w.sum()) == 64.0

@@ -13,6 +13,7 @@ import pytest
 import lazyh5
 from lazyh5 import BatchLoader
 from lazyh5.errors import InvalidArgumentError
+from tests._files import dict_loader
 
 torch = pytest.importorskip("torch")
 
@@ -88,16 +89,7 @@ def test_in_the_main_process_the_order_is_the_loaders(feed_file):
 
 
 def test_dict_inputs_and_sample_weight_keep_their_structure(feed_file):
-    loader = BatchLoader(
-        lazyh5.open_dataset(feed_file),
-        {"pixels": "image"},
-        "label",
-        sample_weight="weight",
-        batch_size=16,
-        shuffle=False,
-        end=100,
-        block_size="4KiB",
-    )
+    loader = dict_loader(feed_file, batch_size=16, block_size="4KiB")
     got = list(loader.torch_batches(num_workers=2))
     assert [len(y) for _, y, _ in got] == [16] * 6 + [4]
     x, _, w = got[0]
