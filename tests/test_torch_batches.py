@@ -79,6 +79,15 @@ def test_pin_memory(feed_file):
     assert sorted(np.concatenate([y.numpy() for _, y in got])) == list(range(2000))
 
 
+def test_shards_split_among_workers_cover_the_epoch_with_as_many_batches(feed_file):
+    shards = [_loader(feed_file, shard=(i, 2)).torch_batches(num_workers=2) for i in (0, 1)]
+    got = [list(s) for s in shards]
+    assert len(got[0]) == len(got[1]) == len(shards[0]) == 20
+    labels = [np.concatenate([y.numpy() for _, y in g]) for g in got]
+    assert not set(labels[0]) & set(labels[1])
+    np.testing.assert_array_equal(np.sort(np.concatenate(labels)), np.arange(2000))
+
+
 def test_in_the_main_process_the_order_is_the_loaders(feed_file):
     loader = _loader(feed_file)
     batches = loader.torch_batches()  # num_workers=0
