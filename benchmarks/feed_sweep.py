@@ -26,6 +26,9 @@ Ratios, each with its floor:
 - steady shuffled ÷ steady in order: ≥ 0.85;
 - first epoch ÷ steady state, in order and shuffled: ≥ 0.8.
 
+Before the files, it measures what fresh memory costs the machine (:func:`first_touch`):
+a fresh loader's first epoch fills its buffers in memory the process has not used.
+
     python benchmarks/feed.py --sweep [--n 100000] [--repeat 2] [--epochs 3] [--dir DIR]
 """
 
@@ -124,6 +127,27 @@ def stored(path: Path) -> str:
     return f"{image.compression}: {packed} of {len(masks)} chunks compressed, {ratio:.0%} of size"
 
 
+def first_touch(mib: int = 64, count: int = 4) -> tuple[float, float]:
+    """Milliseconds to write one byte a page of a fresh ``mib`` MiB array, held
+    ``count`` at once (memory this process has not used before), then again once they
+    are freed (the same pages, reused): what a fresh loader's first window costs the
+    machine. On a virtual machine whose host takes back the pages a guest frees, the
+    first can be many times the second."""
+
+    def touch() -> list[float]:
+        held, times = [], []
+        for _ in range(count):
+            t = time.perf_counter()
+            a = np.empty(mib << 20, np.uint8)
+            a[::4096] = 1
+            times.append((time.perf_counter() - t) * 1000)
+            held.append(a)
+        return times
+
+    fresh = touch()
+    return max(fresh), float(np.median(touch()))
+
+
 def warm(path: Path) -> None:
     """Bring the file into the page cache (its bytes, no decoding)."""
     with open(path, "rb") as f:
@@ -186,10 +210,17 @@ def cell(layout: Layout, floor: Floor) -> str:
     return f"{ratio:5.2f} {'met' if ratio >= need else 'MISSED':>6} (≥{need:g})"
 
 
-def table(layouts: list[Layout], bs: int, loads: tuple[float, float]) -> None:
+def table(
+    layouts: list[Layout], bs: int, loads: tuple[float, float], touch: tuple[float, float]
+) -> None:
     print(f"\nLayout sweep: batch {bs}, images 32x32x3, int64 labels, default loader settings")
-    # Timings of a shared machine: the load says how much the ratios can be trusted.
+    # Timings of a shared machine: the load says how much the ratios can be trusted,
+    # and the cost of fresh memory how much a first epoch pays the machine for it.
     print(f"load average (1 min): {loads[0]:.1f} at the start, {loads[1]:.1f} at the end")
+    print(
+        f"fresh memory: up to {touch[0]:.0f} ms per 64 MiB touched first, "
+        f"{touch[1]:.0f} ms reused (measured before the sweep)"
+    )
     head = f"{'file':<5} {'rows/chunk':>10} {'N':>7} {'h5py-batches/s':>15} {'in order/s':>12}"
     head += "".join(f"  {f.label:<23}" for f in FLOORS)
     print(head)
@@ -228,6 +259,7 @@ def sweep(
     """Make the files (kept in ``folder``), measure each, print the table."""
     layouts = []
     load = os.getloadavg()[0]
+    touch = first_touch()
     for kind in kinds:
         for chunk in chunks:
             rows = max(n // KINDS[kind][3], chunk)
@@ -236,5 +268,5 @@ def sweep(
             layout = Layout(kind, chunk, rows, path, stored(path))
             measure(layout, bs, repeat, max(epochs, 2), budget)
             layouts.append(layout)
-    table(layouts, bs, (load, os.getloadavg()[0]))
+    table(layouts, bs, (load, os.getloadavg()[0]), touch)
     return layouts

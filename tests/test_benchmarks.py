@@ -61,6 +61,10 @@ def test_feed_sweep_reports_every_layout_ratio_and_floor(tmp_path):
         assert all(float(r[i]) > 0 for i in range(5, len(r), 3)), r
     assert "Floors met:" in out
     assert "gzip/16: gzip: 64 of 64 chunks compressed" in out  # the data does compress
+    touch = re.search(
+        r"fresh memory: up to (\d+) ms per 64 MiB touched first, (\d+) ms reused", out
+    )
+    assert touch and int(touch[1]) > 0 and int(touch[2]) > 0  # 16,384 page writes each
 
 
 def test_open_benchmark_compares_with_h5netcdf_on_every_file(tmp_path):
