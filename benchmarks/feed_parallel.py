@@ -198,26 +198,12 @@ def bench_torch(path: Path, bs: int, repeat: int, batches: int) -> list[tuple[st
     name = path.stem.rsplit("_", 1)[-1]
     print(f"  (torch workers vs the ceiling: {best['workers'] / best['ceiling']:.2f})")
     return [
-        (
-            f"{name}: torch workers vs one-process loader >= 0.9",
-            best["workers"] / best["single"],
-            0.9,
-        ),
-        (
-            f"{name}: torch workers vs map-style h5py recipe >= 10",
-            best["workers"] / best["recipe"],
-            10,
-        ),
-        (
-            f"{name}: torch_batches vs one-process loader >= 0.9",
-            best["runs-kept"] / best["single"],
-            0.9,
-        ),
-        (
-            f"{name}: torch_batches vs map-style h5py recipe >= 10",
-            best["runs-kept"] / best["recipe"],
-            10,
-        ),
+        (f"{name}: {label} vs {base} >= {floor:g}", best[key] / best[under], floor)
+        for label, key in (("torch workers", "workers"), ("torch_batches", "runs-kept"))
+        for base, under, floor in (
+            ("one-process loader", "single", 0.9),
+            ("map-style h5py recipe", "recipe", 10),
+        )
     ]
 
 

@@ -76,10 +76,8 @@ class DirectSource:
         fresh array where it can: decoded chunks go straight to their rows."""
         if self.row_axis == 0:
             self.array._getitem(self._key(a, b), out, dst)
-        elif dst is None:
-            out[...] = self.read(a, b)
         else:
-            out[dst] = self.read(a, b)
+            out[... if dst is None else dst] = self.read(a, b)
 
     def scatter(
         self,

@@ -166,14 +166,15 @@ class BatchLoader(Resumable, Adapters):
         }
         # Elementwise functions of plain views (astype, / 255): their input read directly.
         self._mapped = mapped_views(ds, [n for n, s in self._direct.items() if s is None], dim)
+        self._block_bytes = parse_bytes(block_size)
         self.plan: BlockPlan = plan_blocks(
-            ds, self._names, dim, self.start, self.end, parse_bytes(block_size), self._mapped
+            ds, self._names, dim, self.start, self.end, self._block_bytes, self._mapped
         )
         self._small = self._small_variables()
         # blocks in flight, in order or shuffled (windows), with one spare; a small
         # variable's (labels') rows are not pooled, see Buffers
         self._buffers = Buffers(
-            limit=(self.prefetch + 4) * len(self._names), smallest=parse_bytes(block_size) // 16
+            limit=(self.prefetch + 4) * len(self._names), smallest=self._block_bytes // 16
         )
         read = {**self._direct, **self._mapped}
         warn_if_blocks_recompute_chunks(self._arrays, read, self.plan, dim, where)
@@ -181,7 +182,7 @@ class BatchLoader(Resumable, Adapters):
     def _small_variables(self) -> list[str]:
         """Variables of small rows (labels), read whole per epoch (see SmallColumn),
         when they take at most a few blocks' worth of memory."""
-        budget = 4 * parse_bytes(self.block_size)
+        budget = 4 * self._block_bytes
         return [
             n
             for n, src in self._direct.items()

@@ -41,7 +41,8 @@ try:
     from torch.utils.data import IterableDataset, get_worker_info
 except ImportError as err:  # pragma: no cover - exercised only without torch
     raise ImportError(
-        "BatchLoader.torch() depends on PyTorch; install it with `pip install lazyh5[torch]`"
+        "BatchLoader.torch() and torch_batches() depend on PyTorch; install it with "
+        "`pip install lazyh5[torch]`"
     ) from err
 
 #: Worker ids the shared epoch table has room for.

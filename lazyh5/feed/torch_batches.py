@@ -19,17 +19,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from torch.utils.data import DataLoader  # .torch, imported first, says how to install it
+
 from ..errors import InvalidArgumentError
 from .state import check, make
 from .torch import LoaderDataset, rows_of, worker_runs
-
-try:
-    from torch.utils.data import DataLoader
-except ImportError as err:  # pragma: no cover - exercised only without torch
-    raise ImportError(
-        "BatchLoader.torch_batches() depends on PyTorch; install it with "
-        "`pip install lazyh5[torch]`"
-    ) from err
 
 
 class TorchBatches:
@@ -59,8 +53,7 @@ class TorchBatches:
                     f"leave out {name}= (batch_size and shuffle are the loader's)"
                 )
         self.batch_size = loader.batch_size
-        block_rows = int((loader.plan.stops - loader.plan.starts).max(initial=1))
-        self.runs = max(1, block_rows // self.batch_size)
+        self.runs = max(1, int(loader.plan.sizes.max(initial=1)) // self.batch_size)
         self.dataset = LoaderDataset(loader, runs=self.runs)
         self.workers = max(1, int(dataloader_kwargs.get("num_workers", 0)))
         # Workers started anew each epoch would build their loaders and buffers anew.
